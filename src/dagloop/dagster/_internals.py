@@ -1,0 +1,83 @@
+"""Every Dagster-private name dagloop depends on, imported in this one module.
+
+Dagster's executor contract is public (`Executor`, `@executor`), but running a plan
+means reusing the machinery its own executors use: `ActiveExecution` for readiness,
+retries, skips, dynamic mappings and concurrency limits; the step event sequence;
+hooks; compute-log capture; interrupt capture. Keeping those imports here makes a
+Dagster upgrade a one-file review; `tests/dagster/test_internals.py` fails loudly if
+any name disappears.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.api import ExecuteRunWithPlanIterable
+from dagster._core.execution.compute_logs import create_compute_log_file_key
+from dagster._core.execution.context.system import (
+    PlanExecutionContext,
+    PlanOrchestrationContext,
+    StepExecutionContext,
+)
+from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+from dagster._core.execution.plan.active import ActiveExecution
+from dagster._core.execution.plan.execute_plan import (
+    _trigger_hook as trigger_hooks,
+)
+from dagster._core.execution.plan.execute_plan import (
+    dagster_event_sequence_for_step,
+)
+from dagster._core.execution.plan.instance_concurrency_context import (
+    InstanceConcurrencyContext,
+)
+from dagster._core.execution.plan.objects import ErrorSource, step_failure_event_from_exc_info
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.plan.step import ExecutionStep
+from dagster._core.execution.retries import RetryMode, get_retries_config
+from dagster._core.execution.step_dependency_config import (
+    StepDependencyConfig,
+    get_step_dependency_config_field,
+)
+from dagster._core.execution.tags import get_tag_concurrency_limits_config
+from dagster._core.executor.base import Executor
+from dagster._utils.error import serializable_error_info_from_exc_info
+from dagster._utils.interrupts import check_captured_interrupt, pop_captured_interrupt
+
+
+def step_failure_for_interrupt(step_context: StepExecutionContext, exc_info: Any) -> DagsterEvent:
+    """The STEP_FAILURE Dagster itself reports for a step stopped by an interrupt."""
+    event: DagsterEvent = step_failure_event_from_exc_info(
+        step_context, exc_info, error_source=ErrorSource.INTERRUPT
+    )
+    return event
+
+
+__all__ = [
+    "ActiveExecution",
+    "DagsterEvent",
+    "DagsterExecutionInterruptedError",
+    "EngineEventData",
+    "ExecuteRunWithPlanIterable",
+    "ExecutionPlan",
+    "ExecutionStep",
+    "Executor",
+    "InstanceConcurrencyContext",
+    "PlanExecutionContext",
+    "PlanExecutionContextManager",
+    "PlanOrchestrationContext",
+    "RetryMode",
+    "StepDependencyConfig",
+    "StepExecutionContext",
+    "check_captured_interrupt",
+    "create_compute_log_file_key",
+    "dagster_event_sequence_for_step",
+    "get_retries_config",
+    "get_step_dependency_config_field",
+    "get_tag_concurrency_limits_config",
+    "pop_captured_interrupt",
+    "serializable_error_info_from_exc_info",
+    "step_failure_for_interrupt",
+    "trigger_hooks",
+]

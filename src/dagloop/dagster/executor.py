@@ -1,0 +1,105 @@
+"""The Dagster `Executor` and `ExecutorDefinition` that run a plan on one event loop."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import dagster as dg
+from dagloop.dagster._internals import (
+    DagsterEvent,
+    EngineEventData,
+    ExecuteRunWithPlanIterable,
+    ExecutionPlan,
+    Executor,
+    PlanExecutionContext,
+    PlanExecutionContextManager,
+    PlanOrchestrationContext,
+    RetryMode,
+    StepDependencyConfig,
+)
+from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
+from dagloop.dagster.orchestrator import Orchestrator
+from dagloop.runtime.loop_driver import iterate_on_loop
+
+
+class AsyncExecutor(Executor):
+    """Runs every step of a run concurrently on the event loop Dagster created for it.
+
+    Resources are initialised on that loop (as in the in-process executor), so async
+    resources are shared by all steps. Async steps run natively on the loop; steps
+    whose compute function is synchronous run in worker threads.
+    """
+
+    def __init__(self, config: AsyncExecutorConfig) -> None:
+        self._config = config
+
+    @property
+    def config(self) -> AsyncExecutorConfig:
+        return self._config
+
+    @property
+    def retries(self) -> RetryMode:
+        return self._config.retries
+
+    @property
+    def step_dependency_config(self) -> StepDependencyConfig:
+        return self._config.step_dependency_config
+
+    def execute(
+        self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
+    ) -> Iterator[DagsterEvent]:
+        config = self._config
+        step_keys = execution_plan.step_keys_to_execute
+        yield DagsterEvent.engine_event(
+            plan_context,
+            f"Executing steps on one asyncio event loop (pid: {os.getpid()}; async steps "
+            f"hosted in {config.step_host}s; {config.sync_threads} worker threads for sync "
+            "steps)",
+            event_specific_data=EngineEventData.in_process(os.getpid(), step_keys),
+        )
+        yield from ExecuteRunWithPlanIterable(
+            execution_plan=plan_context.execution_plan,
+            iterator=self._run_on_loop,
+            execution_context_manager=PlanExecutionContextManager(
+                job=plan_context.job,
+                retry_mode=plan_context.retry_mode,
+                execution_plan=plan_context.execution_plan,
+                run_config=plan_context.run_config,
+                dagster_run=plan_context.dagster_run,
+                instance=plan_context.instance,
+                raise_on_error=plan_context.raise_on_error,
+                output_capture=plan_context.output_capture,
+                step_dependency_config=config.step_dependency_config,
+            ),
+        )
+        yield DagsterEvent.engine_event(
+            plan_context,
+            f"Finished steps on the event loop (pid: {os.getpid()})",
+            event_specific_data=EngineEventData.in_process(os.getpid(), step_keys),
+        )
+
+    def _run_on_loop(
+        self, job_context: PlanExecutionContext, execution_plan: ExecutionPlan
+    ) -> Iterator[DagsterEvent]:
+        orchestrator = Orchestrator(job_context, execution_plan, self._config)
+        yield from iterate_on_loop(
+            job_context.event_loop,
+            orchestrator.run,
+            on_interrupt=lambda exc: orchestrator.request_interrupt(
+                f"{type(exc).__name__} reached the event loop"
+            ),
+        )
+
+
+@dg.executor(name="dagloop_async", config_schema=EXECUTOR_CONFIG_SCHEMA)
+def async_executor(init_context: dg.InitExecutorContext) -> AsyncExecutor:
+    """Run every step of a run concurrently on one shared asyncio event loop.
+
+    Use as ``@dg.job(executor_def=async_executor)``, ``dg.Definitions(executor=async_executor)``
+    or ``async_executor.configured({"max_concurrent": 50})``. Config keys:
+    ``max_concurrent``, ``sync_threads``, ``tag_concurrency_limits``, ``retries``,
+    ``step_host``, ``step_timeout_seconds``, ``blocked_loop_warning_seconds``,
+    ``termination_grace_seconds``.
+    """
+    return AsyncExecutor(AsyncExecutorConfig.from_config(init_context.executor_config))

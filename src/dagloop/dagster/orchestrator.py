@@ -1,0 +1,384 @@
+"""The coroutine that runs a Dagster execution plan on the run's event loop.
+
+Readiness, retries, skips, dynamic mappings, `max_concurrent`, tag concurrency limits
+and instance pools are all decided by Dagster's own `ActiveExecution`; this module
+only starts what it hands out, as soon as it hands it out, and reports back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from typing import Any
+
+import dagster as dg
+from dagloop.dagster._internals import (
+    ActiveExecution,
+    DagsterEvent,
+    DagsterExecutionInterruptedError,
+    EngineEventData,
+    ExecutionPlan,
+    ExecutionStep,
+    InstanceConcurrencyContext,
+    PlanExecutionContext,
+    create_compute_log_file_key,
+    dagster_event_sequence_for_step,
+    pop_captured_interrupt,
+    serializable_error_info_from_exc_info,
+    step_failure_for_interrupt,
+    trigger_hooks,
+)
+from dagloop.dagster.config import STEP_TIMEOUT_TAG, AsyncExecutorConfig
+from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, compute_is_async
+from dagloop.runtime.greenbridge import run_in_greenlet
+from dagloop.runtime.threads import WorkerThreads
+
+#: How often the orchestrator looks for a captured SIGINT/SIGTERM while idle.
+INTERRUPT_POLL_SECONDS = 0.1
+#: How often it checks whether the run was marked CANCELING in the instance.
+CANCEL_POLL_SECONDS = 0.5
+
+_INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
+
+
+class _Wakeup:
+    """A level-triggered wakeup with an optional timeout, cheaper than Event+wait_for."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None
+        self._pending = False
+
+    def set(self) -> None:
+        self._pending = True
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self, timeout: float | None) -> None:
+        if self._pending:
+            self._pending = False
+            return
+        self._future = self._loop.create_future()
+        timer = None
+        if timeout is not None:
+            timer = self._loop.call_later(max(timeout, 0.0), self.set)
+        try:
+            await self._future
+        finally:
+            self._future = None
+            self._pending = False
+            if timer is not None:
+                timer.cancel()
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        job_context: PlanExecutionContext,
+        execution_plan: ExecutionPlan,
+        config: AsyncExecutorConfig,
+    ) -> None:
+        self._job_context = job_context
+        self._plan = execution_plan
+        self._config = config
+        self._loop: asyncio.AbstractEventLoop = job_context.event_loop
+        self._running: set[StepRun] = set()
+        self._emit: Callable[[DagsterEvent], None] = lambda event: None
+        self._active: ActiveExecution | None = None
+        self._wakeup = _Wakeup(self._loop)
+        self._stopping = False
+        self._interrupt_requested: str | None = None
+        self._raised: BaseException | None = None
+        self._threads = WorkerThreads(config.sync_threads, name="dagloop-step")
+        self._last_cancel_poll = 0.0
+
+    # -- entry points ------------------------------------------------------------------
+
+    def request_interrupt(self, why: str) -> None:
+        """Ask the run to stop: in-flight async steps are cancelled, nothing new starts."""
+        if self._interrupt_requested is None:
+            self._interrupt_requested = why
+        self._wakeup.set()
+
+    async def run(self, emit: Callable[[DagsterEvent], None]) -> None:
+        self._emit = emit
+        bridge = LoopBridge(self._loop)
+        bridge.install()
+        try:
+            with ExitStack() as stack:
+                job_context = self._job_context
+                concurrency = stack.enter_context(
+                    InstanceConcurrencyContext(job_context.instance, job_context.dagster_run)
+                )
+                active = stack.enter_context(
+                    self._plan.start(
+                        retry_mode=self._config.retries,
+                        max_concurrent=self._config.max_concurrent,
+                        tag_concurrency_limits=list(self._config.tag_concurrency_limits),
+                        instance_concurrency_context=concurrency,
+                        step_dependency_config=self._config.step_dependency_config,
+                    )
+                )
+                self._active = active
+                self._start_run_log_capture(stack)
+                await self._schedule(active)
+                if self._raised is not None:
+                    raise self._raised
+        finally:
+            bridge.uninstall()
+            self._threads.shutdown(wait=False)
+
+    # -- scheduling loop ---------------------------------------------------------------
+
+    async def _schedule(self, active: ActiveExecution) -> None:
+        job_context = self._job_context
+        while True:
+            self._poll_for_interrupts()
+            if self._interrupt_requested is not None and not self._stopping:
+                self._begin_stopping(active, self._interrupt_requested)
+
+            if not self._stopping:
+                for step in active.get_steps_to_execute():
+                    self._start(step, active)
+                self._emit_all(active.concurrency_event_iterator(job_context))
+            self._emit_all(active.plan_events_iterator(job_context))
+
+            if not self._running and (self._stopping or active.is_complete):
+                return
+            await self._wakeup.wait(self._idle_timeout(active))
+
+    def _idle_timeout(self, active: ActiveExecution) -> float:
+        timeout = INTERRUPT_POLL_SECONDS
+        if not self._stopping:
+            until_ready: float = active.sleep_interval()
+            if until_ready > 0:
+                timeout = min(timeout, until_ready)
+        return timeout
+
+    def _poll_for_interrupts(self) -> None:
+        if pop_captured_interrupt():
+            self.request_interrupt("received a termination signal")
+        now = time.monotonic()
+        poll_due = now - self._last_cancel_poll >= CANCEL_POLL_SECONDS
+        if self._interrupt_requested is None and poll_due:
+            self._last_cancel_poll = now
+            run = self._job_context.instance.get_run_by_id(self._job_context.run_id)
+            if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
+                self.request_interrupt("the run was marked CANCELING")
+
+    def _begin_stopping(self, active: ActiveExecution, why: str) -> None:
+        self._stopping = True
+        active.mark_interrupted()
+        in_flight = sorted(run.key for run in self._running)
+        self._emit(
+            DagsterEvent.engine_event(
+                self._job_context,
+                f"dagloop async executor: {why} - cancelling {len(in_flight)} in-flight step(s)",
+                EngineEventData.interrupted(in_flight),
+            )
+        )
+        uninterruptible = [
+            run for run in self._running if not run.cancel(DagsterExecutionInterruptedError())
+        ]
+        if uninterruptible:
+            self._loop.call_later(
+                self._config.termination_grace_seconds, self._abandon_threads, uninterruptible
+            )
+
+    def _abandon_threads(self, runs: Iterable[StepRun]) -> None:
+        """Report steps stuck in worker threads as failed once the grace period is over."""
+        for run in runs:
+            if run.finished:
+                continue
+            run.abandoned = True
+            self._emit(
+                DagsterEvent.engine_event(
+                    run.context,
+                    f"Step '{run.key}' was still running synchronous code in a worker thread "
+                    f"{self._config.termination_grace_seconds:g} s after termination was "
+                    "requested; it is reported failed and its thread is left to finish.",
+                    EngineEventData.interrupted([run.key]),
+                )
+            )
+            self._fail_from_orchestrator(run, DagsterExecutionInterruptedError())
+            self._finish(run)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _start(self, step: ExecutionStep, active: ActiveExecution) -> None:
+        context = self._job_context.for_step(step, active.get_known_state())
+        host = self._config.step_host if compute_is_async(context) else None
+        run = StepRun(
+            step=step,
+            context=context,
+            host=host,
+            budget=self._budget_for(step),
+            report_hold=self._report_hold,
+        )
+        self._running.add(run)
+        run.task = self._loop.create_task(self._execute(run), name=f"dagloop-step:{step.key}")
+
+    def _budget_for(self, step: ExecutionStep) -> float | None:
+        tagged = step.tags.get(STEP_TIMEOUT_TAG)
+        if tagged is None:
+            return self._config.step_timeout_seconds
+        try:
+            budget = float(tagged)
+        except ValueError:
+            budget = float("nan")
+        if not budget > 0:
+            raise dg.DagsterInvalidConfigError(
+                f"Op tag '{STEP_TIMEOUT_TAG}' of step '{step.key}' must be a positive number "
+                f"of seconds, got {tagged!r}.",
+                [],
+                tagged,
+            )
+        return budget
+
+    async def _execute(self, run: StepRun) -> None:
+        if run.budget is not None:
+            run.deadline_timer = self._loop.call_later(run.budget, self._expire, run)
+        try:
+            if run.in_thread:
+                deliver = self._deliver_threadsafe(run)
+                await self._threads.run(self._step_body, run, deliver)
+            else:
+                await run_in_greenlet(
+                    self._step_body,
+                    run,
+                    lambda event: self._accept(run, event),
+                    hooks=run,
+                    on_cancel=run.cancellation,
+                )
+        except _INTERRUPTS as exc:
+            # Dagster re-raises interrupts after reporting the step failed. One we did
+            # not cause (user code raising KeyboardInterrupt) stops the run, as it does
+            # in the in-process executor.
+            if not self._stopping:
+                self._raised = self._raised or exc
+                self.request_interrupt(f"step '{run.key}' raised {type(exc).__name__}")
+        except asyncio.CancelledError:
+            # Only reachable if the orchestrator itself is being torn down.
+            raise
+        except BaseException as exc:
+            if self._raised is None:
+                self._raised = exc
+            self.request_interrupt(f"step '{run.key}' raised {type(exc).__name__}")
+        finally:
+            if not run.abandoned:
+                self._finish(run)
+
+    def _finish(self, run: StepRun) -> None:
+        if run.finished:
+            return
+        run.finished = True
+        if run.deadline_timer is not None:
+            run.deadline_timer.cancel()
+        assert self._active is not None
+        self._active.verify_complete(self._job_context, run.key)
+        self._running.discard(run)
+        self._wakeup.set()
+
+    def _step_body(self, run: StepRun, deliver: Callable[[DagsterEvent], None]) -> None:
+        """Run one step to its end; called in the step's greenlet or worker thread."""
+        run.bind()
+        for event in dagster_event_sequence_for_step(run.context):
+            run.events.append(event)
+            deliver(event)
+        for event in trigger_hooks(run.context, run.events):
+            deliver(event)
+
+    def _deliver_threadsafe(self, run: StepRun) -> Callable[[DagsterEvent], None]:
+        call_soon = self._loop.call_soon_threadsafe
+
+        def deliver(event: DagsterEvent) -> None:
+            call_soon(self._accept, run, event)
+
+        return deliver
+
+    def _accept(self, run: StepRun, event: DagsterEvent) -> None:
+        if run.abandoned:
+            return
+        self._emit(event)
+        if not event.is_hook_event:  # as in-process: hook events are reported, not tracked
+            assert self._active is not None
+            self._active.handle_event(event)
+
+    def _expire(self, run: StepRun) -> None:
+        budget = run.budget
+        assert budget is not None
+        error = StepTimeoutError(run.step.node_handle.name, run.key, budget)
+        if run.cancel(error):
+            return
+        if run.host is None and not run.finished:
+            self._emit(
+                DagsterEvent.engine_event(
+                    run.context,
+                    f"Step '{run.key}' is over its time budget of {budget:g} s. It runs "
+                    "synchronous code in a worker thread, which cannot be interrupted; it "
+                    "keeps running and will end on its own.",
+                    EngineEventData(),
+                )
+            )
+
+    def _report_hold(self, run: StepRun, held: float) -> None:
+        # Called on the loop thread only: greenlet switches and coroutine resumes.
+        threshold = self._config.blocked_loop_warning_seconds
+        if held < threshold:
+            return
+        self._emit(
+            DagsterEvent.engine_event(
+                run.context,
+                f"Step '{run.key}' blocked the event loop for {held:.2f} s without awaiting "
+                f"(threshold {threshold:g} s): every other step of the run waited. Move "
+                "blocking calls out of `async def` ops (use a sync op, or "
+                "`await anyio.to_thread.run_sync(...)`).",
+                EngineEventData(metadata={"held_seconds": dg.MetadataValue.float(held)}),
+            )
+        )
+
+    def _fail_from_orchestrator(self, run: StepRun, error: BaseException) -> None:
+        try:
+            raise error
+        except BaseException:
+            event = step_failure_for_interrupt(run.context, sys.exc_info())
+        self._emit(event)
+        assert self._active is not None
+        self._active.handle_event(event)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _emit_all(self, events: Iterable[DagsterEvent]) -> None:
+        for event in events:
+            self._emit(event)
+
+    def _start_run_log_capture(self, stack: ExitStack) -> None:
+        """Capture the run's stdout/stderr once for the process, as the in-process
+        executor does."""
+        job_context = self._job_context
+        manager = job_context.instance.compute_log_manager
+        step_keys = [step.key for step in self._plan.get_steps_to_execute_in_topo_order()]
+        file_key = create_compute_log_file_key()
+        log_key = manager.build_log_key_for_run(job_context.run_id, file_key)
+        try:
+            log_context = stack.enter_context(manager.capture_logs(log_key))
+            self._emit(DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context))
+        except Exception:
+            self._emit(
+                DagsterEvent.engine_event(
+                    job_context,
+                    "Exception while setting up compute log capture",
+                    EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
+                )
+            )
+
+
+def describe_start(job_context: Any, config: AsyncExecutorConfig) -> str:
+    return (
+        f"Executing steps on one asyncio event loop (pid: {os.getpid()}, async steps hosted "
+        f"in {config.step_host}s, {config.sync_threads} threads for sync steps)"
+    )

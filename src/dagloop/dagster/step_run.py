@@ -1,0 +1,190 @@
+"""One step in flight: where it is hosted, how it is cancelled, how its awaits reach
+the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from dagloop.dagster._internals import (
+    DagsterEvent,
+    ExecutionStep,
+    StepExecutionContext,
+)
+from dagloop.dagster.config import StepHost
+from dagloop.runtime.greenbridge import await_, in_bridged_greenlet
+from dagloop.runtime.loop_hold import HoldTimed
+
+T = TypeVar("T")
+
+#: The step whose code is running (in its greenlet or worker thread), so that its
+#: awaits are timed and cancelled with it.
+_current_step: contextvars.ContextVar[StepRun] = contextvars.ContextVar("dagloop_current_step")
+
+
+class StepTimeoutError(Exception):
+    """An async step ran past its time budget and was cancelled."""
+
+    def __init__(self, op_name: str, step_key: str, budget: float) -> None:
+        super().__init__(
+            f"Op '{op_name}' (step '{step_key}') exceeded its time budget of {budget:g} s "
+            "and was cancelled."
+        )
+        self.op_name = op_name
+        self.step_key = step_key
+        self.budget = budget
+
+
+def compute_is_async(context: StepExecutionContext) -> bool:
+    """True when the op's compute function is `async def` (coroutine or async generator)."""
+    compute_fn: Any = context.op_def.compute_fn
+    fn = getattr(compute_fn, "decorated_fn", compute_fn)
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+@dataclass(eq=False)
+class StepRun:
+    step: ExecutionStep
+    context: StepExecutionContext
+    host: StepHost | None  # None: a synchronous op, always in a worker thread
+    budget: float | None
+    report_hold: Callable[[StepRun, float], None]
+    events: list[DagsterEvent] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    cancel_reason: BaseException | None = None
+    finished: bool = False
+    #: Set when the orchestrator gave up on a thread-hosted step; its late events are dropped.
+    abandoned: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+    deadline_timer: asyncio.TimerHandle | None = None
+    _thread_awaits: set[concurrent.futures.Future[Any]] = field(default_factory=set)
+    _inner_sigint: Any = None
+    _outer_sigint: Any = None
+
+    @property
+    def key(self) -> str:
+        return self.step.key
+
+    @property
+    def in_thread(self) -> bool:
+        return self.host != "greenlet"
+
+    def cancellation(self, _: BaseException) -> BaseException:
+        """What a cancellation of this step's task becomes inside Dagster's step code."""
+        assert self.cancel_reason is not None, "a step task is only cancelled through cancel()"
+        return self.cancel_reason
+
+    def cancel(self, reason: BaseException) -> bool:
+        """Stop the step at its current await with `reason`; False if it cannot be."""
+        if self.finished or self.cancel_reason is not None:
+            return False
+        self.cancel_reason = reason
+        if self.in_thread:
+            for future in list(self._thread_awaits):
+                future.cancel()
+            # A synchronous op cannot be interrupted; its awaits (if any) were cancelled.
+            return self.host == "thread"
+        assert self.task is not None
+        self.task.cancel()
+        return True
+
+    # -- greenlet switch hooks -------------------------------------------------------
+    # Dagster swaps the SIGINT handler while user code runs (raise_execution_interrupts).
+    # Greenlets interleave those swaps, so each step keeps its own handler and the
+    # orchestrator's (capturing) handler is back in place whenever the loop runs.
+
+    def entering(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._outer_sigint = signal.getsignal(signal.SIGINT)
+        if self._inner_sigint is not None and self._inner_sigint is not self._outer_sigint:
+            _install_interrupt_handler(self._inner_sigint)
+
+    def leaving(self, held_seconds: float) -> None:
+        # The greenlet's stretches are Dagster's own bookkeeping (inputs, outputs, event
+        # log writes); loop stalls are attributed to user coroutines by `timed` instead.
+        if threading.current_thread() is threading.main_thread():
+            self._inner_sigint = signal.getsignal(signal.SIGINT)
+            if self._inner_sigint is not self._outer_sigint and self._outer_sigint is not None:
+                _install_interrupt_handler(self._outer_sigint)
+
+    def timed(self, awaitable: Awaitable[T]) -> HoldTimed[T]:
+        return HoldTimed(awaitable, lambda held: self.report_hold(self, held))
+
+    def bind(self) -> None:
+        """Mark the calling greenlet or thread (its own context) as running this step."""
+        _current_step.set(self)
+
+    # -- thread hosting --------------------------------------------------------------
+
+    def await_from_thread(self, loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
+        if self.cancel_reason is not None:
+            raise self.cancel_reason
+
+        async def run() -> T:
+            return await self.timed(awaitable)
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        self._thread_awaits.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            if self.cancel_reason is not None:
+                raise self.cancel_reason from None
+            raise
+        finally:
+            self._thread_awaits.discard(future)
+
+
+def _install_interrupt_handler(handler: Any) -> None:
+    # Dagster installs the same handler for SIGINT and SIGTERM (setup_interrupt_handlers).
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+class LoopBridge:
+    """Routes `event_loop.run_until_complete(x)` calls made by Dagster's step code.
+
+    Dagster drives an async op with `context.event_loop.run_until_complete(...)` on
+    the run's loop. That loop is already running our orchestrator, so the call is
+    turned into an await: from a step greenlet it switches to the step's task; from a
+    worker thread it is submitted to the loop and waited for; elsewhere it behaves as
+    before. The override lives on this one loop object and only while a run executes.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._original: Callable[..., Any] | None = None
+
+    def install(self) -> None:
+        self._original = self._loop.run_until_complete
+        self._loop.run_until_complete = self._run_until_complete  # type: ignore[method-assign,assignment]
+
+    def uninstall(self) -> None:
+        if self._original is not None:
+            del self._loop.run_until_complete
+            self._original = None
+
+    def _run_until_complete(self, awaitable: Awaitable[Any]) -> Any:
+        run = _current_step.get(None)
+        if in_bridged_greenlet():
+            return await_(run.timed(awaitable) if run is not None else awaitable)
+        if threading.get_ident() != self._loop_thread:
+            if run is not None:
+                return run.await_from_thread(self._loop, awaitable)
+            return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self._loop).result()
+        assert self._original is not None
+        return self._original(awaitable)
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable

@@ -1,0 +1,2 @@
+"""Runtime shared by the engine and the Dagster executor: sync/async bridges, worker
+threads, limiters and tracing. Nothing here imports dagster."""
