@@ -128,6 +128,17 @@ class Orchestrator:
                 await self._schedule(active)
                 if self._raised is not None:
                     raise self._raised
+                if self._stopping:
+                    # As Dagster's multiprocess executor does once its steps wound down:
+                    # the run is reported canceled (if requested) or interrupted.
+                    self._emit(
+                        DagsterEvent.engine_event(
+                            job_context,
+                            "dagloop async executor: every in-flight step has stopped",
+                            EngineEventData(),
+                        )
+                    )
+                    raise DagsterExecutionInterruptedError()
         finally:
             bridge.uninstall()
             self._threads.shutdown(wait=False)

@@ -1,0 +1,152 @@
+"""Issue 2 item 9 and issue 5: interrupted runs stop promptly and lose nothing."""
+
+import asyncio
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import greenlet
+import pytest
+
+import dagster as dg
+from tests.dagster.conftest import assert_every_started_step_ended, dagloop_threads
+from tests.dagster.jobs import long_running
+
+E = dg.DagsterEventType
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def reset_job_state() -> None:
+    long_running.STARTED.clear()
+    long_running.LOOPS.clear()
+
+
+def _interrupt_when_started(action) -> dict[str, float]:
+    stamps: dict[str, float] = {}
+
+    def fire() -> None:
+        assert long_running.STARTED.wait(60)
+        time.sleep(0.3)  # let the whole fan-out reach its await
+        stamps["fired"] = time.monotonic()
+        action()
+
+    threading.Thread(target=fire, daemon=True).start()
+    return stamps
+
+
+def _assert_nothing_left_running() -> None:
+    assert dagloop_threads() == [], "worker threads outlived the run"
+    (loop,) = set(long_running.LOOPS)
+    assert [t for t in asyncio.all_tasks(loop) if not t.done()] == []
+    gc.collect()
+    alive = [
+        g
+        for g in gc.get_objects()
+        if isinstance(g, greenlet.greenlet)
+        and type(g).__name__ == "_BridgedGreenlet"
+        and not g.dead
+    ]
+    assert alive == [], "step greenlets outlived the run"
+
+
+def _execute(instance: dg.DagsterInstance) -> tuple[dg.JobExecutionResult, float]:
+    result = dg.execute_job(dg.reconstructable(long_running.long_job), instance=instance)
+    return result, time.monotonic()
+
+
+def test_sigint_cancels_in_flight_async_steps(instance: dg.DagsterInstance) -> None:
+    stamps = _interrupt_when_started(lambda: os.kill(os.getpid(), signal.SIGINT))
+    result, returned = _execute(instance)
+
+    assert not result.success
+    # The async steps slept 60 s; they were cancelled, and only the 1 s sync op was waited for.
+    assert returned - stamps["fired"] < 5
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+    failures = {e.step_key: e for e in result.all_events if e.event_type == E.STEP_FAILURE}
+    assert set(failures) == {f"slow[{i}]" for i in range(long_running.WIDTH)}
+    assert all(
+        e.step_failure_data.error.cls_name == "DagsterExecutionInterruptedError"
+        for e in failures.values()
+    )
+    successes = {e.step_key for e in result.all_events if e.event_type == E.STEP_SUCCESS}
+    assert successes == {"spread", "short_sync"}
+    assert_every_started_step_ended(instance, result.run_id)
+    _assert_nothing_left_running()
+
+
+def test_run_marked_canceling_is_canceled(sqlite_instance: dg.DagsterInstance) -> None:
+    def cancel() -> None:
+        (run,) = sqlite_instance.get_runs()
+        sqlite_instance.report_run_canceling(run)
+
+    stamps = _interrupt_when_started(cancel)
+    result, returned = _execute(sqlite_instance)
+
+    assert returned - stamps["fired"] < 5
+    run = sqlite_instance.get_run_by_id(result.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
+    assert_every_started_step_ended(sqlite_instance, result.run_id)
+    _assert_nothing_left_running()
+
+
+def test_sigterm_to_the_cli_run_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "tests.dagster.jobs.long_running",
+            "-j",
+            "long_job",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                runs = instance.get_runs()
+                if runs and _count(instance, runs[0].run_id, E.STEP_START) > long_running.WIDTH:
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("the run never started its steps")
+            time.sleep(0.3)
+            fired = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            elapsed = time.monotonic() - fired
+
+            (run,) = instance.get_runs()
+            assert elapsed < 10
+            assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+            assert _count(instance, run.run_id, E.STEP_FAILURE) == long_running.WIDTH
+            assert_every_started_step_ended(instance, run.run_id)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _count(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> int:
+    return sum(
+        1
+        for r in instance.all_logs(run_id)
+        if r.dagster_event is not None and r.dagster_event.event_type == event_type
+    )
