@@ -1,0 +1,226 @@
+"""`AsyncDAGExecutor`: validates options and tasks, opens resources, runs the scheduler."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from ..runtime.threads import WorkerThreads
+from ..runtime.tracing import TraceRecorder
+from .binding import (
+    CallSpec,
+    ExtraSlots,
+    Source,
+    SpecFactory,
+    bind_by_name,
+    takes_no_parameters,
+    unwrap,
+)
+from .callbacks import CallbackDispatcher
+from .errors import ConfigError, UnknownNodeError, did_you_mean
+from .graph import DAG
+from .progress import RichProgress
+from .resources import open_resources, validate_resources
+from .results import ExecutionResult
+from .retry import RetryPolicy
+from .scheduler import Scheduler
+from .validation import optional_positive_int, optional_seconds
+
+#: Keyword options of the executor constructors, for `invoke(**options)` and friends.
+EXECUTOR_OPTIONS = (
+    "max_concurrency",
+    "max_workers",
+    "costs",
+    "callbacks",
+    "fail_fast",
+    "enable_tracing",
+    "retries",
+    "progress",
+    "resources",
+)
+#: Keyword options of `execute()`.
+EXECUTE_OPTIONS = ("timeout", "cancel_event")
+
+
+def default_max_workers() -> int:
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class AsyncDAGExecutor:
+    """Runs a `DAG` on the running event loop.
+
+    Args:
+        dag: the graph.
+        max_concurrency: most nodes running at once (async and sync together);
+            None means no limit.
+        max_workers: threads for sync callables (default: min(32, CPUs + 4)).
+        costs: cost hints by node name; ready nodes then start longest remaining
+            critical path first.
+        callbacks: an object (or a list of objects) with `Callbacks` methods.
+        fail_fast: stop at the first failure (True) or let independent branches finish.
+        enable_tracing: record every attempt; the trace is `ExecutionResult.trace`.
+        retries: default `RetryPolicy`, or a number of retries, for nodes without one.
+        progress: show a rich progress bar.
+        resources: shared resources injected by parameter name (see `resources.py`).
+    """
+
+    def __init__(
+        self,
+        dag: DAG,
+        *,
+        max_concurrency: int | None = None,
+        max_workers: int | None = None,
+        costs: Mapping[str, float] | None = None,
+        callbacks: object | Sequence[object] | None = None,
+        fail_fast: bool = True,
+        enable_tracing: bool = False,
+        retries: RetryPolicy | int | None = None,
+        progress: bool = False,
+        resources: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(dag, DAG):
+            raise ConfigError(f"expected a DAG built with DAG.builder(), got {dag!r}")
+        self.dag = dag
+        self.max_concurrency = optional_positive_int(max_concurrency, "max_concurrency")
+        self.max_workers = (
+            optional_positive_int(max_workers, "max_workers") or default_max_workers()
+        )
+        self._priorities = dag.remaining_path_costs(costs) if costs is not None else None
+        self.costs = dict(costs) if costs is not None else None
+        self._listeners = _listeners(callbacks)
+        for flag, value in (
+            ("fail_fast", fail_fast),
+            ("enable_tracing", enable_tracing),
+            ("progress", progress),
+        ):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{flag} must be True or False, got {value!r}")
+        self.fail_fast = fail_fast
+        self.enable_tracing = enable_tracing
+        self.progress = progress
+        self.retries = RetryPolicy.coerce(retries, "retries")
+        self.resources = validate_resources(resources)
+
+    async def execute(
+        self,
+        tasks: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        cancel_event: Any = None,
+    ) -> ExecutionResult:
+        """Run `tasks` (node name -> callable or `Task`) and wait for every node.
+
+        A task receives, by parameter name, the results of its direct upstream nodes
+        and the shared resources it asks for.
+        """
+        extras = ExtraSlots()
+        specs = self.compile_mapping(tasks, extras)
+        return await self.run_compiled(specs, extras, timeout=timeout, cancel_event=cancel_event)
+
+    def compile_mapping(self, tasks: Mapping[str, Any], extras: ExtraSlots) -> list[CallSpec]:
+        dag = self.dag
+        if not isinstance(tasks, Mapping):
+            raise ConfigError(f"tasks must be a mapping of node name -> callable, got {tasks!r}")
+        for name in tasks:
+            if name not in dag:
+                raise UnknownNodeError(name, "tasks", dag.nodes)
+        for name in self.resources:
+            extras.resource(name)
+        names = dag._names
+        all_nodes = set(names)
+        factory = SpecFactory(self.retries)
+        specs: list[CallSpec] = []
+        for index, name in enumerate(names):
+            fn, options = unwrap(tasks.get(name), name)
+            if takes_no_parameters(fn):
+                kwargs: tuple[tuple[str, Source], ...] = ()
+            else:
+                upstream = {names[p]: p for p in dag._preds[index]}
+                kwargs = bind_by_name(name, fn, upstream, self.resources, extras, all_nodes)
+            specs.append(factory.make(fn, options, (), kwargs))
+        return specs
+
+    async def run_compiled(
+        self,
+        specs: list[CallSpec],
+        extras: ExtraSlots,
+        *,
+        parameter: Any = None,
+        timeout: float | None = None,
+        cancel_event: Any = None,
+    ) -> ExecutionResult:
+        timeout = optional_seconds(timeout, "timeout")
+        if cancel_event is not None and not callable(getattr(cancel_event, "is_set", None)):
+            raise ConfigError(
+                f"cancel_event must be a threading.Event or an asyncio.Event, got {cancel_event!r}"
+            )
+        started = time.perf_counter()
+        listeners = list(self._listeners)
+        if self.progress:
+            listeners.append(RichProgress())
+        dispatcher = CallbackDispatcher(listeners)
+        tracer = TraceRecorder() if self.enable_tracing else None
+        pool = WorkerThreads(self.max_workers, name="dagloop-worker")
+        try:
+            async with AsyncExitStack() as stack:
+                opened = await open_resources(self.resources, stack)
+                resource_sources: dict[str, Source] = {
+                    name: extras.resource(name) for name in self.resources
+                }
+                scheduler = Scheduler(
+                    self.dag,
+                    specs,
+                    extras.resolve(opened, parameter),
+                    resource_sources,
+                    pool=pool,
+                    callbacks=dispatcher,
+                    fail_fast=self.fail_fast,
+                    max_concurrency=self.max_concurrency,
+                    priorities=self._priorities,
+                    tracer=tracer,
+                    timeout=timeout,
+                    cancel_event=cancel_event,
+                )
+                if dispatcher.execution_start:
+                    dispatcher.emit(dispatcher.execution_start, self.dag.node_count())
+                node_results = await scheduler.run()
+                await dispatcher.drain()
+        except BaseException:
+            dispatcher.cancel_pending()
+            raise
+        finally:
+            # Threads abandoned by a timeout finish on their own; do not block on them.
+            pool.shutdown(wait=pool.busy == 0)
+        result = ExecutionResult(
+            {r.name: r for r in node_results},
+            time.perf_counter() - started,
+            tracer,
+        )
+        if dispatcher.execution_end:
+            dispatcher.emit(dispatcher.execution_end, result)
+            await dispatcher.drain()
+        return result
+
+
+def _listeners(callbacks: object | Sequence[object] | None) -> list[object]:
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, list | tuple):
+        return list(callbacks)
+    return [callbacks]
+
+
+def split_options(
+    options: Mapping[str, Any], where: str, extra: Iterable[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split `**options` into executor and execute options, rejecting unknown keys."""
+    allowed = (*EXECUTOR_OPTIONS, *EXECUTE_OPTIONS, *extra)
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"unknown option {key!r} for {where}{did_you_mean(key, allowed)}")
+    executor_options = {k: v for k, v in options.items() if k in EXECUTOR_OPTIONS}
+    execute_options = {k: v for k, v in options.items() if k in EXECUTE_OPTIONS}
+    return executor_options, execute_options
