@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pytest
+
+import dagster as dg
 
 
 @pytest.fixture(params=["ephemeral", "sqlite"])
@@ -72,26 +73,33 @@ class RunOutcome:
 
 
 def run_job(
-    job: dg.JobDefinition,
+    job: dg.JobDefinition | Callable[[], dg.JobDefinition],
     instance: dg.DagsterInstance,
     run_config: Mapping[str, Any] | None = None,
     outputs: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> RunOutcome:
-    """Execute `job` through its own executor and collect what tests look at."""
-    with dg.execute_job(
-        dg.reconstructable(job), instance=instance, run_config=run_config, **kwargs
-    ) as result:
-        values = {name: result.output_for_node(name) for name in outputs} if result.success else {}
-        run = instance.get_run_by_id(result.run_id)
-        assert run is not None
-        return RunOutcome(
-            success=result.success,
-            run_id=result.run_id,
-            events=list(result.all_events),
-            outputs=values,
-            status=run.status,
-        )
+    """Execute `job` (a module-level job, or a module-level function building one)
+    through its own executor and collect what tests look at."""
+    recon = dg.reconstructable(job)
+    if outputs:
+        # Opening the result re-initialises resources to load outputs: only when asked.
+        with dg.execute_job(recon, instance=instance, run_config=run_config, **kwargs) as result:
+            values = (
+                {name: result.output_for_node(name) for name in outputs} if result.success else {}
+            )
+    else:
+        result = dg.execute_job(recon, instance=instance, run_config=run_config, **kwargs)
+        values = {}
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    return RunOutcome(
+        success=result.success,
+        run_id=result.run_id,
+        events=list(result.all_events),
+        outputs=values,
+        status=run.status,
+    )
 
 
 def assert_every_started_step_ended(instance: dg.DagsterInstance, run_id: str) -> None:

@@ -84,10 +84,24 @@ async def run_in_greenlet(
     while not child.dead:
         try:
             value = await pending
-        except BaseException as exc:
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            thrown = on_cancel(exc) if cancelled and on_cancel is not None else exc
+        except BaseException as exc:  # every outcome is forwarded to the child
+            thrown = exc
+            if on_cancel is not None and _task_was_cancelled(exc):
+                # Consumed here: the synchronous code decides what the cancellation means.
+                current = asyncio.current_task()
+                assert current is not None
+                current.uncancel()
+                thrown = on_cancel(exc)
             pending = resume(child.throw, thrown)
         else:
             pending = resume(child.switch, value)
     return pending  # type: ignore[no-any-return]
+
+
+def _task_was_cancelled(exc: BaseException) -> bool:
+    """True for a cancellation of the awaiting task itself, False for a CancelledError
+    that the awaited code raised on its own (forwarded like any other exception)."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
