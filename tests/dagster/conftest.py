@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import dagster as dg
+import pytest
 
 
 @pytest.fixture(params=["ephemeral", "sqlite"])

@@ -103,7 +103,9 @@ def tagged_job():
 def test_tag_concurrency_limits(ephemeral_instance: dg.DagsterInstance) -> None:
     config = {
         "execution": {
-            "config": {"tag_concurrency_limits": [{"key": "service", "value": "slow-api", "limit": 2}]}
+            "config": {
+                "tag_concurrency_limits": [{"key": "service", "value": "slow-api", "limit": 2}]
+            }
         }
     }
     outcome = run_job(tagged_job, ephemeral_instance, run_config=config)

@@ -1,6 +1,5 @@
 """Issue 2, item 4: failures, Failure metadata, RetryRequested and RetryPolicy."""
 
-
 import asyncio
 import time
 
@@ -137,7 +136,10 @@ RETRY_DELAY = 1.0
 
 @dg.op(
     retry_policy=dg.RetryPolicy(
-        max_retries=2, delay=RETRY_DELAY, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+        max_retries=2,
+        delay=RETRY_DELAY,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
     )
 )
 async def flaky(context: dg.OpExecutionContext) -> list[float]:

@@ -10,10 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+import dagster as dg
 import greenlet
 import pytest
 
-import dagster as dg
 from tests.dagster.conftest import assert_every_started_step_ended, dagloop_threads
 from tests.dagster.jobs import long_running
 

@@ -1,6 +1,5 @@
 """Issue 2, item 2: sync and async ops mix, and sync work never blocks the loop."""
 
-
 import asyncio
 import threading
 import time
@@ -42,6 +41,7 @@ def test_values_flow_async_to_sync_to_async(instance: dg.DagsterInstance) -> Non
 
 
 # -- a blocking sync op beside 50 sleeping async ops -----------------------------------
+
 
 @dg.op(out=dg.DynamicOut(int))
 def fan() -> object:

@@ -1,6 +1,5 @@
 """Issue 2, item 1: the seed's quickstart fan-out shape."""
 
-
 import time
 
 import anyio

@@ -41,7 +41,9 @@ class ClientResource(dg.ConfigurableResource):
     limit: int = LIMIT
 
     @asynccontextmanager
-    async def yield_for_execution(self, context: dg.InitResourceContext) -> AsyncIterator["FakeClient"]:
+    async def yield_for_execution(
+        self, context: dg.InitResourceContext
+    ) -> AsyncIterator["FakeClient"]:
         client = FakeClient(self.limit)
         try:
             yield client  # type: ignore[misc]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dagster as dg
+
 from dagloop.dagster._internals import (
     RetryMode,
     StepDependencyConfig,

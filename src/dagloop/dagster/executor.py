@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import dagster as dg
+
 from dagloop.dagster._internals import (
     DagsterEvent,
     EngineEventData,

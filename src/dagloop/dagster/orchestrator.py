@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import dagster as dg
+
 from dagloop.dagster._internals import (
     ActiveExecution,
     DagsterEvent,
