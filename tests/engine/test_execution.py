@@ -520,3 +520,28 @@ def test_dag_executor_works_inside_a_running_loop() -> None:
         return DAGExecutor(make_dag("a")).execute({"a": lambda: "inner"})
 
     assert asyncio.run(main()).value("a") == "inner"
+
+
+def test_max_workers_bounds_the_threads_running_sync_tasks() -> None:
+    dag = make_dag([f"n{i}" for i in range(12)])
+    lock = threading.Lock()
+    inside = 0
+    peak = 0
+    thread_names: set[str] = set()
+
+    def blocking() -> None:
+        nonlocal inside, peak
+        with lock:
+            inside += 1
+            peak = max(peak, inside)
+            thread_names.add(threading.current_thread().name)
+        time.sleep(0.01)
+        with lock:
+            inside -= 1
+
+    threads_before = threading.active_count()
+    result = DAGExecutor(dag, max_workers=2).execute({n: blocking for n in dag.nodes})
+    assert result.succeeded == 12
+    assert peak == 2
+    assert len(thread_names) == 2
+    assert threading.active_count() == threads_before, "worker threads are shut down"

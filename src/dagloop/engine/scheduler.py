@@ -137,6 +137,7 @@ class Scheduler:
         self._stopping: StopReason | None = None
         self._deadline_passed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._helper_tasks: list[asyncio.Task[Any]] = []
         self._fatal: BaseException | None = None
         self._done: asyncio.Future[None] | None = None
         self.max_observed_concurrency = 0
@@ -547,7 +548,9 @@ class Scheduler:
         event = self._cancel_event
         if isinstance(event, asyncio.Event):
             watcher = loop.create_task(event.wait(), name="dagloop:cancel-event")
-            watcher.add_done_callback(lambda _: self._on_cancel_event())
+            watcher.add_done_callback(self._on_cancel_watcher_done)
+            # _unwind() awaits it after cancelling, so it cannot outlive execute().
+            self._helper_tasks.append(watcher)
             return watcher.cancel
         handle: asyncio.TimerHandle | None = None
 
@@ -566,12 +569,19 @@ class Scheduler:
 
         return stop_polling
 
+    def _on_cancel_watcher_done(self, watcher: asyncio.Task[Any]) -> None:
+        if not watcher.cancelled():
+            self._on_cancel_event()
+
     def _on_cancel_event(self) -> None:
         if self._stopping is None and self._unfinished:
             self._stop("cancel_event")
 
     async def _unwind(self, *, cancel: bool) -> None:
         """Make sure no node task outlives the execution."""
+        helpers = [t for t in self._helper_tasks if not t.done()]
+        if helpers:
+            await asyncio.wait(helpers)
         if cancel:
             for task in self._active.values():
                 task.cancel()
