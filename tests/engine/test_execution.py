@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dagloop import (
+    DAG,
     AsyncDAGExecutor,
     DAGExecutor,
     NodeStatus,
@@ -545,3 +546,9 @@ def test_max_workers_bounds_the_threads_running_sync_tasks() -> None:
     assert peak == 2
     assert len(thread_names) == 2
     assert threading.active_count() == threads_before, "worker threads are shut down"
+
+
+def test_empty_graph_completes_immediately(recorder: Recorder) -> None:
+    result = DAGExecutor(DAG.builder().build(), callbacks=recorder).execute({})
+    assert result.ok and result.node_results == {}
+    assert recorder.events == [("execution_start", 0), ("execution_end",)]
