@@ -552,3 +552,18 @@ def test_empty_graph_completes_immediately(recorder: Recorder) -> None:
     result = DAGExecutor(DAG.builder().build(), callbacks=recorder).execute({})
     assert result.ok and result.node_results == {}
     assert recorder.events == [("execution_start", 0), ("execution_end",)]
+
+
+def test_task_cancelling_itself_fails_instead_of_hanging_the_run() -> None:
+    async def self_cancel() -> None:
+        task_ = asyncio.current_task()
+        assert task_ is not None
+        task_.cancel()
+        await asyncio.sleep(1)
+
+    result = DAGExecutor(make_dag(["a", "b"], [("a", "b")])).execute(
+        {"a": self_cancel, "b": lambda: 1}, timeout=10
+    )
+    assert result["a"].status is NodeStatus.FAILED
+    assert isinstance(result["a"].error, asyncio.CancelledError)
+    assert result["b"].status is NodeStatus.SKIPPED

@@ -104,7 +104,6 @@ class Scheduler:
         timeout: float | None,
         cancel_event: Any,
     ) -> None:
-        self._dag = dag
         self._names = dag._names
         self._preds: list[tuple[int, ...]] = list(dag._preds)
         self._succs: list[tuple[int, ...]] = list(dag._succs)
@@ -139,8 +138,14 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._helper_tasks: list[asyncio.Task[Any]] = []
         self._fatal: BaseException | None = None
+        self._aborting = False
+        # Most graphs have no predicates; then readiness skips the check entirely.
+        self._has_predicates = bool(
+            self._node_predicates
+            or self._edge_predicates
+            or any(spec.when is not None for spec in specs)
+        )
         self._done: asyncio.Future[None] | None = None
-        self.max_observed_concurrency = 0
 
     # -- public --------------------------------------------------------------------------
 
@@ -176,19 +181,19 @@ class Scheduler:
         if self._stopping is not None:
             self._settle(node, CANCELLED)
             return
-        index = node.index
-        try:
-            allowed = self._predicates_allow(node)
-        except Exception as exc:
-            self._finish(node, FAILED, error=exc)
-            return
-        if not allowed:
-            self._finish(node, SKIPPED)
-            return
+        if self._has_predicates:
+            try:
+                allowed = self._predicates_allow(node)
+            except Exception as exc:
+                self._finish(node, FAILED, error=exc)
+                return
+            if not allowed:
+                self._finish(node, SKIPPED)
+                return
         if self._use_heap:
-            heapq.heappush(self._heap, (-node.priority, index))
+            heapq.heappush(self._heap, (-node.priority, node.index))
         else:
-            self._queue.append(index)
+            self._queue.append(node.index)
 
     def _predicates_allow(self, node: _Node) -> bool:
         index = node.index
@@ -232,8 +237,6 @@ class Scheduler:
         node.status = RUNNING
         node.started = time.perf_counter()
         self._occupied += 1
-        if self._occupied > self.max_observed_concurrency:
-            self.max_observed_concurrency = self._occupied
         if self._callbacks.node_start:
             self._callbacks.emit(self._callbacks.node_start, node.name)
         assert self._loop is not None
@@ -255,12 +258,13 @@ class Scheduler:
                     else:
                         value = await self._attempt_with_timeout(node, spec, spec.timeout)
                 except asyncio.CancelledError as exc:
-                    task = asyncio.current_task()
-                    if node.status is not RUNNING or (task is not None and task.cancelling()):
-                        # We cancelled it (execution timeout, or execute() itself was
-                        # cancelled); the node's outcome is already decided.
+                    if node.status is not RUNNING or self._aborting:
+                        # We cancelled it: the execution timeout or a KeyboardInterrupt
+                        # already settled the node, or execute() itself is cancelled.
                         return
-                    # A CancelledError raised by the task itself is an ordinary failure.
+                    # Anything else (user code raising it, or cancelling its own task)
+                    # is a failure of this node; returning silently would leave the
+                    # node RUNNING forever.
                     error: BaseException = exc
                 except Exception as exc:
                     error = exc
@@ -583,6 +587,7 @@ class Scheduler:
         if helpers:
             await asyncio.wait(helpers)
         if cancel:
+            self._aborting = True
             for task in self._active.values():
                 task.cancel()
         pending = [t for t in self._active.values() if not t.done()]
