@@ -7,14 +7,25 @@ No `from __future__ import annotations` here: Dagster inspects the `context` ann
 of ops at definition time and rejects a string annotation.
 """
 
+import asyncio
+
 import anyio
 import dagster as dg
+import pytest
 
 from dagloop.dagster import async_executor
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
 
 ET = dg.DagsterEventType
 ENGINE_MARK = "Executing steps on one asyncio event loop"
+
+
+#: Where the executor hosts async steps' Dagster bookkeeping; both must behave the same.
+STEP_HOSTS = pytest.mark.parametrize("step_host", ["greenlet", "thread"])
+
+
+def _host_config(step_host: str) -> dict:
+    return {"execution": {"config": {"step_host": step_host}}}
 
 
 def _ran_on_dagloop(outcome) -> bool:
@@ -72,10 +83,13 @@ def generator_job():
     join(fan_out_gen(left).map(double).collect(), right)
 
 
+@STEP_HOSTS
 def test_async_generators_yield_outputs_dynamic_outputs_and_materializations(
-    instance: dg.DagsterInstance,
+    instance: dg.DagsterInstance, step_host: str
 ) -> None:
-    outcome = run_job(generator_job, instance, outputs=("join",))
+    outcome = run_job(
+        generator_job, instance, run_config=_host_config(step_host), outputs=("join",)
+    )
 
     assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
     assert outcome.status == dg.DagsterRunStatus.SUCCESS
@@ -297,8 +311,14 @@ def optional_job():
     independent()
 
 
-def test_optional_outputs_skip_downstream(instance: dg.DagsterInstance) -> None:
-    outcome = run_job(optional_job, instance, outputs=("after_taken", "independent"))
+@STEP_HOSTS
+def test_optional_outputs_skip_downstream(instance: dg.DagsterInstance, step_host: str) -> None:
+    outcome = run_job(
+        optional_job,
+        instance,
+        run_config=_host_config(step_host),
+        outputs=("after_taken", "independent"),
+    )
 
     assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
     assert outcome.outputs == {"after_taken": 71, "independent": "ran"}
@@ -375,3 +395,70 @@ def test_mapped_async_generators_with_optional_outputs(instance: dg.DagsterInsta
         for e in outcome.of_type(ET.ASSET_MATERIALIZATION)
     } == {("letters", "a"), ("letters", "b"), ("letters", "c")}
     assert_every_started_step_ended(instance, outcome.run_id)
+
+
+# -- structured concurrency and timeouts inside an async generator op ----------------------
+
+
+@dg.op(out=dg.DynamicOut(int))
+async def gen_with_task_groups(context: dg.OpExecutionContext):
+    results: list[int] = []
+
+    async def child(i: int) -> None:
+        await anyio.sleep(0.01)
+        context.log.info(f"child {i} done")  # context.log from a child task
+        results.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(child, i)
+    async with asyncio.TaskGroup() as tg2:
+        for i in range(3, 5):
+            tg2.create_task(child(i))
+    try:
+        async with asyncio.timeout(0.05):
+            await asyncio.sleep(30)
+    except TimeoutError:
+        context.log.info("asyncio.timeout fired")
+    with anyio.move_on_after(0.05) as scope:
+        await anyio.sleep(30)
+    if scope.cancelled_caught:
+        context.log.info("anyio.move_on_after fired")
+    for r in sorted(results):
+        await asyncio.sleep(0)
+        yield dg.DynamicOutput(r, mapping_key=f"c{r}")
+
+
+@dg.op
+async def triple_in_executor(x: int) -> int:
+    assert asyncio.current_task() is not None
+    loop = asyncio.get_running_loop()
+    return await asyncio.wait_for(loop.run_in_executor(None, lambda: x * 3), timeout=30)
+
+
+@dg.op
+async def sum_all(values: list[int]) -> int:
+    return sum(values)
+
+
+@dg.job(executor_def=async_executor)
+def task_group_job():
+    sum_all(gen_with_task_groups().map(triple_in_executor).collect())
+
+
+@STEP_HOSTS
+def test_task_groups_and_timeouts_inside_async_generator_op(
+    ephemeral_instance: dg.DagsterInstance, step_host: str
+) -> None:
+    outcome = run_job(
+        task_group_job,
+        ephemeral_instance,
+        run_config=_host_config(step_host),
+        outputs=("sum_all",),
+    )
+    assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
+    assert _ran_on_dagloop(outcome)
+    assert outcome.outputs["sum_all"] == 3 * (0 + 1 + 2 + 3 + 4)
+    messages = {m for k, m in _messages(ephemeral_instance, outcome.run_id)}
+    assert {f"child {i} done" for i in range(5)} <= messages
+    assert {"asyncio.timeout fired", "anyio.move_on_after fired"} <= messages
