@@ -538,21 +538,7 @@ def blocking_hook_job():
 
 @pytest.mark.parametrize(
     "step_host",
-    [
-        pytest.param(
-            "greenlet",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "executor bug: with step_host=greenlet (the default), "
-                    "Orchestrator._step_body calls trigger_hooks inside the step's greenlet, "
-                    "i.e. on the event loop thread, so a blocking hook of an async op stalls "
-                    "every other async step for its whole duration"
-                ),
-            ),
-        ),
-        "thread",
-    ],
+    ["greenlet", "thread"],
 )
 def test_blocking_hook_does_not_block_the_event_loop(
     ephemeral_instance: dg.DagsterInstance, step_host: str

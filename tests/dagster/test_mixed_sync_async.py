@@ -92,3 +92,52 @@ def test_sync_op_runs_in_a_thread_while_async_ops_proceed(
     # Serialised, this is 2 s + 50 x 1 s; overlapped it is about max(2, 1) plus Dagster's
     # own bookkeeping (~25 ms a step in memory). Loose bound for noisy machines.
     assert wall < 10
+
+
+# -- user IO managers are synchronous code: they run off the loop ------------------------
+
+
+class ThreadRecordingIOManager(dg.IOManager):
+    """Stands in for an upload to an object store: blocking, synchronous."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+        self.threads: dict[str, int] = {}
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        self.threads[context.step_key] = threading.get_ident()
+        self.values[context.step_key] = obj
+
+    def load_input(self, context: dg.InputContext) -> object:
+        return self.values[context.upstream_output.step_key]
+
+
+@dg.io_manager
+def recording_io_manager(_: dg.InitResourceContext) -> ThreadRecordingIOManager:
+    return RECORDER
+
+
+RECORDER = ThreadRecordingIOManager()
+
+
+@dg.op
+async def stored_by_user_io_manager() -> int:
+    await asyncio.sleep(0)
+    return threading.get_ident()
+
+
+@dg.job(executor_def=async_executor, resource_defs={"io_manager": recording_io_manager})
+def user_io_manager_job():
+    stored_by_user_io_manager()
+
+
+def test_async_step_with_a_user_io_manager_stores_off_the_loop(
+    ephemeral_instance: dg.DagsterInstance,
+) -> None:
+    RECORDER.values.clear()
+    RECORDER.threads.clear()
+    outcome = run_job(user_io_manager_job, ephemeral_instance)
+    assert outcome.success
+    loop_thread = RECORDER.values["stored_by_user_io_manager"]
+    # The op's coroutine ran on the loop; the IO manager's blocking write did not.
+    assert RECORDER.threads["stored_by_user_io_manager"] != loop_thread

@@ -34,7 +34,7 @@ from dagloop.dagster._internals import (
     trigger_hooks,
 )
 from dagloop.dagster.config import STEP_TIMEOUT_TAG, AsyncExecutorConfig
-from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, compute_is_async
+from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
 from dagloop.runtime.greenbridge import run_in_greenlet
 from dagloop.runtime.threads import WorkerThreads
 
@@ -223,7 +223,7 @@ class Orchestrator:
 
     def _start(self, step: ExecutionStep, active: ActiveExecution) -> None:
         context = self._job_context.for_step(step, active.get_known_state())
-        host = self._config.step_host if compute_is_async(context) else None
+        host = choose_host(context, self._config.step_host)
         run = StepRun(
             step=step,
             context=context,
@@ -266,6 +266,13 @@ class Orchestrator:
                     hooks=run,
                     on_cancel=run.cancellation,
                 )
+            # Before hooks, as in-process: a retried step may start its next attempt
+            # while this attempt's hooks still run.
+            self._verify(run)
+            if self._has_hooks(run):
+                # Hooks are synchronous user code (a notification, an HTTP call): they
+                # run off the loop whatever hosts the step.
+                await self._threads.run(self._run_hooks, run, self._deliver_threadsafe(run))
         except _INTERRUPTS as exc:
             # Dagster re-raises interrupts after reporting the step failed. One we did
             # not cause (user code raising KeyboardInterrupt) stops the run, as it does
@@ -290,17 +297,29 @@ class Orchestrator:
         run.finished = True
         if run.deadline_timer is not None:
             run.deadline_timer.cancel()
-        assert self._active is not None
-        self._active.verify_complete(self._job_context, run.key)
+        self._verify(run)
         self._running.discard(run)
         self._wakeup.set()
 
     def _step_body(self, run: StepRun, deliver: Callable[[DagsterEvent], None]) -> None:
-        """Run one step to its end; called in the step's greenlet or worker thread."""
+        """Run one step's events to its end; called in its greenlet or worker thread."""
         run.bind()
         for event in dagster_event_sequence_for_step(run.context):
             run.events.append(event)
             deliver(event)
+
+    def _verify(self, run: StepRun) -> None:
+        """Once per attempt: a step that ended without a terminal event is abandoned."""
+        if run.verified:
+            return
+        run.verified = True
+        assert self._active is not None
+        self._active.verify_complete(self._job_context, run.key)
+
+    def _has_hooks(self, run: StepRun) -> bool:
+        return bool(self._job_context.job_def.get_all_hooks_for_handle(run.context.node_handle))
+
+    def _run_hooks(self, run: StepRun, deliver: Callable[[DagsterEvent], None]) -> None:
         for event in trigger_hooks(run.context, run.events):
             deliver(event)
 

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import dagster as dg
+
 from dagloop.dagster._internals import (
     DagsterEvent,
     ExecutionStep,
@@ -50,6 +52,31 @@ def compute_is_async(context: StepExecutionContext) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
 
 
+def uses_user_io_manager(context: StepExecutionContext) -> bool:
+    """True when the step loads or stores through an IO/input manager that is not one
+    of Dagster's own. Those are synchronous and often do network I/O (an upload, a
+    query), so they must not run on the loop thread."""
+    for key in context.required_resource_keys:
+        resource = getattr(context.resources, key, None)
+        if isinstance(resource, dg.IOManager | dg.InputManager) and not type(
+            resource
+        ).__module__.startswith("dagster."):
+            return True
+    return False
+
+
+def choose_host(context: StepExecutionContext, configured: StepHost) -> StepHost | None:
+    """Where a step's Dagster bookkeeping runs: None for a synchronous op (its whole step
+    runs in a worker thread); for an async op, the configured host, except that a step
+    using a user IO manager is moved off the loop to a worker thread (its coroutine
+    still runs on the loop)."""
+    if not compute_is_async(context):
+        return None
+    if configured == "greenlet" and uses_user_io_manager(context):
+        return "thread"
+    return configured
+
+
 @dataclass(eq=False)
 class StepRun:
     step: ExecutionStep
@@ -61,6 +88,8 @@ class StepRun:
     task: asyncio.Task[None] | None = None
     cancel_reason: BaseException | None = None
     finished: bool = False
+    #: Dagster was told whether this attempt reached a terminal event (verify_complete).
+    verified: bool = False
     #: Set when the orchestrator gave up on a thread-hosted step; its late events are dropped.
     abandoned: bool = False
     started_at: float = field(default_factory=time.monotonic)
