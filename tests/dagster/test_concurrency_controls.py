@@ -135,3 +135,14 @@ def test_instance_pool_limits_ops_across_the_run(sqlite_instance: dg.DagsterInst
     # Every slot was given back.
     info = sqlite_instance.event_log_storage.get_concurrency_info("warehouse")
     assert info.active_slot_count == 0
+
+
+def test_thread_hosted_async_steps_are_not_capped_by_sync_threads(
+    ephemeral_instance: dg.DagsterInstance,
+) -> None:
+    # Each thread-hosted async step holds a thread while it awaits: the sync pool's
+    # size must not become a concurrency limit for async steps.
+    config = {"execution": {"config": {"step_host": "thread", "sync_threads": 1}}}
+    outcome = run_job(wide_job, ephemeral_instance, run_config=config)
+    assert outcome.success
+    assert GAUGE.peak["all"] > 3

@@ -43,6 +43,10 @@ INTERRUPT_POLL_SECONDS = 0.1
 #: How often it checks whether the run was marked CANCELING in the instance.
 CANCEL_POLL_SECONDS = 0.5
 
+#: Upper bound of threads hosting async steps' bookkeeping (step_host="thread", or a
+#: step with a user IO manager) when `max_concurrent` is unset.
+MAX_HOSTED_STEP_THREADS = 4096
+
 _INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
 
 
@@ -94,7 +98,12 @@ class Orchestrator:
         self._stopping = False
         self._interrupt_requested: str | None = None
         self._raised: BaseException | None = None
-        self._threads = WorkerThreads(config.sync_threads, name="dagloop-step")
+        self._threads = WorkerThreads(config.sync_threads, name="dagloop-sync")
+        # A thread-hosted async step holds its thread while its coroutine awaits on the
+        # loop, so those get one thread per step in flight, not the sync pool.
+        self._host_threads = WorkerThreads(
+            config.max_concurrent or MAX_HOSTED_STEP_THREADS, name="dagloop-host"
+        )
         self._last_cancel_poll = 0.0
 
     # -- entry points ------------------------------------------------------------------
@@ -143,6 +152,7 @@ class Orchestrator:
         finally:
             bridge.uninstall()
             self._threads.shutdown(wait=False)
+            self._host_threads.shutdown(wait=False)
 
     # -- scheduling loop ---------------------------------------------------------------
 
@@ -257,7 +267,8 @@ class Orchestrator:
         try:
             if run.in_thread:
                 deliver = self._deliver_threadsafe(run)
-                await self._threads.run(self._step_body, run, deliver)
+                pool = self._threads if run.host is None else self._host_threads
+                await pool.run(self._step_body, run, deliver)
             else:
                 await run_in_greenlet(
                     self._step_body,
