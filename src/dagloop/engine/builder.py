@@ -70,6 +70,7 @@ class GraphBuilder:
         self._parameter = ParameterNode(self)
         self._names: list[str] = []
         self._used_names: set[str] = set()
+        self._suffixes: dict[str, int] = {}
         self._calls: list[
             tuple[Callable[..., Any], Task[..., Any] | None, tuple[Any, ...], dict[str, Any]]
         ] = []
@@ -111,11 +112,15 @@ class GraphBuilder:
         base = (options.name if options else None) or getattr(fn, "__name__", None) or "node"
         if base == "<lambda>":
             base = "lambda"
-        # The same function may be added several times; later copies get a suffix.
-        candidate, n = base, 1
+        # The same function may be added many times; later copies get a suffix. The
+        # counter per base name keeps this O(1) (a probe from #2 each time was
+        # quadratic: 12 s for 10,000 copies).
+        n = self._suffixes.get(base, 1)
+        candidate = base if n == 1 else f"{base}#{n}"
         while candidate in self._used_names:
             n += 1
             candidate = f"{base}#{n}"
+        self._suffixes[base] = n + 1
         return candidate
 
     def build(self) -> DAG:
