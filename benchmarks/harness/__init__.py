@@ -1,0 +1,1 @@
+"""Benchmark harness for dagloop (see benchmarks/README.md)."""

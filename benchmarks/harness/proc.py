@@ -1,0 +1,128 @@
+"""Run one benchmark case in a fresh subprocess: timeout, peak RSS, result parsing.
+
+The child prints one line ``RESULT <json>`` on stdout. The parent polls the RSS of the
+child's whole process tree (the multiprocess executor forks step processes) with psutil and
+kills the process group if the case exceeds its timeout, so one hung alternative cannot
+hang the suite; a crash, timeout or missing result is recorded, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+import psutil
+
+BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_PREFIX = "RESULT "
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_case(module: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run ``python -m <module> <spec-json>`` under the benchmark interpreter."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = BENCH_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("PYTHONHASHSEED", "0")
+    env["DAGSTER_DISABLE_TELEMETRY"] = "1"
+    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
+        t0 = time.monotonic()
+        child = subprocess.Popen(
+            [sys.executable, "-m", module, json.dumps(spec)],
+            cwd=BENCH_DIR,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        peak = 0
+        stop = threading.Event()
+
+        def poll() -> None:
+            nonlocal peak
+            try:
+                ps = psutil.Process(child.pid)
+            except psutil.Error:
+                return
+            while not stop.is_set():
+                peak = max(peak, _tree_rss(ps))
+                stop.wait(0.05)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        timed_out = False
+        try:
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            child.wait()
+        finally:
+            stop.set()
+            poller.join()
+        elapsed = time.monotonic() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read()
+        stderr = err.read()
+
+    result: dict[str, Any] | None = None
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+            break
+    if result is None:
+        result = {"ok": False}
+        if timed_out:
+            result["error"] = f"timeout after {timeout:.0f} s"
+        else:
+            tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
+            result["error"] = f"exit {child.returncode}: {tail}"[:300]
+    result["peak_rss_tree_mb"] = round(peak / 2**20, 1)
+    result["process_seconds"] = round(elapsed, 2)
+    if not result.get("ok") and "stderr_tail" not in result:
+        result["stderr_tail"] = stderr[-2000:]
+    return result
+
+
+def peak_rss_self_mb() -> float:
+    """This process's own RSS high-water mark (VmHWM). Unlike getrusage's ru_maxrss, which
+    Linux carries over from the parent across fork+exec, it starts fresh at exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Child side: print the result line."""
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(result), flush=True)

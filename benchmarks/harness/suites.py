@@ -1,0 +1,383 @@
+"""The suites: which cases run, in which order, and how their numbers become ratios and
+target verdicts. Each suite returns a JSON-able dict; ``report`` renders it.
+
+A new suite (issue 6's scale-out comparison, say) is one more function registered in
+``SUITES`` plus, usually, a few ``ExecutorSpec`` entries in ``executors.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.engines import BASELINE, ENGINES
+from harness.executors import EXECUTORS, availability
+from harness.postgres import PgServer, pg_server
+from harness.proc import run_case
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class Ctx:
+    quick: bool
+    log: Callable[[str], None]
+    pg: PgServer | None = None
+    pg_error: str | None = None
+    c0: dict[str, dict[str, Any]] = field(default_factory=dict)  # instance -> fit
+    profile_dir: str | None = None
+
+
+@contextlib.contextmanager
+def context(quick: bool, need_pg: bool, log: Callable[[str], None]) -> Iterator[Ctx]:
+    ctx = Ctx(quick=quick, log=log)
+    if not need_pg:
+        yield ctx
+        return
+    try:
+        cm = pg_server()
+        ctx.pg = cm.__enter__()
+    except Exception as e:  # recorded per case, never fatal
+        ctx.pg_error = f"PostgreSQL server could not start: {type(e).__name__}: {e}"[:300]
+        log(ctx.pg_error)
+        yield ctx
+        return
+    try:
+        log(f"PostgreSQL {ctx.pg.version()} on 127.0.0.1:{ctx.pg.port}")
+        yield ctx
+    finally:
+        cm.__exit__(None, None, None)
+
+
+# --------------------------------------------------------------------------- Dagster cases
+
+INSTANCES = ["ephemeral", "sqlite", "postgres"]
+
+
+def _timeout(executor: str, n: int, sleep: float) -> float:
+    per_step = 4.0 if executor == "multiprocess" else 0.6
+    sequential = executor == "in_process"
+    return 90 + (n * sleep if sequential else sleep) + n * per_step
+
+
+def skip_reason(executor: str, instance: str, n: int, sleep: float) -> str | None:
+    spec = EXECUTORS[executor]
+    if spec.max_n is not None and n > spec.max_n:
+        return "out of range"
+    if sleep > 0 and spec.max_n_sleep is not None and n > spec.max_n_sleep:
+        return "out of range"
+    return None
+
+
+def run_dagster_case(ctx: Ctx, executor: str, instance: str, n: int, sleep: float) -> dict[str, Any]:
+    case: dict[str, Any] = {"executor": executor, "instance": instance, "n": n, "sleep": sleep}
+    spec = EXECUTORS[executor]
+    if spec.needs_persistent_instance and instance == "ephemeral":
+        case.update(ok=False, status="unsupported", error="needs a persistent instance")
+        return case
+    unavailable = availability(executor)
+    if unavailable:
+        case.update(ok=False, status="not available", error=unavailable)
+        return case
+    child_spec: dict[str, Any] = {"executor": executor, "instance": instance, "n": n, "sleep": sleep}
+    db = None
+    if instance == "postgres":
+        if ctx.pg is None:
+            case.update(ok=False, status="failed", error=ctx.pg_error or "no PostgreSQL")
+            return case
+        db = f"bench_{uuid.uuid4().hex[:10]}"
+        child_spec["pg_url"] = ctx.pg.create_database(db)
+    try:
+        timeout = _timeout(executor, n, sleep)
+        if ctx.quick:
+            timeout = min(timeout, 60.0)
+        res = run_case("harness.dagster_case", child_spec, timeout=timeout)
+    finally:
+        if db and ctx.pg is not None:
+            with contextlib.suppress(Exception):
+                ctx.pg.drop_database(db)
+    case.update(res)
+    if res.get("ok"):
+        case["status"] = "ok"
+    elif "timeout" in str(res.get("error", "")):
+        case["status"] = "timeout"
+    else:
+        case["status"] = "failed"
+    ctx.log(
+        f"  {instance:9} {executor:24} N={n:<5} S={sleep:g}: "
+        + (f"{case['wall']:.2f} s, {case['peak_rss_tree_mb']:.0f} MB" if case["ok"] else case["status"] + f" ({str(case.get('error'))[:120]})")
+    )
+    return case
+
+
+def fit_c0(cases: list[dict[str, Any]], instance: str) -> dict[str, Any] | None:
+    """Least-squares slope of in-process wall vs N at S = 0: Dagster's cost per no-op step."""
+    pts = [
+        (c["n"], c["wall"])
+        for c in cases
+        if c["executor"] == "in_process" and c["instance"] == instance and c["sleep"] == 0 and c.get("ok")
+    ]
+    if len({n for n, _ in pts}) < 2:
+        return None
+    mx = sum(n for n, _ in pts) / len(pts)
+    my = sum(w for _, w in pts) / len(pts)
+    sxx = sum((n - mx) ** 2 for n, _ in pts)
+    slope = sum((n - mx) * (w - my) for n, w in pts) / sxx
+    return {"c0": slope, "intercept": my - slope * mx, "points": len(pts), "max_n": max(n for n, _ in pts)}
+
+
+def add_ratios(cases: list[dict[str, Any]], c0: dict[str, dict[str, Any]], ref: str = "dagster_async_executor") -> None:
+    by_key = {(c["executor"], c["instance"], c["n"], c["sleep"]): c for c in cases}
+    for c in cases:
+        fit = c0.get(c["instance"])
+        if fit is not None:
+            c["lower_bound"] = max(c["sleep"], c["n"] * fit["c0"])
+            if c.get("ok"):
+                c["ratio_lower_bound"] = c["wall"] / c["lower_bound"]
+        r = by_key.get((ref, c["instance"], c["n"], c["sleep"]))
+        if c.get("ok") and r is not None and r.get("ok"):
+            c["ratio_dagster_async_executor"] = c["wall"] / r["wall"]
+
+
+def measure_c0(ctx: Ctx, instance: str, ns: list[int]) -> list[dict[str, Any]]:
+    cases = [run_dagster_case(ctx, "in_process", instance, n, 0.0) for n in ns]
+    fit = fit_c0(cases, instance)
+    if fit:
+        ctx.c0[instance] = fit
+        ctx.log(f"  c0[{instance}] = {fit['c0'] * 1000:.1f} ms/step")
+    return cases
+
+
+# --------------------------------------------------------------------------- dagster suite
+
+
+def dagster_suite(ctx: Ctx) -> dict[str, Any]:
+    if ctx.quick:
+        instances = ["ephemeral"]
+        ns = [20, 300]
+        limits = {"in_process": 0}  # no S = 3 in quick mode: it is sequential (N x 3 s)
+    else:
+        instances = INSTANCES
+        ns = [1, 5, 20, 100, 300, 1000]
+        limits = {}
+    executors = ["dagloop", "dagster_async_executor", "in_process", "multiprocess"]
+    sleeps = [3.0, 0.0]
+    cases: list[dict[str, Any]] = []
+    for instance in instances:
+        ctx.log(f"[dagster] instance={instance}")
+        for sleep, n in itertools.product(sleeps, ns):
+            for ex in executors:
+                if skip_reason(ex, instance, n, sleep):
+                    continue
+                if sleep > 0 and ex in limits and n > limits[ex]:
+                    continue
+                if ex == "in_process" and sleep == 0 and n > 300 and instance != "ephemeral":
+                    continue  # time budget: on persistent instances c0 is fitted up to N = 300
+                cases.append(run_dagster_case(ctx, ex, instance, n, sleep))
+        fit = fit_c0(cases, instance)
+        if fit:
+            ctx.c0[instance] = fit
+            ctx.log(f"  c0[{instance}] = {fit['c0'] * 1000:.1f} ms/step (slope over {fit['points']} in-process S=0 runs)")
+    add_ratios(cases, ctx.c0)
+    targets = dagster_targets(cases, instances)
+    return {
+        "suite": "dagster",
+        "params": {"instances": instances, "n": ns, "sleep": sleeps, "executors": executors},
+        "executors": {k: EXECUTORS[k].label for k in executors},
+        "c0": {k: v for k, v in ctx.c0.items() if k in instances},
+        "cases": cases,
+        "targets": targets,
+    }
+
+
+def _target(tid: str, desc: str, value: float | None, limit: float, note: str = "", row: str = "", col: str = "") -> dict[str, Any]:
+    """A target of issue 4: met when value <= limit (None: not measured). row/col place it
+    in the compact verdict matrix of the report."""
+    met = None if value is None else value <= limit
+    return {"id": tid, "description": desc, "value": value, "limit": limit, "met": met, "note": note, "row": row, "col": col}
+
+
+def dagster_targets(cases: list[dict[str, Any]], instances: list[str]) -> list[dict[str, Any]]:
+    out = []
+    present_n = sorted({c["n"] for c in cases})
+    for instance in instances:
+        for n in (300, 1000):
+            if n not in present_n:
+                continue
+            c = next((c for c in cases if c["executor"] == "dagloop" and c["instance"] == instance and c["n"] == n and c["sleep"] == 3.0), None)
+            note = "" if c is None or c.get("ok") else f"dagloop {c.get('status')}: {c.get('error', '')}"[:200]
+            out.append(_target(
+                f"dagster.{instance}.N{n}.vs_dae",
+                f"Dagster N={n} S=3 {instance}: dagloop wall / dagster-async-executor wall",
+                c.get("ratio_dagster_async_executor") if c else None, 0.85, note,
+                row=f"{instance}, N={n}, S=3", col="dagloop / dagster-async-executor"))
+            out.append(_target(
+                f"dagster.{instance}.N{n}.vs_lb",
+                f"Dagster N={n} S=3 {instance}: dagloop wall / max(S, N*c0)",
+                c.get("ratio_lower_bound") if c else None, 1.15, note,
+                row=f"{instance}, N={n}, S=3", col="dagloop / lower bound"))
+    return out
+
+
+# --------------------------------------------------------------------------- hosting suite
+
+
+def hosting_suite(ctx: Ctx) -> dict[str, Any]:
+    if ctx.quick:
+        instances, ns, sleeps = ["ephemeral"], [100], [3.0]
+    else:
+        instances, ns, sleeps = INSTANCES, [300], [3.0, 0.0]
+    hosts = ["dagloop_greenlet", "dagloop_thread"]
+    cases: list[dict[str, Any]] = []
+    for instance in instances:
+        ctx.log(f"[hosting] instance={instance}")
+        if instance not in ctx.c0:
+            cases += measure_c0(ctx, instance, [20, 100] if ctx.quick else [20, 100, 300])
+        for sleep, n in itertools.product(sleeps, ns):
+            for ex in hosts:
+                cases.append(run_dagster_case(ctx, ex, instance, n, sleep))
+    add_ratios(cases, ctx.c0)
+    comparisons = []
+    for instance, sleep, n in itertools.product(instances, sleeps, ns):
+        g = next((c for c in cases if c["executor"] == "dagloop_greenlet" and (c["instance"], c["sleep"], c["n"]) == (instance, sleep, n)), None)
+        t = next((c for c in cases if c["executor"] == "dagloop_thread" and (c["instance"], c["sleep"], c["n"]) == (instance, sleep, n)), None)
+        if g and t and g.get("ok") and t.get("ok"):
+            comparisons.append({
+                "instance": instance, "n": n, "sleep": sleep,
+                "greenlet": g["wall"], "thread": t["wall"],
+                "thread_over_greenlet": t["wall"] / g["wall"],
+                "greenlet_rss": g["peak_rss_tree_mb"], "thread_rss": t["peak_rss_tree_mb"],
+                "faster": "greenlet" if g["wall"] <= t["wall"] else "thread",
+            })
+    return {
+        "suite": "hosting",
+        "params": {"instances": instances, "n": ns, "sleep": sleeps},
+        "executors": {k: EXECUTORS[k].label for k in [*hosts, "in_process"]},
+        "c0": {k: v for k, v in ctx.c0.items() if k in instances},
+        "cases": cases,
+        "comparisons": comparisons,
+        "targets": [],
+    }
+
+
+# --------------------------------------------------------------------------- engine suite
+
+WORKLOADS = [("independent", 10_000), ("chain", 10_000), ("layered", 10_000), ("diamond", 0), ("sleep", 1_000)]
+
+
+def _status(err: str) -> str:
+    if any(x in err for x in ("AttributeError", "ImportError", "ModuleNotFound")):
+        return "not available"
+    return "timeout" if "timeout" in err.lower() else "failed"
+
+
+def engine_suite(ctx: Ctx) -> dict[str, Any]:
+    import statistics
+
+    # rounds per workload: every engine runs once per round, in one process (see
+    # engine_case.timing); peak RSS comes from a separate fresh process per engine.
+    rounds = {"sleep": 3, "diamond": 5} if ctx.quick else {"sleep": 7, "diamond": 11}
+    default_rounds = 10 if ctx.quick else 40
+    engines = list(ENGINES)
+    cases: list[dict[str, Any]] = []
+    for wl, size in WORKLOADS:
+        ctx.log(f"[engine] {wl}")
+        nr = rounds.get(wl, default_rounds)
+        timing = run_case(
+            "harness.engine_case",
+            {"mode": "timing", "workload": wl, "size": size, "engines": engines, "rounds": nr},
+            timeout=120 + nr * len(engines) * 3,
+        )
+        per = timing.get("engines", {})
+        base_walls = per.get(BASELINE, {}).get("walls", [])
+        for eng in engines:
+            case: dict[str, Any] = {"engine": eng, "workload": wl, "size": size}
+            r = per.get(eng) or {"ok": False, "error": timing.get("error", "no result")}
+            if r.get("ok") and r.get("walls"):
+                walls = r["walls"]
+                cp, n = timing["critical_path"], timing["nodes"]
+                wall = statistics.median(walls)
+                case.update(
+                    ok=True, status="ok", nodes=n, edges=timing["edges"], critical_path=cp,
+                    rounds=len(walls), walls=[round(w, 6) for w in walls], wall=wall,
+                    wall_min=min(walls), build=r["build"], overhead_us_per_node=(wall - cp) / n * 1e6,
+                )
+                if base_walls and len(base_walls) == len(walls):
+                    # ratios within each round, then the median over rounds
+                    pairs = list(zip(walls, base_walls, strict=True))
+                    case["ratio_wall_baseline"] = statistics.median(w / b for w, b in pairs)
+                    if all(b - cp > 0 for _, b in pairs):
+                        case["ratio_overhead_baseline"] = statistics.median((w - cp) / (b - cp) for w, b in pairs)
+                if ctx.quick and eng not in (BASELINE, "dagloop"):
+                    mem = {}  # quick mode: peak RSS only for the headline engine and the baseline
+                else:
+                    mem = run_case("harness.engine_case", {"mode": "rss", "engine": eng, "workload": wl, "size": size}, timeout=120)
+                case["peak_rss_mb"] = mem.get("peak_rss_mb")
+                case["rss_before_build_mb"] = mem.get("rss_before_build_mb")
+                ctx.log(f"  {eng:18} {wall * 1000:9.2f} ms  {case['overhead_us_per_node']:9.2f} us/node  {case['peak_rss_mb']} MB")
+            else:
+                err = str(r.get("error", ""))
+                case.update(ok=False, status=_status(err), error=err)
+                ctx.log(f"  {eng:18} {case['status']}: {err[:150]}")
+            cases.append(case)
+    # ratios to the other engines, also per round then median
+    for c in cases:
+        for other in ("async_dag", "dagron"):
+            o = next((x for x in cases if x["engine"] == other and x["workload"] == c["workload"]), None)
+            if c.get("ok") and o and o.get("ok") and len(o["walls"]) == len(c["walls"]):
+                # overhead (wall - critical path) ratio: on the sleep-bound workloads the
+                # walls are all ~the critical path; what differs is the engines' own cost
+                cp = c["critical_path"]
+                pairs = list(zip(c["walls"], o["walls"], strict=True))
+                c[f"ratio_wall_{other}"] = statistics.median(a / b for a, b in pairs)
+                if all(b - cp > 0 for _, b in pairs):
+                    c[f"ratio_overhead_{other}"] = statistics.median((a - cp) / (b - cp) for a, b in pairs)
+    return {
+        "suite": "engine",
+        "params": {"workloads": WORKLOADS, "rounds": rounds, "default_rounds": default_rounds,
+                   "statistic": "median over rounds; ratios taken within each round, then the median"},
+        "engines": {k: ENGINES[k].label for k in engines},
+        "cases": cases,
+        "targets": engine_targets(cases),
+    }
+
+
+def engine_targets(cases: list[dict[str, Any]], eng: str = "dagloop") -> list[dict[str, Any]]:
+    out = []
+    get = {(c["engine"], c["workload"]): c for c in cases}
+    label = ENGINES[eng].label
+    for wl, size in WORKLOADS:
+        c = get.get((eng, wl))
+        ok = c is not None and c.get("ok")
+        note = "" if ok or c is None else f"{c.get('status')}: {c.get('error', '')}"[:200]
+        out.append(_target(f"engine.{wl}.overhead", f"{label}, {wl}: overhead/node / TaskGroup baseline's",
+                           c.get("ratio_overhead_baseline") if ok else None, 1.5, note, wl, "overhead / baseline"))
+        for other in ("async_dag", "dagron"):
+            v = c.get(f"ratio_overhead_{other}") if ok else None
+            out.append(_target(f"engine.{wl}.vs_{other}", f"{label}, {wl}: overhead / {ENGINES[other].label} overhead",
+                               v, 1.0, note, wl, f"overhead / {other.replace('_', '-')}'s"))
+        if size >= 10_000:
+            out.append(_target(f"engine.{wl}.rss", f"{label}, {wl}: peak RSS (MB)",
+                               c.get("peak_rss_mb") if ok else None, 150.0, note, wl, "peak RSS MB"))
+        if wl == "diamond":
+            out.append(_target(f"engine.{wl}.critical_path", f"{label}, diamond: wall - critical path (ms)",
+                               (c["wall"] - c["critical_path"]) * 1000 if ok else None, 10.0, note, wl, "wall − critical path ms"))
+    return out
+
+
+SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
+    "dagster": dagster_suite,
+    "hosting": hosting_suite,
+    "engine": engine_suite,
+    # issue 6 adds: "scaleout": scaleout_suite (fan-out N=1000, S=3: loop vs processes=2 vs dagster-dask)
+}
+NEEDS_PG = {"dagster": lambda q: not q, "hosting": lambda q: not q, "engine": lambda q: False}
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")

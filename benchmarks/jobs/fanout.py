@@ -1,0 +1,47 @@
+"""The fan-out job of dagster-async-executor's quickstart, parameterised.
+
+async producer -> N mapped async ops each sleeping S seconds -> collect.
+
+Built by ``make_job`` so that ``dg.build_reconstructable_job("jobs.fanout", "make_job", ...)``
+can rebuild it in another process (the multiprocess executor's children do): that is what
+lets ``dg.execute_job`` run the job with its own executor (``execute_in_process`` would
+silently use the in-process executor whatever ``executor_def`` says).
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the `context` annotation.
+import anyio
+import dagster as dg
+
+from harness.executors import load_executor_def
+
+
+def make_job(executor: str, n: int, sleep: float) -> dg.JobDefinition:
+    @dg.op(out=dg.DynamicOut())
+    async def create_dynamic_outputs():  # type: ignore[no-untyped-def]
+        """Creates a dynamic number of outputs."""
+        for i in range(n):
+            yield dg.DynamicOutput(value=f"item_{i}", mapping_key=f"key_{i}")
+
+    @dg.op
+    async def process_item(context: dg.OpExecutionContext, item: str) -> str:
+        """Process each item from the fan-out."""
+        context.log.info(f"[{context.op_handle}] sleeping...")
+        if sleep > 0:
+            await anyio.sleep(sleep)
+        context.log.info(f"[{context.op_handle}] completed")
+        return item
+
+    @dg.op
+    async def collect_results(context: dg.OpExecutionContext, results: list) -> list:  # type: ignore[type-arg]
+        """Collect all results from the fan-out."""
+        context.log.info(f"[{context.op_handle}] collected {len(results)} results")
+        assert len(results) == n, (len(results), n)
+        return results
+
+    @dg.job(name=f"fanout_{executor}", executor_def=load_executor_def(executor))
+    def fanout_job() -> None:
+        dynamic_items = create_dynamic_outputs()
+        processed = dynamic_items.map(process_item)
+        collect_results(processed.collect())
+
+    return fanout_job

@@ -1,0 +1,64 @@
+"""dagloop benchmarks: ``python run.py [--quick] [--suite dagster,hosting,engine]``.
+
+Run through ``make bench`` / ``make bench-quick`` (from the repository root), which build
+the benchmark environment in ``benchmarks/.venv`` first. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from rich.console import Console
+
+from harness import meta, report
+from harness.proc import BENCH_DIR
+from harness.suites import NEEDS_PG, SUITES, context, now
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small N, ephemeral instance only, fewer repeats (< 3 min)")
+    ap.add_argument("--suite", default=",".join(SUITES), help=f"comma-separated subset of {', '.join(SUITES)}")
+    ap.add_argument("--results", default=os.path.join(BENCH_DIR, "results"), help="output directory")
+    ap.add_argument("--command", default=None, help="command line to record as having produced the results")
+    args = ap.parse_args(argv)
+
+    suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        ap.error(f"unknown suite(s): {', '.join(unknown)}")
+    console = Console(width=200)
+    command = args.command or "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    need_pg = any(NEEDS_PG[s](args.quick) for s in suites)
+    base = {
+        "mode": "quick" if args.quick else "full",
+        "command": command,
+        "machine": meta.machine(),
+        "versions": meta.versions(),
+        "git": meta.git_info(os.path.dirname(BENCH_DIR)),
+    }
+    with context(args.quick, need_pg, lambda m: console.print(m, highlight=False)) as ctx:
+        if ctx.pg is not None:
+            base["versions"]["postgresql"] = ctx.pg.version()
+        for s in suites:
+            t0 = time.monotonic()
+            started = now()
+            res = SUITES[s](ctx)
+            res = {**base, "started": started, "duration_s": round(time.monotonic() - t0, 1), **res}
+            res["machine"] = {**base["machine"], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+            path = report.write_json(res, args.results)
+            report.print_suite(res, console)
+            console.print(f"wrote {os.path.relpath(path)}")
+    results = report.load_all(args.results)
+    console.print(f"wrote {os.path.relpath(report.write_summary(results, args.results))}")
+    png = report.write_plot(results, args.results)
+    if png:
+        console.print(f"wrote {os.path.relpath(png)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
