@@ -88,7 +88,9 @@ def timing(spec: dict[str, Any]) -> dict[str, Any]:
                     continue
                 gc.collect()
                 try:
-                    out[key]["walls"].append(await _run_checked(runners[key], wl.n, per_run_timeout))
+                    out[key]["walls"].append(
+                        await _run_checked(runners[key], wl.n, per_run_timeout)
+                    )
                 except BaseException as e:
                     traceback.print_exc()
                     out[key] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
@@ -128,7 +130,11 @@ def rss(spec: dict[str, Any]) -> dict[str, Any]:
         await _run_checked(runner, wl.n, max(30.0, wl.critical_path() * 10))
 
     asyncio.run(go())
-    return {"ok": True, "rss_before_build_mb": round(before, 1), "peak_rss_mb": round(peak_rss_self_mb(), 1)}
+    return {
+        "ok": True,
+        "rss_before_build_mb": round(before, 1),
+        "peak_rss_mb": round(peak_rss_self_mb(), 1),
+    }
 
 
 if __name__ == "__main__":

@@ -96,7 +96,9 @@ def diamond(scale: float = 1.0) -> Workload:
 
 
 def sleepers(n: int, seconds: float = 1.0) -> Workload:
-    return Workload("sleep", f"{n:,} nodes sleeping {seconds:g} s", [[] for _ in range(n)], [seconds] * n)
+    return Workload(
+        "sleep", f"{n:,} nodes sleeping {seconds:g} s", [[] for _ in range(n)], [seconds] * n
+    )
 
 
 def make_workload(key: str, size: int) -> Workload:
@@ -244,11 +246,33 @@ class EngineSpec:
 ENGINES: dict[str, EngineSpec] = {
     e.key: e
     for e in [
-        EngineSpec("taskgroup", "asyncio.TaskGroup (hand-written)", build_taskgroup, "asyncio:TaskGroup"),
-        EngineSpec("dagloop", "dagloop AsyncDAGExecutor", build_dagloop, "dagloop:AsyncDAGExecutor", "dagloop"),
-        EngineSpec("dagloop_build_dag", "dagloop build_dag", build_dagloop_build_dag, "dagloop:build_dag", "dagloop"),
-        EngineSpec("async_dag", "async-dag 0.3.1", build_async_dag, "async_dag:build_dag", "async-dag"),
-        EngineSpec("dagron", "dagron 0.1.1 AsyncDAGExecutor", build_dagron, "dagron:AsyncDAGExecutor", "dagron"),
+        EngineSpec(
+            "taskgroup", "asyncio.TaskGroup (hand-written)", build_taskgroup, "asyncio:TaskGroup"
+        ),
+        EngineSpec(
+            "dagloop",
+            "dagloop AsyncDAGExecutor",
+            build_dagloop,
+            "dagloop:AsyncDAGExecutor",
+            "dagloop",
+        ),
+        EngineSpec(
+            "dagloop_build_dag",
+            "dagloop build_dag",
+            build_dagloop_build_dag,
+            "dagloop:build_dag",
+            "dagloop",
+        ),
+        EngineSpec(
+            "async_dag", "async-dag 0.3.1", build_async_dag, "async_dag:build_dag", "async-dag"
+        ),
+        EngineSpec(
+            "dagron",
+            "dagron 0.1.1 AsyncDAGExecutor",
+            build_dagron,
+            "dagron:AsyncDAGExecutor",
+            "dagron",
+        ),
     ]
 }
 BASELINE = "taskgroup"

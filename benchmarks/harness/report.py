@@ -26,7 +26,7 @@ def fmt_case(c: dict[str, Any] | None, with_lb: bool = True, with_rss: bool = Tr
     s = f"{c['wall']:.2f} s"
     extra = []
     if with_lb and c.get("ratio_lower_bound") is not None:
-        extra.append(f"×{c['ratio_lower_bound']:.2f} LB")
+        extra.append(f"x{c['ratio_lower_bound']:.2f} LB")
     if with_rss and c.get("peak_rss_tree_mb"):
         extra.append(f"{c['peak_rss_tree_mb']:.0f} MB")
     return s + (f" ({', '.join(extra)})" if extra else "")
@@ -49,7 +49,14 @@ def _rows_dagster(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
         keys = sorted({(c["sleep"], c["n"]) for c in cases}, key=lambda k: (-k[0], k[1]))
         for sleep, n in keys:
             row_cases = {c["executor"]: c for c in cases if (c["sleep"], c["n"]) == (sleep, n)}
-            lb = next((c.get("lower_bound") for c in row_cases.values() if c.get("lower_bound") is not None), None)
+            lb = next(
+                (
+                    c.get("lower_bound")
+                    for c in row_cases.values()
+                    if c.get("lower_bound") is not None
+                ),
+                None,
+            )
             row = [f"{sleep:g}", str(n), f"{lb:.2f} s" if lb is not None else "-"]
             row += [fmt_case(row_cases.get(e)) for e in execs]
             if len(header) > len(row):
@@ -64,37 +71,78 @@ def _rows_hosting(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
     header = ["instance", "S", "N", "greenlet", "thread", "thread / greenlet", "faster"]
     rows = []
     for cmp in res.get("comparisons", []):
-        rows.append([
-            INST_LABEL.get(cmp["instance"], cmp["instance"]), f"{cmp['sleep']:g}", str(cmp["n"]),
-            f"{cmp['greenlet']:.2f} s ({cmp['greenlet_rss']:.0f} MB)",
-            f"{cmp['thread']:.2f} s ({cmp['thread_rss']:.0f} MB)",
-            f"{cmp['thread_over_greenlet']:.2f}", cmp["faster"],
-        ])
+        rows.append(
+            [
+                INST_LABEL.get(cmp["instance"], cmp["instance"]),
+                f"{cmp['sleep']:g}",
+                str(cmp["n"]),
+                f"{cmp['greenlet']:.2f} s ({cmp['greenlet_rss']:.0f} MB)",
+                f"{cmp['thread']:.2f} s ({cmp['thread_rss']:.0f} MB)",
+                f"{cmp['thread_over_greenlet']:.2f}",
+                cmp["faster"],
+            ]
+        )
     failed = [c for c in res["cases"] if not c.get("ok")]
     for c in failed:
-        rows.append([INST_LABEL.get(c["instance"], c["instance"]), f"{c['sleep']:g}", str(c["n"]),
-                     c["executor"], c.get("status", ""), str(c.get("error", ""))[:60], ""])
+        rows.append(
+            [
+                INST_LABEL.get(c["instance"], c["instance"]),
+                f"{c['sleep']:g}",
+                str(c["n"]),
+                c["executor"],
+                c.get("status", ""),
+                str(c.get("error", ""))[:60],
+                "",
+            ]
+        )
     return [("hosting: step_host=greenlet vs thread (dagloop executor)", header, rows)]
 
 
 def _rows_engine(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    header = ["workload", "engine", "wall (median)", "overhead/node", "× baseline (overhead)", "× baseline (wall)", "build", "peak RSS"]
+    header = [
+        "workload",
+        "engine",
+        "wall (median)",
+        "overhead/node",
+        "x baseline (overhead)",
+        "x baseline (wall)",
+        "build",
+        "peak RSS",
+    ]
     rows = []
     for wl, _size in res["params"]["workloads"]:
         for c in (c for c in res["cases"] if c["workload"] == wl):
             label = ENGINES[c["engine"]].label if c["engine"] in ENGINES else c["engine"]
             if not c.get("ok"):
-                rows.append([wl, label, c.get("status", "failed"), str(c.get("error", ""))[:50], "", "", "", ""])
+                rows.append(
+                    [
+                        wl,
+                        label,
+                        c.get("status", "failed"),
+                        str(c.get("error", ""))[:50],
+                        "",
+                        "",
+                        "",
+                        "",
+                    ]
+                )
                 continue
             ro, rw = c.get("ratio_overhead_baseline"), c.get("ratio_wall_baseline")
             wall = f"{c['wall'] * 1000:.1f} ms" if c["wall"] < 10 else f"{c['wall']:.2f} s"
             if c["critical_path"]:
                 wall += f" (cp {c['critical_path']:.2f} s)"
-            rows.append([
-                wl, label, wall, f"{c['overhead_us_per_node']:.2f} µs",
-                f"{ro:.2f}" if ro is not None else "-", f"{rw:.2f}" if rw is not None else "-",
-                f"{c['build'] * 1000:.1f} ms", f"{c['peak_rss_mb']:.0f} MB" if c.get("peak_rss_mb") else "-",
-            ])
+            rows.append(
+                [
+                    wl,
+                    label,
+                    wall,
+                    f"{c['overhead_us_per_node']:.2f} µs",
+                    f"{ro:.2f}" if ro is not None else "-",
+                    f"{rw:.2f}" if rw is not None else "-",
+                    f"{c['build'] * 1000:.1f} ms",
+                    f"{c['peak_rss_mb']:.0f} MB" if c.get("peak_rss_mb") else "-",
+                ]
+            )
     return [("engine: DAG engines on one event loop", header, rows)]
 
 
@@ -108,7 +156,7 @@ def _verdict(t: dict[str, Any]) -> str:
 
 
 def _target_matrix(res: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
-    """Targets as a matrix: rows (case) × cols (criterion), cells 'value ✓/✗'; plus notes."""
+    """Targets as a matrix: rows (case) by cols (criterion), cells 'value ✓/✗'; plus notes."""
     targets = res.get("targets", [])
     rows: list[str] = []
     cols: list[str] = []
@@ -136,11 +184,15 @@ def print_suite(res: dict[str, Any], console: Console | None = None) -> None:
         console.print(table)
     if res.get("targets"):
         header, body, notes = _target_matrix(res)
-        table = Table(title=f"{res['suite']}: targets of issue 4 (✓ met, ✗ missed)", title_justify="left")
+        table = Table(
+            title=f"{res['suite']}: targets of issue 4 (✓ met, ✗ missed)", title_justify="left"
+        )
         for h in header:
             table.add_column(h, overflow="fold")
         for r in body:
-            table.add_row(*[x.replace("✗", "[red]✗[/red]").replace("✓", "[green]✓[/green]") for x in r])
+            table.add_row(
+                *[x.replace("✗", "[red]✗[/red]").replace("✓", "[green]✓[/green]") for x in r]
+            )
         console.print(table)
         for n in notes:
             console.print(f"  note: {n}", highlight=False)
@@ -181,21 +233,27 @@ def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
         r0 = results[0]
         m = r0["machine"]
         parts += [
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, {m['platform']}, Python {m['python']}.",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, "
+            f"{m['platform']}, Python {m['python']}.",
             "Versions: " + ", ".join(f"{k} {v}" for k, v in r0["versions"].items() if v) + ".",
             "",
             "Commands that produced these files (run from the repository root):",
             "",
         ]
         for r in results:
-            src = f"dagloop commit {r['git']['commit']}" + (" + uncommitted src changes" if r["git"]["dirty_src"] else "")
-            parts.append(f"- `{r['suite']}`: `{r['command']}` ({r['mode']} mode, {r['started']}, {r['duration_s'] / 60:.1f} min, {src})")
+            src = f"dagloop commit {r['git']['commit']}" + (
+                " + uncommitted src changes" if r["git"]["dirty_src"] else ""
+            )
+            parts.append(
+                f"- `{r['suite']}`: `{r['command']}` ({r['mode']} mode, {r['started']}, "
+                f"{r['duration_s'] / 60:.1f} min, {src})"
+            )
         parts += [
             "",
             "Timings drift on shared machines; the ratios (measured in the same run, on the same "
             "machine) are what to compare. Each Dagster case runs in a fresh process; wall is "
             "`dg.execute_job` only (imports and instance creation excluded); peak RSS is the "
-            "whole process tree. Lower bound (LB) = max(S, N × c0), c0 = slope of the "
+            "whole process tree. Lower bound (LB) = max(S, N * c0), c0 = slope of the "
             "in-process executor's wall over N at S = 0 on the same instance.",
             "",
             "![benchmark plot](bench.png)",
@@ -226,9 +284,16 @@ def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
 # --------------------------------------------------------------------------- plot
 
 COLORS = {
-    "dagloop": "tab:green", "dagloop_greenlet": "tab:green", "dagloop_thread": "tab:olive",
-    "dagster_async_executor": "tab:orange", "in_process": "tab:blue", "multiprocess": "tab:purple",
-    "taskgroup": "tab:gray", "dagloop_build_dag": "tab:olive", "async_dag": "tab:orange", "dagron": "tab:red",
+    "dagloop": "tab:green",
+    "dagloop_greenlet": "tab:green",
+    "dagloop_thread": "tab:olive",
+    "dagster_async_executor": "tab:orange",
+    "in_process": "tab:blue",
+    "multiprocess": "tab:purple",
+    "taskgroup": "tab:gray",
+    "dagloop_build_dag": "tab:olive",
+    "async_dag": "tab:orange",
+    "dagron": "tab:red",
 }
 
 
@@ -253,10 +318,16 @@ def write_plot(results: list[dict[str, Any]], results_dir: str) -> str | None:
         for ex, label in dag["executors"].items():
             pts = sorted((c["n"], c["wall"]) for c in cases if c["executor"] == ex and c.get("ok"))
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=label, color=COLORS.get(ex))
+                ax.plot(*zip(*pts, strict=True), marker="o", label=label, color=COLORS.get(ex))
         lb = sorted({(c["n"], c["lower_bound"]) for c in cases if c.get("lower_bound") is not None})
         if lb:
-            ax.plot(*zip(*lb), ls="--", color="black", lw=1, label="lower bound max(S, N·c0)")
+            ax.plot(
+                *zip(*lb, strict=True),
+                ls="--",
+                color="black",
+                lw=1,
+                label="lower bound max(S, N·c0)",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("N mapped steps")
@@ -272,14 +343,23 @@ def write_plot(results: list[dict[str, Any]], results_dir: str) -> str | None:
         for j, ex in enumerate(execs):
             xs, ys = [], []
             for i, inst in enumerate(insts):
-                cs = [c for c in dag["cases"] if c["instance"] == inst and c["sleep"] == 0 and c["executor"] == ex and c.get("ok")]
+                cs = [
+                    c
+                    for c in dag["cases"]
+                    if c["instance"] == inst
+                    and c["sleep"] == 0
+                    and c["executor"] == ex
+                    and c.get("ok")
+                ]
                 if cs:
                     c = max(cs, key=lambda c: c["n"])
                     xs.append(i + j * width)
                     ys.append(c["wall"] / c["n"] * 1000)
             if xs:
                 ax.bar(xs, ys, width, label=dag["executors"][ex], color=COLORS.get(ex))
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(insts))], [INST_LABEL[i] for i in insts])
+        ax.set_xticks(
+            [i + 0.4 - width / 2 for i in range(len(insts))], [INST_LABEL[i] for i in insts]
+        )
         ax.set_ylabel("ms per step")
         ax.legend(fontsize=7)
     # hosting
@@ -307,7 +387,14 @@ def write_plot(results: list[dict[str, Any]], results_dir: str) -> str | None:
         for j, e in enumerate(engines):
             xs, ys = [], []
             for i, wl in enumerate(wls):
-                c = next((c for c in eng["cases"] if c["engine"] == e and c["workload"] == wl and c.get("ok")), None)
+                c = next(
+                    (
+                        c
+                        for c in eng["cases"]
+                        if c["engine"] == e and c["workload"] == wl and c.get("ok")
+                    ),
+                    None,
+                )
                 if c:
                     xs.append(i + j * width)
                     ys.append(max(c["overhead_us_per_node"], 0.01))
@@ -315,7 +402,7 @@ def write_plot(results: list[dict[str, Any]], results_dir: str) -> str | None:
                 ax.bar(xs, ys, width, label=eng["engines"][e], color=COLORS.get(e))
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(wls))], wls, fontsize=8)
         ax.set_yscale("log")
-        ax.set_ylabel("µs per node (wall − critical path) / nodes")
+        ax.set_ylabel("µs per node (wall - critical path) / nodes")
         ax.legend(fontsize=7)
     cmd = "; ".join(sorted({r["command"] for r in results}))
     fig.suptitle(f"dagloop benchmarks — {cmd}", fontsize=11)

@@ -74,7 +74,9 @@ def skip_reason(executor: str, instance: str, n: int, sleep: float) -> str | Non
     return None
 
 
-def run_dagster_case(ctx: Ctx, executor: str, instance: str, n: int, sleep: float) -> dict[str, Any]:
+def run_dagster_case(
+    ctx: Ctx, executor: str, instance: str, n: int, sleep: float
+) -> dict[str, Any]:
     case: dict[str, Any] = {"executor": executor, "instance": instance, "n": n, "sleep": sleep}
     spec = EXECUTORS[executor]
     if spec.needs_persistent_instance and instance == "ephemeral":
@@ -84,7 +86,12 @@ def run_dagster_case(ctx: Ctx, executor: str, instance: str, n: int, sleep: floa
     if unavailable:
         case.update(ok=False, status="not available", error=unavailable)
         return case
-    child_spec: dict[str, Any] = {"executor": executor, "instance": instance, "n": n, "sleep": sleep}
+    child_spec: dict[str, Any] = {
+        "executor": executor,
+        "instance": instance,
+        "n": n,
+        "sleep": sleep,
+    }
     db = None
     if instance == "postgres":
         if ctx.pg is None:
@@ -110,7 +117,11 @@ def run_dagster_case(ctx: Ctx, executor: str, instance: str, n: int, sleep: floa
         case["status"] = "failed"
     ctx.log(
         f"  {instance:9} {executor:24} N={n:<5} S={sleep:g}: "
-        + (f"{case['wall']:.2f} s, {case['peak_rss_tree_mb']:.0f} MB" if case["ok"] else case["status"] + f" ({str(case.get('error'))[:120]})")
+        + (
+            f"{case['wall']:.2f} s, {case['peak_rss_tree_mb']:.0f} MB"
+            if case["ok"]
+            else case["status"] + f" ({str(case.get('error'))[:120]})"
+        )
     )
     return case
 
@@ -120,7 +131,10 @@ def fit_c0(cases: list[dict[str, Any]], instance: str) -> dict[str, Any] | None:
     pts = [
         (c["n"], c["wall"])
         for c in cases
-        if c["executor"] == "in_process" and c["instance"] == instance and c["sleep"] == 0 and c.get("ok")
+        if c["executor"] == "in_process"
+        and c["instance"] == instance
+        and c["sleep"] == 0
+        and c.get("ok")
     ]
     if len({n for n, _ in pts}) < 2:
         return None
@@ -128,10 +142,17 @@ def fit_c0(cases: list[dict[str, Any]], instance: str) -> dict[str, Any] | None:
     my = sum(w for _, w in pts) / len(pts)
     sxx = sum((n - mx) ** 2 for n, _ in pts)
     slope = sum((n - mx) * (w - my) for n, w in pts) / sxx
-    return {"c0": slope, "intercept": my - slope * mx, "points": len(pts), "max_n": max(n for n, _ in pts)}
+    return {
+        "c0": slope,
+        "intercept": my - slope * mx,
+        "points": len(pts),
+        "max_n": max(n for n, _ in pts),
+    }
 
 
-def add_ratios(cases: list[dict[str, Any]], c0: dict[str, dict[str, Any]], ref: str = "dagster_async_executor") -> None:
+def add_ratios(
+    cases: list[dict[str, Any]], c0: dict[str, dict[str, Any]], ref: str = "dagster_async_executor"
+) -> None:
     by_key = {(c["executor"], c["instance"], c["n"], c["sleep"]): c for c in cases}
     for c in cases:
         fit = c0.get(c["instance"])
@@ -182,7 +203,10 @@ def dagster_suite(ctx: Ctx) -> dict[str, Any]:
         fit = fit_c0(cases, instance)
         if fit:
             ctx.c0[instance] = fit
-            ctx.log(f"  c0[{instance}] = {fit['c0'] * 1000:.1f} ms/step (slope over {fit['points']} in-process S=0 runs)")
+            ctx.log(
+                f"  c0[{instance}] = {fit['c0'] * 1000:.1f} ms/step "
+                f"(slope over {fit['points']} in-process S=0 runs)"
+            )
     add_ratios(cases, ctx.c0)
     targets = dagster_targets(cases, instances)
     return {
@@ -195,11 +219,28 @@ def dagster_suite(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-def _target(tid: str, desc: str, value: float | None, limit: float, note: str = "", row: str = "", col: str = "") -> dict[str, Any]:
+def _target(
+    tid: str,
+    desc: str,
+    value: float | None,
+    limit: float,
+    note: str = "",
+    row: str = "",
+    col: str = "",
+) -> dict[str, Any]:
     """A target of issue 4: met when value <= limit (None: not measured). row/col place it
     in the compact verdict matrix of the report."""
     met = None if value is None else value <= limit
-    return {"id": tid, "description": desc, "value": value, "limit": limit, "met": met, "note": note, "row": row, "col": col}
+    return {
+        "id": tid,
+        "description": desc,
+        "value": value,
+        "limit": limit,
+        "met": met,
+        "note": note,
+        "row": row,
+        "col": col,
+    }
 
 
 def dagster_targets(cases: list[dict[str, Any]], instances: list[str]) -> list[dict[str, Any]]:
@@ -209,18 +250,44 @@ def dagster_targets(cases: list[dict[str, Any]], instances: list[str]) -> list[d
         for n in (300, 1000):
             if n not in present_n:
                 continue
-            c = next((c for c in cases if c["executor"] == "dagloop" and c["instance"] == instance and c["n"] == n and c["sleep"] == 3.0), None)
-            note = "" if c is None or c.get("ok") else f"dagloop {c.get('status')}: {c.get('error', '')}"[:200]
-            out.append(_target(
-                f"dagster.{instance}.N{n}.vs_dae",
-                f"Dagster N={n} S=3 {instance}: dagloop wall / dagster-async-executor wall",
-                c.get("ratio_dagster_async_executor") if c else None, 0.85, note,
-                row=f"{instance}, N={n}, S=3", col="dagloop / dagster-async-executor"))
-            out.append(_target(
-                f"dagster.{instance}.N{n}.vs_lb",
-                f"Dagster N={n} S=3 {instance}: dagloop wall / max(S, N*c0)",
-                c.get("ratio_lower_bound") if c else None, 1.15, note,
-                row=f"{instance}, N={n}, S=3", col="dagloop / lower bound"))
+            c = next(
+                (
+                    c
+                    for c in cases
+                    if c["executor"] == "dagloop"
+                    and c["instance"] == instance
+                    and c["n"] == n
+                    and c["sleep"] == 3.0
+                ),
+                None,
+            )
+            note = (
+                ""
+                if c is None or c.get("ok")
+                else f"dagloop {c.get('status')}: {c.get('error', '')}"[:200]
+            )
+            out.append(
+                _target(
+                    f"dagster.{instance}.N{n}.vs_dae",
+                    f"Dagster N={n} S=3 {instance}: dagloop wall / dagster-async-executor wall",
+                    c.get("ratio_dagster_async_executor") if c else None,
+                    0.85,
+                    note,
+                    row=f"{instance}, N={n}, S=3",
+                    col="dagloop / dagster-async-executor",
+                )
+            )
+            out.append(
+                _target(
+                    f"dagster.{instance}.N{n}.vs_lb",
+                    f"Dagster N={n} S=3 {instance}: dagloop wall / max(S, N*c0)",
+                    c.get("ratio_lower_bound") if c else None,
+                    1.15,
+                    note,
+                    row=f"{instance}, N={n}, S=3",
+                    col="dagloop / lower bound",
+                )
+            )
     return out
 
 
@@ -244,16 +311,38 @@ def hosting_suite(ctx: Ctx) -> dict[str, Any]:
     add_ratios(cases, ctx.c0)
     comparisons = []
     for instance, sleep, n in itertools.product(instances, sleeps, ns):
-        g = next((c for c in cases if c["executor"] == "dagloop_greenlet" and (c["instance"], c["sleep"], c["n"]) == (instance, sleep, n)), None)
-        t = next((c for c in cases if c["executor"] == "dagloop_thread" and (c["instance"], c["sleep"], c["n"]) == (instance, sleep, n)), None)
+        g = next(
+            (
+                c
+                for c in cases
+                if c["executor"] == "dagloop_greenlet"
+                and (c["instance"], c["sleep"], c["n"]) == (instance, sleep, n)
+            ),
+            None,
+        )
+        t = next(
+            (
+                c
+                for c in cases
+                if c["executor"] == "dagloop_thread"
+                and (c["instance"], c["sleep"], c["n"]) == (instance, sleep, n)
+            ),
+            None,
+        )
         if g and t and g.get("ok") and t.get("ok"):
-            comparisons.append({
-                "instance": instance, "n": n, "sleep": sleep,
-                "greenlet": g["wall"], "thread": t["wall"],
-                "thread_over_greenlet": t["wall"] / g["wall"],
-                "greenlet_rss": g["peak_rss_tree_mb"], "thread_rss": t["peak_rss_tree_mb"],
-                "faster": "greenlet" if g["wall"] <= t["wall"] else "thread",
-            })
+            comparisons.append(
+                {
+                    "instance": instance,
+                    "n": n,
+                    "sleep": sleep,
+                    "greenlet": g["wall"],
+                    "thread": t["wall"],
+                    "thread_over_greenlet": t["wall"] / g["wall"],
+                    "greenlet_rss": g["peak_rss_tree_mb"],
+                    "thread_rss": t["peak_rss_tree_mb"],
+                    "faster": "greenlet" if g["wall"] <= t["wall"] else "thread",
+                }
+            )
     return {
         "suite": "hosting",
         "params": {"instances": instances, "n": ns, "sleep": sleeps},
@@ -267,7 +356,13 @@ def hosting_suite(ctx: Ctx) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- engine suite
 
-WORKLOADS = [("independent", 10_000), ("chain", 10_000), ("layered", 10_000), ("diamond", 0), ("sleep", 1_000)]
+WORKLOADS = [
+    ("independent", 10_000),
+    ("chain", 10_000),
+    ("layered", 10_000),
+    ("diamond", 0),
+    ("sleep", 1_000),
+]
 
 
 def _status(err: str) -> str:
@@ -303,23 +398,40 @@ def engine_suite(ctx: Ctx) -> dict[str, Any]:
                 cp, n = timing["critical_path"], timing["nodes"]
                 wall = statistics.median(walls)
                 case.update(
-                    ok=True, status="ok", nodes=n, edges=timing["edges"], critical_path=cp,
-                    rounds=len(walls), walls=[round(w, 6) for w in walls], wall=wall,
-                    wall_min=min(walls), build=r["build"], overhead_us_per_node=(wall - cp) / n * 1e6,
+                    ok=True,
+                    status="ok",
+                    nodes=n,
+                    edges=timing["edges"],
+                    critical_path=cp,
+                    rounds=len(walls),
+                    walls=[round(w, 6) for w in walls],
+                    wall=wall,
+                    wall_min=min(walls),
+                    build=r["build"],
+                    overhead_us_per_node=(wall - cp) / n * 1e6,
                 )
                 if base_walls and len(base_walls) == len(walls):
                     # ratios within each round, then the median over rounds
                     pairs = list(zip(walls, base_walls, strict=True))
                     case["ratio_wall_baseline"] = statistics.median(w / b for w, b in pairs)
                     if all(b - cp > 0 for _, b in pairs):
-                        case["ratio_overhead_baseline"] = statistics.median((w - cp) / (b - cp) for w, b in pairs)
+                        case["ratio_overhead_baseline"] = statistics.median(
+                            (w - cp) / (b - cp) for w, b in pairs
+                        )
                 if ctx.quick and eng not in (BASELINE, "dagloop"):
                     mem = {}  # quick mode: peak RSS only for the headline engine and the baseline
                 else:
-                    mem = run_case("harness.engine_case", {"mode": "rss", "engine": eng, "workload": wl, "size": size}, timeout=120)
+                    mem = run_case(
+                        "harness.engine_case",
+                        {"mode": "rss", "engine": eng, "workload": wl, "size": size},
+                        timeout=120,
+                    )
                 case["peak_rss_mb"] = mem.get("peak_rss_mb")
                 case["rss_before_build_mb"] = mem.get("rss_before_build_mb")
-                ctx.log(f"  {eng:18} {wall * 1000:9.2f} ms  {case['overhead_us_per_node']:9.2f} us/node  {case['peak_rss_mb']} MB")
+                ctx.log(
+                    f"  {eng:18} {wall * 1000:9.2f} ms  "
+                    f"{case['overhead_us_per_node']:9.2f} us/node  {case['peak_rss_mb']} MB"
+                )
             else:
                 err = str(r.get("error", ""))
                 case.update(ok=False, status=_status(err), error=err)
@@ -328,7 +440,9 @@ def engine_suite(ctx: Ctx) -> dict[str, Any]:
     # ratios to the other engines, also per round then median
     for c in cases:
         for other in ("async_dag", "dagron"):
-            o = next((x for x in cases if x["engine"] == other and x["workload"] == c["workload"]), None)
+            o = next(
+                (x for x in cases if x["engine"] == other and x["workload"] == c["workload"]), None
+            )
             if c.get("ok") and o and o.get("ok") and len(o["walls"]) == len(c["walls"]):
                 # overhead (wall - critical path) ratio: on the sleep-bound workloads the
                 # walls are all ~the critical path; what differs is the engines' own cost
@@ -336,11 +450,17 @@ def engine_suite(ctx: Ctx) -> dict[str, Any]:
                 pairs = list(zip(c["walls"], o["walls"], strict=True))
                 c[f"ratio_wall_{other}"] = statistics.median(a / b for a, b in pairs)
                 if all(b - cp > 0 for _, b in pairs):
-                    c[f"ratio_overhead_{other}"] = statistics.median((a - cp) / (b - cp) for a, b in pairs)
+                    c[f"ratio_overhead_{other}"] = statistics.median(
+                        (a - cp) / (b - cp) for a, b in pairs
+                    )
     return {
         "suite": "engine",
-        "params": {"workloads": WORKLOADS, "rounds": rounds, "default_rounds": default_rounds,
-                   "statistic": "median over rounds; ratios taken within each round, then the median"},
+        "params": {
+            "workloads": WORKLOADS,
+            "rounds": rounds,
+            "default_rounds": default_rounds,
+            "statistic": "median over rounds; ratios taken within each round, then the median",
+        },
         "engines": {k: ENGINES[k].label for k in engines},
         "cases": cases,
         "targets": engine_targets(cases),
@@ -355,18 +475,54 @@ def engine_targets(cases: list[dict[str, Any]], eng: str = "dagloop") -> list[di
         c = get.get((eng, wl))
         ok = c is not None and c.get("ok")
         note = "" if ok or c is None else f"{c.get('status')}: {c.get('error', '')}"[:200]
-        out.append(_target(f"engine.{wl}.overhead", f"{label}, {wl}: overhead/node / TaskGroup baseline's",
-                           c.get("ratio_overhead_baseline") if ok else None, 1.5, note, wl, "overhead / baseline"))
+        out.append(
+            _target(
+                f"engine.{wl}.overhead",
+                f"{label}, {wl}: overhead/node / TaskGroup baseline's",
+                c.get("ratio_overhead_baseline") if ok else None,
+                1.5,
+                note,
+                wl,
+                "overhead / baseline",
+            )
+        )
         for other in ("async_dag", "dagron"):
             v = c.get(f"ratio_overhead_{other}") if ok else None
-            out.append(_target(f"engine.{wl}.vs_{other}", f"{label}, {wl}: overhead / {ENGINES[other].label} overhead",
-                               v, 1.0, note, wl, f"overhead / {other.replace('_', '-')}'s"))
+            out.append(
+                _target(
+                    f"engine.{wl}.vs_{other}",
+                    f"{label}, {wl}: overhead / {ENGINES[other].label} overhead",
+                    v,
+                    1.0,
+                    note,
+                    wl,
+                    f"overhead / {other.replace('_', '-')}'s",
+                )
+            )
         if size >= 10_000:
-            out.append(_target(f"engine.{wl}.rss", f"{label}, {wl}: peak RSS (MB)",
-                               c.get("peak_rss_mb") if ok else None, 150.0, note, wl, "peak RSS MB"))
+            out.append(
+                _target(
+                    f"engine.{wl}.rss",
+                    f"{label}, {wl}: peak RSS (MB)",
+                    c.get("peak_rss_mb") if ok else None,
+                    150.0,
+                    note,
+                    wl,
+                    "peak RSS MB",
+                )
+            )
         if wl == "diamond":
-            out.append(_target(f"engine.{wl}.critical_path", f"{label}, diamond: wall - critical path (ms)",
-                               (c["wall"] - c["critical_path"]) * 1000 if ok else None, 10.0, note, wl, "wall − critical path ms"))
+            out.append(
+                _target(
+                    f"engine.{wl}.critical_path",
+                    f"{label}, diamond: wall - critical path (ms)",
+                    (c["wall"] - c["critical_path"]) * 1000 if ok else None,
+                    10.0,
+                    note,
+                    wl,
+                    "wall - critical path ms",
+                )
+            )
     return out
 
 
@@ -374,7 +530,8 @@ SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "dagster": dagster_suite,
     "hosting": hosting_suite,
     "engine": engine_suite,
-    # issue 6 adds: "scaleout": scaleout_suite (fan-out N=1000, S=3: loop vs processes=2 vs dagster-dask)
+    # issue 6 adds: "scaleout": scaleout_suite
+    #   (fan-out N=1000, S=3: single loop vs processes=2 vs dagster-dask)
 }
 NEEDS_PG = {"dagster": lambda q: not q, "hosting": lambda q: not q, "engine": lambda q: False}
 
