@@ -12,9 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from dagster._core.definitions.executor_definition import (
+    multiple_process_executor_requirements,
+)
+from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.events import DagsterEvent, EngineEventData
-from dagster._core.execution.api import ExecuteRunWithPlanIterable
+from dagster._core.execution.api import (
+    ExecuteRunWithPlanIterable,
+    create_execution_plan,
+    execute_plan_iterator,
+)
 from dagster._core.execution.compute_logs import create_compute_log_file_key
 from dagster._core.execution.context.system import (
     PlanExecutionContext,
@@ -34,6 +42,7 @@ from dagster._core.execution.plan.instance_concurrency_context import (
 )
 from dagster._core.execution.plan.objects import ErrorSource, step_failure_event_from_exc_info
 from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.execution.plan.step import ExecutionStep
 from dagster._core.execution.retries import RetryMode, get_retries_config
 from dagster._core.execution.step_dependency_config import (
@@ -64,18 +73,23 @@ __all__ = [
     "ExecutionStep",
     "Executor",
     "InstanceConcurrencyContext",
+    "KnownExecutionState",
     "PlanExecutionContext",
     "PlanExecutionContextManager",
     "PlanOrchestrationContext",
+    "ReconstructableJob",
     "RetryMode",
     "StepDependencyConfig",
     "StepExecutionContext",
     "check_captured_interrupt",
     "create_compute_log_file_key",
+    "create_execution_plan",
     "dagster_event_sequence_for_step",
+    "execute_plan_iterator",
     "get_retries_config",
     "get_step_dependency_config_field",
     "get_tag_concurrency_limits_config",
+    "multiple_process_executor_requirements",
     "pop_captured_interrupt",
     "serializable_error_info_from_exc_info",
     "step_failure_for_interrupt",

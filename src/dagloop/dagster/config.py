@@ -17,6 +17,7 @@ from dagloop.dagster._internals import (
     get_step_dependency_config_field,
     get_tag_concurrency_limits_config,
 )
+from dagloop.dagster.dask.config import DASK_CONFIG_FIELD, DaskConfig
 
 StepHost = Literal["greenlet", "thread"]
 
@@ -82,6 +83,7 @@ EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = {
         ),
     ),
     "step_dependency_config": get_step_dependency_config_field(),
+    "dask": DASK_CONFIG_FIELD,
 }
 
 
@@ -124,6 +126,7 @@ class AsyncExecutorConfig:
     step_dependency_config: StepDependencyConfig = field(
         default_factory=StepDependencyConfig.default
     )
+    dask: DaskConfig | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AsyncExecutorConfig:
@@ -148,4 +151,5 @@ class AsyncExecutorConfig:
             step_dependency_config=StepDependencyConfig.from_config(
                 config.get("step_dependency_config")
             ),
+            dask=DaskConfig.from_config(config.get("dask")),
         )

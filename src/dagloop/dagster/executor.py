@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -18,6 +19,7 @@ from dagloop.dagster._internals import (
     PlanOrchestrationContext,
     RetryMode,
     StepDependencyConfig,
+    multiple_process_executor_requirements,
 )
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
 from dagloop.dagster.orchestrator import Orchestrator
@@ -83,17 +85,51 @@ class AsyncExecutor(Executor):
     def _run_on_loop(
         self, job_context: PlanExecutionContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
-        orchestrator = Orchestrator(job_context, execution_plan, self._config)
+        remote = None
+        if self._config.dask is not None:
+            from dagloop.dagster.dask.runner import DaskSteps
+
+            remote = DaskSteps(
+                self._config.dask,
+                job_context,
+                execution_plan,
+                self,
+                self._config.retries,
+                self._config.termination_grace_seconds,
+            )
+        orchestrator = Orchestrator(job_context, execution_plan, self._config, remote)
+        main: Callable[[Callable[[DagsterEvent], None]], Any] = orchestrator.run
+        if remote is not None:
+            cluster = remote
+
+            async def main(emit: Callable[[DagsterEvent], None]) -> None:
+                async with cluster:
+                    emit(
+                        DagsterEvent.engine_event(
+                            job_context,
+                            f"Steps placed on the cluster run on {cluster.describe()}",
+                            EngineEventData(),
+                        )
+                    )
+                    await orchestrator.run(emit)
+
         yield from iterate_on_loop(
             job_context.event_loop,
-            orchestrator.run,
+            main,
             on_interrupt=lambda exc: orchestrator.request_interrupt(
                 f"{type(exc).__name__} reached the event loop"
             ),
         )
 
 
-@dg.executor(name="dagloop_async", config_schema=EXECUTOR_CONFIG_SCHEMA)
+def _requirements(config: Any) -> Any:
+    """Steps on a Dask cluster need what Dagster's multiprocess executor needs."""
+    if isinstance(config, dict) and config.get("dask") is not None:
+        return multiple_process_executor_requirements()
+    return []
+
+
+@dg.executor(name="dagloop_async", config_schema=EXECUTOR_CONFIG_SCHEMA, requirements=_requirements)
 def async_executor(init_context: dg.InitExecutorContext) -> AsyncExecutor:
     """Run every step of a run concurrently on one shared asyncio event loop.
 
@@ -101,6 +137,7 @@ def async_executor(init_context: dg.InitExecutorContext) -> AsyncExecutor:
     or ``async_executor.configured({"max_concurrent": 50})``. Config keys:
     ``max_concurrent``, ``sync_threads``, ``tag_concurrency_limits``, ``retries``,
     ``step_host``, ``step_timeout_seconds``, ``blocked_loop_warning_seconds``,
-    ``termination_grace_seconds``.
+    ``termination_grace_seconds``, ``dask`` (scale steps out to a Dask cluster; see
+    docs/dask.md).
     """
     return AsyncExecutor(AsyncExecutorConfig.from_config(init_context.executor_config))

@@ -1,0 +1,243 @@
+"""The orchestrator's side of the Dask scale-out: submit steps, await them natively
+with the asynchronous Dask client on the run's event loop, feed their events back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from dagloop.dagster._internals import (
+    DagsterEvent,
+    EngineEventData,
+    ExecutionPlan,
+    ExecutionStep,
+    Executor,
+    KnownExecutionState,
+    PlanExecutionContext,
+    ReconstructableJob,
+    RetryMode,
+    serializable_error_info_from_exc_info,
+)
+from dagloop.dagster.dask.config import DaskConfig
+from dagloop.dagster.dask.worker import StepCommand, run_step
+from dagloop.dagster.step_run import StepRun
+
+#: After a step's Dask task failed (e.g. its worker died), how long to wait for the
+#: step's last events before reporting it failed from the orchestrator.
+DRAIN_AFTER_ERROR_SECONDS = 2.0
+
+
+@dataclass(eq=False)
+class _InFlight:
+    accept: Callable[[DagsterEvent], None]
+    received: int = 0
+    terminal: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    resource_error: Any = None
+    #: A STEP_UP_FOR_RETRY, handed to the orchestrator only once the attempt has ended:
+    #: a retry started earlier would be the same step key still in flight.
+    retry: DagsterEvent | None = None
+
+
+class DaskSteps:
+    """Runs the steps placed on the cluster; one instance per run, used on the run's loop."""
+
+    def __init__(
+        self,
+        config: DaskConfig,
+        job_context: PlanExecutionContext,
+        execution_plan: ExecutionPlan,
+        executor: Executor,
+        retry_mode: RetryMode,
+        termination_grace_seconds: float,
+    ) -> None:
+        job = job_context.job
+        if not isinstance(job, ReconstructableJob):  # the executor's requirements say so first
+            raise dg.DagsterUnmetExecutorRequirementsError(
+                f"Job '{job_context.job_name}' is not reconstructable; steps cannot run on a "
+                "Dask cluster. Load it with dg.reconstructable(...) or from a code location."
+            )
+        self._config = config
+        self._job_context = job_context
+        self._recon_job = job
+        self._plan = execution_plan
+        self._executor = executor
+        self._retry_mode = retry_mode
+        self._grace = termination_grace_seconds
+        self._topic = f"dagloop-{job_context.run_id}-{uuid.uuid4().hex[:8]}"
+        self._tokens = itertools.count()
+        self._in_flight: dict[str, _InFlight] = {}
+        self._instance_ref = job_context.instance.get_ref()
+        self._cluster: Any = None
+        self._client: Any = None
+
+    # -- lifecycle (on the run's loop) -------------------------------------------------
+
+    async def __aenter__(self) -> DaskSteps:
+        from distributed import Client, LocalCluster
+
+        config = self._config
+        try:
+            if config.processes is not None:
+                self._cluster = await LocalCluster(
+                    n_workers=config.processes,
+                    threads_per_worker=config.steps_per_worker,
+                    processes=True,
+                    asynchronous=True,
+                    dashboard_address=None,
+                )
+                target: Any = self._cluster
+            else:
+                target = config.address
+            self._client = await Client(target, asynchronous=True)
+            self._client.subscribe_topic(self._topic, self._on_message)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._client is not None:
+            self._client.unsubscribe_topic(self._topic)
+            await self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            await self._cluster.close()
+            self._cluster = None
+
+    def describe(self) -> str:
+        if self._config.processes is not None:
+            return f"a local Dask cluster of {self._config.processes} worker processes"
+        return f"the Dask cluster at {self._config.address}"
+
+    # -- RemoteSteps -------------------------------------------------------------------
+
+    def accepts(self, step: ExecutionStep) -> bool:
+        return self._config.placement_of(step.key, step.tags) == "cluster"
+
+    async def execute(
+        self,
+        run: StepRun,
+        known_state: KnownExecutionState,
+        accept: Callable[[DagsterEvent], None],
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        token = f"{run.key}#{next(self._tokens)}"
+        record = _InFlight(accept=accept)
+        self._in_flight[token] = record
+        command = StepCommand(
+            topic=self._topic,
+            token=token,
+            step_key=run.key,
+            run_config=dict(self._job_context.run_config),
+            dagster_run=self._job_context.dagster_run,
+            instance_ref=self._instance_ref,
+            recon_job=self._recon_job,
+            retry_mode=self._retry_mode,
+            known_state=known_state,
+            repository_load_data=self._plan.repository_load_data,
+            step_threads=self._config.steps_per_worker,
+        )
+        future = self._client.submit(
+            run_step, command, key=f"dagloop-step-{token}-{uuid.uuid4().hex[:8]}", pure=False
+        )
+        try:
+            try:
+                await future
+                await record.ended.wait()
+                if record.resource_error is not None and not record.terminal.is_set():
+                    # As the multiprocess executor does: the step never started.
+                    accept(
+                        self._executor.log_failure_or_retry_event_after_error(
+                            run.context, record.resource_error, known_state
+                        )
+                    )
+            except asyncio.CancelledError:
+                if run.cancel_reason is None:
+                    raise  # the orchestrator itself is torn down
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                await self._stop(future, record, run, fail)
+            except Exception:
+                await self._after_task_error(run, record, known_state, sys.exc_info())
+        finally:
+            del self._in_flight[token]
+            if record.retry is not None:
+                accept(record.retry)
+
+    async def _stop(
+        self,
+        future: Any,
+        record: _InFlight,
+        run: StepRun,
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        """Cancel the step's Dask task; give the step `grace` seconds to report its end."""
+        await self._client.cancel([future])
+        try:
+            await asyncio.wait_for(record.terminal.wait(), self._grace)
+        except TimeoutError:
+            assert run.cancel_reason is not None
+            fail(run.cancel_reason)
+
+    async def _after_task_error(
+        self,
+        run: StepRun,
+        record: _InFlight,
+        known_state: KnownExecutionState,
+        exc_info: Any,
+    ) -> None:
+        error = serializable_error_info_from_exc_info(exc_info)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(record.ended.wait(), DRAIN_AFTER_ERROR_SECONDS)
+        if record.terminal.is_set():
+            return
+        record.accept(
+            DagsterEvent.engine_event(
+                run.context,
+                f"The Dask task of step '{run.key}' failed: {error.message.strip()}",
+                EngineEventData.engine_error(error),
+            )
+        )
+        # As the multiprocess executor does when a child process crashes.
+        record.accept(
+            self._executor.log_failure_or_retry_event_after_error(run.context, error, known_state)
+        )
+
+    # -- events ------------------------------------------------------------------------
+
+    def _on_message(self, message: tuple[float, list[Any]]) -> None:
+        _, payload = message
+        record = self._in_flight.get(payload[0])
+        if record is None:
+            return  # a step already given up on; its worker stored the event anyway
+        if payload[1] is None:
+            record.ended.set()
+            return
+        event = dg.deserialize_value(payload[1], DagsterEvent)
+        record.received += 1
+        if (
+            event.is_step_success
+            or event.is_step_failure
+            or event.is_step_skipped
+            or (event.is_step_up_for_retry)
+        ):
+            record.terminal.set()
+        if event.is_resource_init_failure:
+            record.resource_error = event.engine_event_data.error
+        if event.is_step_up_for_retry:
+            record.retry = event
+            return
+        record.accept(event)

@@ -1,0 +1,193 @@
+"""What runs inside a Dask worker process: one step of a run, through Dagster's own
+one-step plan execution (as the multiprocess executor's child processes do).
+
+The Dask task is a coroutine, so it runs on the worker's event loop and only waits;
+the step itself runs in one of the process's step threads (Dagster's step machinery
+is synchronous and would otherwise stall the worker's heartbeats). An async op runs
+on the private event loop Dagster creates for its step, so many async steps wait at
+once inside one worker. Each event is stored in the run's event log by the worker's
+own instance, as in a multiprocess child, and sent to the orchestrator through the
+Dask scheduler's event topics (`Worker.log_event` → `Client.subscribe_topic`); the
+last message of a step is an end marker carrying the number of events sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from dagloop.dagster._internals import (
+    DagsterExecutionInterruptedError,
+    KnownExecutionState,
+    ReconstructableJob,
+    RetryMode,
+    create_execution_plan,
+    execute_plan_iterator,
+)
+
+
+@dataclass(frozen=True)
+class StepCommand:
+    """Everything a worker needs to run one step of a run (pickled to the worker)."""
+
+    topic: str
+    token: str
+    step_key: str
+    run_config: dict[str, Any]
+    dagster_run: dg.DagsterRun
+    instance_ref: Any  # InstanceRef
+    recon_job: ReconstructableJob
+    retry_mode: RetryMode
+    known_state: KnownExecutionState | None
+    repository_load_data: Any
+    step_threads: int
+
+
+STEP_THREAD_PREFIX = "dagloop-dask-step"
+
+#: The event loop Dagster created for the step running in each step thread.
+_step_loops: dict[int, asyncio.AbstractEventLoop] = {}
+
+
+class _StepLoopPolicy(asyncio.AbstractEventLoopPolicy):
+    """Delegates to the process's policy and notes the loop Dagster creates for each
+    step (`asyncio.new_event_loop()` in its plan context) so that a termination can
+    stop an async op at its current await."""
+
+    def __init__(self, inner: asyncio.AbstractEventLoopPolicy) -> None:
+        self._inner = inner
+
+    def get_event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._inner.get_event_loop()
+
+    def set_event_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._inner.set_event_loop(loop)
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._inner.new_event_loop()
+        if threading.current_thread().name.startswith(STEP_THREAD_PREFIX):
+            _step_loops[threading.get_ident()] = loop
+        return loop
+
+    def get_child_watcher(self) -> Any:
+        return self._inner.get_child_watcher()
+
+    def set_child_watcher(self, watcher: Any) -> None:
+        self._inner.set_child_watcher(watcher)
+
+
+def _raise_interrupted() -> None:
+    # A BaseException raised by a loop callback leaves `run_until_complete`, as a
+    # KeyboardInterrupt does; Dagster reports the step failed by an interrupt.
+    raise DagsterExecutionInterruptedError()
+
+
+@dataclass
+class _StepThread:
+    ident: int | None = None
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def interrupt(self) -> None:
+        """Raise DagsterExecutionInterruptedError in the step: at the await an async op
+        is parked at, else at the next Python bytecode its thread runs (a sync op
+        blocked in C code sees it when that call returns)."""
+        with self.lock:
+            if self.ident is None or self.done:
+                return
+            loop = _step_loops.get(self.ident)
+            if loop is not None and loop.is_running():
+                loop.call_soon_threadsafe(_raise_interrupted)
+            else:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self.ident), ctypes.py_object(DagsterExecutionInterruptedError)
+                )
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_instances: dict[str, dg.DagsterInstance] = {}
+
+
+def _step_pool(size: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            policy = asyncio.get_event_loop_policy()
+            if not isinstance(policy, _StepLoopPolicy):
+                asyncio.set_event_loop_policy(_StepLoopPolicy(policy))
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=STEP_THREAD_PREFIX)
+        return _pool
+
+
+def _instance(ref: Any) -> dg.DagsterInstance:
+    """One instance per worker process and instance ref (opening one costs ~ms)."""
+    key = dg.serialize_value(ref)
+    with _pool_lock:
+        instance = _instances.get(key)
+        if instance is None:
+            instance = dg.DagsterInstance.from_ref(ref)
+            # Every log manager Dagster creates (one per step plan) calls
+            # `logging.config.dictConfig` for the instance's python_logs handlers. Run in
+            # step threads, that deadlocks against other steps' handlers emitting events
+            # (logging's module lock vs. a handler's lock), so resolve them once here.
+            handlers = list(instance.get_yaml_python_handlers())
+            instance.get_yaml_python_handlers = lambda: handlers  # type: ignore[method-assign]
+            _instances[key] = instance
+        return instance
+
+
+def _run_step_in_thread(command: StepCommand, state: _StepThread, worker: Any) -> None:
+    sent = 0
+    with state.lock:
+        state.ident = threading.get_ident()
+        _step_loops.pop(state.ident, None)
+    try:
+        instance = _instance(command.instance_ref)
+        plan = create_execution_plan(
+            job=command.recon_job,
+            run_config=command.run_config,
+            step_keys_to_execute=[command.step_key],
+            known_state=command.known_state,
+            repository_load_data=command.repository_load_data,
+        )
+        for event in execute_plan_iterator(
+            plan,
+            command.recon_job,
+            command.dagster_run,
+            run_config=command.run_config,
+            retry_mode=command.retry_mode.for_inner_plan(),
+            instance=instance,
+        ):
+            worker.log_event(command.topic, [command.token, dg.serialize_value(event)])
+            sent += 1
+    except DagsterExecutionInterruptedError:
+        pass  # Dagster reported the step failed (interrupted) before re-raising.
+    finally:
+        with state.lock:
+            state.done = True
+            _step_loops.pop(threading.get_ident(), None)
+        worker.log_event(command.topic, [command.token, None, sent])
+
+
+async def run_step(command: StepCommand) -> None:
+    """The Dask task: hand the step to a step thread and wait for it without blocking."""
+    from distributed import get_worker
+
+    worker = get_worker()  # `Worker.log_event` is thread-safe
+    state = _StepThread()
+    loop = asyncio.get_running_loop()
+    done = loop.run_in_executor(
+        _step_pool(command.step_threads), _run_step_in_thread, command, state, worker
+    )
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        state.interrupt()
+        raise
