@@ -4,6 +4,7 @@ import asyncio
 import time
 
 import dagster as dg
+import pytest
 
 from dagloop.dagster import async_executor
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
@@ -186,3 +187,35 @@ def test_retry_policy_backoff_waits_do_not_block_other_steps(
     assert len(chain) == 11
     (last_attempt_started,) = outcome.outputs["flaky"]
     assert chain[-1] < last_attempt_started
+
+
+@dg.op(out=dg.DynamicOut(int))
+async def many():
+    for i in range(20):
+        yield dg.DynamicOutput(i, mapping_key=str(i))
+
+
+@dg.op
+async def retries_at_once(context: dg.OpExecutionContext, item: int) -> int:
+    await asyncio.sleep(0.01 * (item % 3))
+    if context.retry_number < 2:
+        raise dg.RetryRequested(max_retries=3)  # no wait: the next attempt is ready at once
+    return item
+
+
+@dg.job(executor_def=async_executor)
+def immediate_retries_job():
+    many().map(retries_at_once)
+
+
+@pytest.mark.parametrize("step_host", ["greenlet", "thread"])
+def test_immediate_retries_of_many_steps(
+    ephemeral_instance: dg.DagsterInstance, step_host: str
+) -> None:
+    # A thread-hosted attempt reports its events asynchronously; its next attempt may
+    # start before the previous one is wound down. Neither may be taken for the other.
+    config = {"execution": {"config": {"step_host": step_host}}}
+    outcome = run_job(immediate_retries_job, ephemeral_instance, run_config=config)
+    assert outcome.success
+    assert len(outcome.of_type(E.STEP_UP_FOR_RETRY)) == 40
+    assert outcome.step_keys(E.STEP_SUCCESS) >= {f"retries_at_once[{i}]" for i in range(20)}

@@ -90,6 +90,8 @@ class StepRun:
     finished: bool = False
     #: Dagster was told whether this attempt reached a terminal event (verify_complete).
     verified: bool = False
+    #: This attempt reported STEP_SUCCESS, STEP_FAILURE or STEP_UP_FOR_RETRY.
+    reported_terminal: bool = False
     #: Set when the orchestrator gave up on a thread-hosted step; its late events are dropped.
     abandoned: bool = False
     started_at: float = field(default_factory=time.monotonic)
