@@ -1,0 +1,52 @@
+"""A real two-worker Dask cluster (worker processes), shared by the tests of this folder,
+and persistent SQLite instances (steps on workers write to the run's event log)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from distributed import LocalCluster
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    # Worker processes load the test jobs by file; they import `tests.*` from the repo.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
+    )
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=32,
+        processes=True,
+        dashboard_address=None,
+    ) as local:
+        yield local
+
+
+@pytest.fixture
+def address(cluster: LocalCluster) -> str:
+    return str(cluster.scheduler_address)
+
+
+@pytest.fixture
+def sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.get() as inst:
+            assert inst.is_persistent
+            yield inst
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous

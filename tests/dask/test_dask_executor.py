@@ -1,0 +1,221 @@
+"""Issue 6: steps of one run on a real Dask cluster (two worker processes)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.job_base import InMemoryJob  # test-only: not reconstructable
+from dagster._core.execution.api import execute_run, execute_run_iterator  # test-only
+
+from tests.dagster.conftest import RunOutcome, assert_every_started_step_ended, run_job
+from tests.dask import jobs
+
+E = dg.DagsterEventType
+
+
+def _on(address: str, **extra: Any) -> dict[str, Any]:
+    return {"execution": {"config": {"dask": {"address": address}, **extra}}}
+
+
+def _stored(
+    instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType
+) -> list[str]:
+    return [
+        r.dagster_event.step_key or ""
+        for r in instance.all_logs(run_id)
+        if r.dagster_event is not None and r.dagster_event.event_type == event_type
+    ]
+
+
+def _failure_text(outcome: RunOutcome) -> str:
+    """Messages and error data of every event: where init and config errors show up."""
+    return "\n".join(f"{e.message} {e.event_specific_data!r}" for e in outcome.events)
+
+
+def test_fan_out_runs_on_both_workers_and_collect_runs_locally(
+    address: str, sqlite_instance: dg.DagsterInstance
+) -> None:
+    outcome = run_job(jobs.fanout, sqlite_instance, _on(address), outputs=("collect",))
+    assert outcome.success
+    collected = outcome.outputs["collect"]
+    assert collected["values"] == list(range(1, jobs.WIDTH + 1))
+    # Mapped steps ran in the two worker processes; `collect` (tag: local) on the run's loop.
+    assert len(collected["pids"]) == 2 and os.getpid() not in collected["pids"]
+    assert collected["collector_pid"] == os.getpid()
+    # Each event is stored once (by the worker) though the caller received it too.
+    successes = _stored(sqlite_instance, outcome.run_id, E.STEP_SUCCESS)
+    assert sorted(successes) == sorted(set(successes))
+    assert set(successes) == outcome.step_keys(E.STEP_SUCCESS)
+    assert len(successes) == 2 + 2 * jobs.WIDTH + 1
+    # The six 0.5 s async steps overlapped: each worker hosts several steps at once.
+    spans: dict[str, list[float]] = {}
+    for record in sqlite_instance.all_logs(outcome.run_id):
+        event = record.dagster_event
+        if event is None or "slow_async" not in (event.step_key or ""):
+            continue
+        if event.event_type in (E.STEP_START, E.STEP_SUCCESS):
+            spans.setdefault(event.step_key or "", []).append(record.timestamp)
+    assert len(spans) == jobs.WIDTH
+    first_end = min(end for _, end in spans.values())
+    assert sum(1 for start, _ in spans.values() if start < first_end) >= 4
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+
+
+def test_events_reach_the_caller_live(address: str, sqlite_instance: dg.DagsterInstance) -> None:
+    run = sqlite_instance.create_run_for_job(job_def=jobs.live_job, run_config=_on(address))
+    seen: dict[str, float] = {}
+    for event in execute_run_iterator(dg.reconstructable(jobs.live), run, sqlite_instance):
+        if event.event_type == E.STEP_SUCCESS and event.step_key is not None:
+            seen[event.step_key] = time.monotonic()
+    assert set(seen) == {"quick", "takes_two_seconds"}
+    # `quick` was reported as soon as it ended, not when the run ended.
+    assert seen["takes_two_seconds"] - seen["quick"] > 1.0
+
+
+def test_retries_skips_and_failures(
+    address: str, sqlite_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    config = _on(address)
+    config["ops"] = {"flaky": {"config": {"marker_dir": str(tmp_path)}}}
+    outcome = run_job(jobs.retries_skips, sqlite_instance, config)
+    assert not outcome.success
+    assert len(outcome.of_type(E.STEP_UP_FOR_RETRY)) == 2
+    assert {"flaky", "branch", "after_taken"} <= outcome.step_keys(E.STEP_SUCCESS)
+    assert outcome.step_keys(E.STEP_SKIPPED) == {"after_not_taken"}
+    assert outcome.step_keys(E.STEP_FAILURE) == {"always_fails"}
+    (failure,) = outcome.of_type(E.STEP_FAILURE)
+    assert "boom on the cluster" in str(failure.step_failure_data.error)
+    assert "downstream_of_failure" not in outcome.step_keys(E.STEP_START)
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+
+
+def test_pool_limits_hold_across_workers(address: str, sqlite_instance: dg.DagsterInstance) -> None:
+    sqlite_instance.event_log_storage.set_concurrency_slots("dagloop-dask-pool", 2)
+    outcome = run_job(jobs.pools, sqlite_instance, _on(address), outputs=("pooled_starts",))
+    assert outcome.success
+    starts = outcome.outputs["pooled_starts"]
+    # Two slots, six 0.3 s steps: never three at once, so at least three waves.
+    assert starts[-1] - starts[0] >= 0.55
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+
+
+def test_tag_concurrency_limits_hold_on_the_cluster(
+    address: str, sqlite_instance: dg.DagsterInstance
+) -> None:
+    config = _on(
+        address,
+        tag_concurrency_limits=[{"key": "lane", "value": "single", "limit": 1}],
+    )
+    outcome = run_job(jobs.pools, sqlite_instance, config, outputs=("pooled_starts",))
+    assert outcome.success
+    starts = outcome.outputs["pooled_starts"]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.25  # one at a time
+
+
+def test_termination_cancels_cluster_steps(
+    address: str, sqlite_instance: dg.DagsterInstance
+) -> None:
+    fired: dict[str, float] = {}
+
+    def cancel_once_started() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = sqlite_instance.get_runs()
+            if runs and {"sleeps_long", "blocks_long", "quick"} <= set(
+                _stored(sqlite_instance, runs[0].run_id, E.STEP_START)
+            ):
+                time.sleep(0.3)
+                fired["at"] = time.monotonic()
+                sqlite_instance.report_run_canceling(runs[0])
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=cancel_once_started, daemon=True).start()
+    result = dg.execute_job(
+        dg.reconstructable(jobs.long),
+        instance=sqlite_instance,
+        run_config=_on(address, termination_grace_seconds=2.0),
+    )
+    returned = time.monotonic()
+    assert "at" in fired
+    assert returned - fired["at"] < 8
+    run = sqlite_instance.get_run_by_id(result.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
+    failures = {e.step_key: e for e in result.all_events if e.event_type == E.STEP_FAILURE}
+    assert set(failures) == {"sleeps_long", "blocks_long"}
+    # The async op was stopped at its await on the worker, by Dagster's own step code.
+    assert failures["sleeps_long"].step_failure_data.error.cls_name == (
+        "DagsterExecutionInterruptedError"
+    )
+    assert_every_started_step_ended(sqlite_instance, result.run_id)
+
+
+def test_placement_tag_and_default(address: str, sqlite_instance: dg.DagsterInstance) -> None:
+    config = _on(address)
+    config["execution"]["config"]["dask"]["placement"] = "local"
+    outcome = run_job(jobs.fanout, sqlite_instance, config, outputs=("collect",))
+    assert outcome.success
+    assert outcome.outputs["collect"]["pids"] == [os.getpid()]
+
+
+def test_bad_placement_tag_names_the_tag(address: str, sqlite_instance: dg.DagsterInstance) -> None:
+    outcome = run_job(jobs.bad_placement, sqlite_instance, _on(address))
+    assert not outcome.success
+    assert "Op tag 'dagloop/placement' of step 'misplaced'" in _failure_text(outcome)
+
+
+def test_processes_starts_and_closes_a_local_cluster(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    before = {t.name for t in threading.enumerate()}
+    config = {"execution": {"config": {"dask": {"processes": 2, "steps_per_worker": 8}}}}
+    outcome = run_job(jobs.fanout, sqlite_instance, config, outputs=("collect",))
+    assert outcome.success
+    assert len(outcome.outputs["collect"]["pids"]) == 2
+    messages = [e.message or "" for e in outcome.of_type(E.ENGINE_EVENT)]
+    assert any("local Dask cluster of 2 worker processes" in m for m in messages)
+    assert {t.name for t in threading.enumerate()} - before == set()
+
+
+def test_needs_a_persistent_instance(address: str) -> None:
+    with dg.DagsterInstance.ephemeral() as instance:
+        outcome = run_job(jobs.fanout, instance, _on(address))
+    assert not outcome.success
+    assert "multiple processes with an ephemeral DagsterInstance" in _failure_text(outcome)
+    assert not outcome.of_type(E.STEP_START)
+
+
+def test_needs_a_reconstructable_job(address: str, sqlite_instance: dg.DagsterInstance) -> None:
+    run = sqlite_instance.create_run_for_job(job_def=jobs.fanout_job, run_config=_on(address))
+    result = execute_run(InMemoryJob(jobs.fanout_job), run, sqlite_instance)
+    assert not result.success
+    events = [r.dagster_event for r in sqlite_instance.all_logs(run.run_id) if r.dagster_event]
+    text = "\n".join(f"{e.message} {e.event_specific_data!r}" for e in events)
+    assert "is not reconstructable" in text
+    assert not [e for e in events if e.event_type == E.STEP_START]
+
+
+@pytest.mark.parametrize(
+    ("dask", "key"),
+    [
+        ({}, "dask"),
+        ({"address": "tcp://x:1", "processes": 2}, "dask"),
+        ({"processes": 0}, "dask.processes"),
+        ({"processes": 2, "steps_per_worker": 0}, "dask.steps_per_worker"),
+        ({"address": " "}, "dask.address"),
+    ],
+)
+def test_config_errors_name_the_key(
+    dask: dict[str, Any], key: str, sqlite_instance: dg.DagsterInstance
+) -> None:
+    outcome = run_job(jobs.fanout, sqlite_instance, {"execution": {"config": {"dask": dask}}})
+    assert not outcome.success
+    assert f"Invalid value for execution config key '{key}'" in _failure_text(outcome)
