@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 
@@ -25,6 +25,7 @@ from dagloop.dagster._internals import (
     ExecutionPlan,
     ExecutionStep,
     InstanceConcurrencyContext,
+    KnownExecutionState,
     PlanExecutionContext,
     create_compute_log_file_key,
     dagster_event_sequence_for_step,
@@ -80,12 +81,31 @@ class _Wakeup:
                 timer.cancel()
 
 
+class RemoteSteps(Protocol):
+    """Runs chosen steps somewhere else (e.g. a Dask cluster) and reports their events."""
+
+    def accepts(self, step: ExecutionStep) -> bool: ...
+
+    async def execute(
+        self,
+        run: StepRun,
+        known_state: KnownExecutionState,
+        accept: Callable[[DagsterEvent], None],
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        """Run `run`'s step to its end, passing each of its events to `accept`. A
+        cancellation with `run.cancel_reason` set stops the step; if it cannot report
+        its own terminal event, call `fail(run.cancel_reason)`."""
+        ...
+
+
 class Orchestrator:
     def __init__(
         self,
         job_context: PlanExecutionContext,
         execution_plan: ExecutionPlan,
         config: AsyncExecutorConfig,
+        remote: RemoteSteps | None = None,
     ) -> None:
         self._job_context = job_context
         self._plan = execution_plan
@@ -105,6 +125,8 @@ class Orchestrator:
             config.max_concurrent or MAX_HOSTED_STEP_THREADS, name="dagloop-host"
         )
         self._last_cancel_poll = 0.0
+        self._remote = remote
+        self._remote_runs: dict[StepRun, KnownExecutionState] = {}
 
     # -- entry points ------------------------------------------------------------------
 
@@ -232,8 +254,11 @@ class Orchestrator:
     # -- steps -------------------------------------------------------------------------
 
     def _start(self, step: ExecutionStep, active: ActiveExecution) -> None:
-        context = self._job_context.for_step(step, active.get_known_state())
-        host = choose_host(context, self._config.step_host)
+        known_state = active.get_known_state()
+        context = self._job_context.for_step(step, known_state)
+        remote = self._remote is not None and self._remote.accepts(step)
+        # A remote step is awaited by its task, which is cancelled like a greenlet's.
+        host = "greenlet" if remote else choose_host(context, self._config.step_host)
         run = StepRun(
             step=step,
             context=context,
@@ -242,6 +267,8 @@ class Orchestrator:
             report_hold=self._report_hold,
         )
         self._running.add(run)
+        if remote:
+            self._remote_runs[run] = known_state
         run.task = self._loop.create_task(self._execute(run), name=f"dagloop-step:{step.key}")
 
     def _budget_for(self, step: ExecutionStep) -> float | None:
@@ -265,7 +292,15 @@ class Orchestrator:
         if run.budget is not None:
             run.deadline_timer = self._loop.call_later(run.budget, self._expire, run)
         try:
-            if run.in_thread:
+            if run in self._remote_runs:
+                assert self._remote is not None
+                await self._remote.execute(
+                    run,
+                    self._remote_runs[run],
+                    lambda event: self._accept(run, event),
+                    lambda error: self._fail_from_orchestrator(run, error),
+                )
+            elif run.in_thread:
                 deliver = self._deliver_threadsafe(run)
                 pool = self._threads if run.host is None else self._host_threads
                 await pool.run(self._step_body, run, deliver)
@@ -280,7 +315,7 @@ class Orchestrator:
             # Before hooks, as in-process: a retried step may start its next attempt
             # while this attempt's hooks still run.
             self._verify(run)
-            if self._has_hooks(run):
+            if run not in self._remote_runs and self._has_hooks(run):
                 # Hooks are synchronous user code (a notification, an HTTP call): they
                 # run off the loop whatever hosts the step.
                 await self._threads.run(self._run_hooks, run, self._deliver_threadsafe(run))
@@ -310,6 +345,7 @@ class Orchestrator:
             run.deadline_timer.cancel()
         self._verify(run)
         self._running.discard(run)
+        self._remote_runs.pop(run, None)
         self._wakeup.set()
 
     def _step_body(self, run: StepRun, deliver: Callable[[DagsterEvent], None]) -> None:
