@@ -27,6 +27,8 @@ def fmt_case(c: dict[str, Any] | None, with_lb: bool = True, with_rss: bool = Tr
     extra = []
     if with_lb and c.get("ratio_lower_bound") is not None:
         extra.append(f"x{c['ratio_lower_bound']:.2f} LB")
+    if c.get("runs", 1) > 1:
+        extra.append(f"median of {len(c['walls'])}")
     if with_rss and c.get("peak_rss_tree_mb"):
         extra.append(f"{c['peak_rss_tree_mb']:.0f} MB")
     return s + (f" ({', '.join(extra)})" if extra else "")

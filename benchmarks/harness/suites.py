@@ -126,6 +126,34 @@ def run_dagster_case(
     return case
 
 
+def merge_repeats(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold repeated runs of one (executor, instance, N, S) into one case: median wall."""
+    import statistics
+
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for c in cases:
+        groups.setdefault((c["executor"], c["instance"], c["n"], c["sleep"]), []).append(c)
+    out = []
+    for runs in groups.values():
+        if len(runs) == 1:
+            out.append(runs[0])
+            continue
+        ok = [r for r in runs if r.get("ok")]
+        if not ok:
+            out.append(runs[-1])
+            continue
+        walls = sorted(r["wall"] for r in ok)
+        med = statistics.median(walls)
+        rep = min(ok, key=lambda r: abs(r["wall"] - med))
+        merged = {**rep, "wall": med, "walls": [r["wall"] for r in runs if r.get("ok")]}
+        merged["runs"] = len(runs)
+        merged["failed_runs"] = len(runs) - len(ok)
+        merged["peak_rss_tree_mb"] = max(r["peak_rss_tree_mb"] for r in ok)
+        merged["cpu"] = statistics.median(r["cpu"] for r in ok)
+        out.append(merged)
+    return out
+
+
 def fit_c0(cases: list[dict[str, Any]], instance: str) -> dict[str, Any] | None:
     """Least-squares slope of in-process wall vs N at S = 0: Dagster's cost per no-op step."""
     pts = [
@@ -186,6 +214,8 @@ def dagster_suite(ctx: Ctx) -> dict[str, Any]:
         instances = INSTANCES
         ns = [1, 5, 20, 100, 300, 1000]
         limits = {}
+    target_repeats = 1 if ctx.quick else 3
+    repeat_ns = {300}
     executors = ["dagloop", "dagster_async_executor", "in_process", "multiprocess"]
     sleeps = [3.0, 0.0]
     cases: list[dict[str, Any]] = []
@@ -200,6 +230,14 @@ def dagster_suite(ctx: Ctx) -> dict[str, Any]:
                 if ex == "in_process" and sleep == 0 and n > 300 and instance != "ephemeral":
                     continue  # time budget: on persistent instances c0 is fitted up to N = 300
                 cases.append(run_dagster_case(ctx, ex, instance, n, sleep))
+            # The headline comparison gets extra runs, alternating the two executors so that
+            # drift hits both; the median is reported (all walls are kept in the JSON).
+            if sleep > 0 and n in repeat_ns:
+                for rep in range(1, target_repeats):
+                    pair = ["dagster_async_executor", "dagloop"]
+                    for ex in pair if rep % 2 else pair[::-1]:
+                        cases.append(run_dagster_case(ctx, ex, instance, n, sleep))
+        cases = merge_repeats(cases)
         fit = fit_c0(cases, instance)
         if fit:
             ctx.c0[instance] = fit
