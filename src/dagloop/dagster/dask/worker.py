@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +24,18 @@ from typing import Any
 import dagster as dg
 
 from dagloop.dagster._internals import (
+    DagsterEvent,
     DagsterExecutionInterruptedError,
+    ExecuteRunWithPlanIterable,
+    ExecutionPlan,
     KnownExecutionState,
+    PlanExecutionContext,
+    PlanExecutionContextManager,
     ReconstructableJob,
     RetryMode,
     create_execution_plan,
-    execute_plan_iterator,
+    dagster_event_sequence_for_step,
+    trigger_hooks,
 )
 
 
@@ -157,13 +164,18 @@ def _run_step_in_thread(command: StepCommand, state: _StepThread, worker: Any) -
             known_state=command.known_state,
             repository_load_data=command.repository_load_data,
         )
-        for event in execute_plan_iterator(
-            plan,
-            command.recon_job,
-            command.dagster_run,
-            run_config=command.run_config,
-            retry_mode=command.retry_mode.for_inner_plan(),
-            instance=instance,
+        job = command.recon_job.with_repository_load_data(plan.repository_load_data)
+        for event in ExecuteRunWithPlanIterable(
+            execution_plan=plan,
+            iterator=_one_step_plan,
+            execution_context_manager=PlanExecutionContextManager(
+                job=job,
+                execution_plan=plan,
+                run_config=command.run_config,
+                dagster_run=command.dagster_run,
+                instance=instance,
+                retry_mode=command.retry_mode.for_inner_plan(),
+            ),
         ):
             worker.log_event(command.topic, [command.token, dg.serialize_value(event)])
             sent += 1
@@ -174,6 +186,37 @@ def _run_step_in_thread(command: StepCommand, state: _StepThread, worker: Any) -
             state.done = True
             _step_loops.pop(threading.get_ident(), None)
         worker.log_event(command.topic, [command.token, None, sent])
+
+
+def _one_step_plan(
+    job_context: PlanExecutionContext, execution_plan: ExecutionPlan
+) -> Iterator[DagsterEvent]:
+    """Dagster's `inner_plan_execution_iterator` (what `execute_plan_iterator` runs, as
+    in a multiprocess child) without its compute-log capture: that redirects the
+    process's stdout/stderr file descriptors and starts a `tail` process per plan, which
+    is slow and wrong with many steps in one process. Op output printed on a worker goes
+    to the worker's own stdout/stderr."""
+    with execution_plan.start(
+        retry_mode=job_context.retry_mode,
+        step_dependency_config=job_context.step_dependency_config,
+    ) as active:
+        while not active.is_complete:
+            step = active.get_next_step()
+            yield from active.concurrency_event_iterator(job_context)
+            if not step:
+                active.sleep_til_ready()
+                continue
+            step_context = job_context.for_step(step, active.get_known_state())
+            events: list[DagsterEvent] = []
+            for event in dagster_event_sequence_for_step(step_context):
+                events.append(event)
+                yield event
+                active.handle_event(event)
+            active.verify_complete(job_context, step.key)
+            for event in active.plan_events_iterator(job_context):
+                events.append(event)
+                yield event
+            yield from trigger_hooks(step_context, events)
 
 
 async def run_step(command: StepCommand) -> None:
