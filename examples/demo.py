@@ -14,7 +14,7 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quickstart import NUM_FANOUTS, SLEEP_SECONDS, fanout_job  # noqa: E402
+from quickstart import NUM_FANOUTS, SLEEP_SECONDS, fanout_job
 
 
 def main() -> int:

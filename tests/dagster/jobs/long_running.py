@@ -5,6 +5,7 @@ import threading
 import time
 
 import dagster as dg
+
 from dagloop.dagster import async_executor
 
 #: Set once some async step is awaiting; the tests interrupt the run after that.
