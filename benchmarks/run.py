@@ -7,23 +7,39 @@ the benchmark environment in ``benchmarks/.venv`` first. See benchmarks/README.m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 
-from rich.console import Console
-
 from harness import meta, report
 from harness.proc import BENCH_DIR
-from harness.suites import NEEDS_PG, SUITES, context, now
+from harness.suites import INSTANCES, NEEDS_PG, SUITES, context, merge_instances, now
+from rich.console import Console
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="small N, ephemeral instance only, fewer repeats (< 3 min)")
-    ap.add_argument("--suite", default=",".join(SUITES), help=f"comma-separated subset of {', '.join(SUITES)}")
-    ap.add_argument("--results", default=os.path.join(BENCH_DIR, "results"), help="output directory")
-    ap.add_argument("--command", default=None, help="command line to record as having produced the results")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small N, ephemeral instance only, fewer repeats (< 3 min)",
+    )
+    ap.add_argument(
+        "--suite", default=",".join(SUITES), help=f"comma-separated subset of {', '.join(SUITES)}"
+    )
+    ap.add_argument(
+        "--instances",
+        default=None,
+        help="Dagster suites only: comma-separated subset of ephemeral,sqlite,postgres; "
+        "their cases replace those of an existing results file of the same mode",
+    )
+    ap.add_argument(
+        "--results", default=os.path.join(BENCH_DIR, "results"), help="output directory"
+    )
+    ap.add_argument(
+        "--command", default=None, help="command line to record as having produced the results"
+    )
     args = ap.parse_args(argv)
 
     suites = [s.strip() for s in args.suite.split(",") if s.strip()]
@@ -31,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown suite(s): {', '.join(unknown)}")
     console = Console(width=200)
-    command = args.command or "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = args.command or "python benchmarks/run.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     need_pg = any(NEEDS_PG[s](args.quick) for s in suites)
     base = {
         "mode": "quick" if args.quick else "full",
@@ -40,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         "versions": meta.versions(),
         "git": meta.git_info(os.path.dirname(BENCH_DIR)),
     }
+    instances = [i.strip() for i in args.instances.split(",")] if args.instances else None
+    if instances and not set(instances) <= set(INSTANCES):
+        ap.error(f"--instances: choose from {', '.join(INSTANCES)}")
+    if instances:
+        need_pg = need_pg and "postgres" in instances
     with context(args.quick, need_pg, lambda m: console.print(m, highlight=False)) as ctx:
+        ctx.instances = instances
         if ctx.pg is not None:
             base["versions"]["postgresql"] = ctx.pg.version()
         for s in suites:
@@ -48,7 +72,16 @@ def main(argv: list[str] | None = None) -> int:
             started = now()
             res = SUITES[s](ctx)
             res = {**base, "started": started, "duration_s": round(time.monotonic() - t0, 1), **res}
-            res["machine"] = {**base["machine"], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+            res["machine"] = {
+                **base["machine"],
+                "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            }
+            old_path = os.path.join(args.results, f"{s}.json")
+            if instances and s in ("dagster", "hosting") and os.path.exists(old_path):
+                with open(old_path) as f:
+                    old = json.load(f)
+                if old.get("mode") == res["mode"]:
+                    res = merge_instances(old, res)
             path = report.write_json(res, args.results)
             report.print_suite(res, console)
             console.print(f"wrote {os.path.relpath(path)}")

@@ -39,7 +39,15 @@ class PgServer:
     user: str = "postgres"
 
     def url(self, db: str = "postgres") -> str:
+        """libpq URL (psycopg2.connect)."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{db}"
+
+    def sqlalchemy_url(self, db: str) -> str:
+        """URL for dagster-postgres' ``postgres_url``. The driver is named: SQLAlchemy 2.1
+        maps a bare ``postgresql://`` to psycopg 3, while dagster-postgres installs
+        psycopg2 (a bare URL, or ``postgres_db:`` settings, fail with "No module named
+        'psycopg'")."""
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{db}"
 
     def create_database(self, name: str) -> str:
         import psycopg2
@@ -52,7 +60,7 @@ class PgServer:
                 cur.execute(f'CREATE DATABASE "{name}"')
         finally:
             conn.close()
-        return self.url(name)
+        return self.sqlalchemy_url(name)
 
     def drop_database(self, name: str) -> None:
         import psycopg2

@@ -30,6 +30,7 @@ class Ctx:
     pg: PgServer | None = None
     pg_error: str | None = None
     c0: dict[str, dict[str, Any]] = field(default_factory=dict)  # instance -> fit
+    instances: list[str] | None = None  # --instances: restrict the Dagster suites
     profile_dir: str | None = None
 
 
@@ -211,7 +212,7 @@ def dagster_suite(ctx: Ctx) -> dict[str, Any]:
         ns = [20, 300]
         limits = {"in_process": 0}  # no S = 3 in quick mode: it is sequential (N x 3 s)
     else:
-        instances = INSTANCES
+        instances = ctx.instances or INSTANCES
         ns = [1, 5, 20, 100, 300, 1000]
         limits = {}
     target_repeats = 1 if ctx.quick else 3
@@ -336,7 +337,7 @@ def hosting_suite(ctx: Ctx) -> dict[str, Any]:
     if ctx.quick:
         instances, ns, sleeps = ["ephemeral"], [100], [3.0]
     else:
-        instances, ns, sleeps = INSTANCES, [300], [3.0, 0.0]
+        instances, ns, sleeps = ctx.instances or INSTANCES, [300], [3.0, 0.0]
     hosts = ["dagloop_greenlet", "dagloop_thread"]
     cases: list[dict[str, Any]] = []
     for instance in instances:
@@ -347,6 +348,20 @@ def hosting_suite(ctx: Ctx) -> dict[str, Any]:
             for ex in hosts:
                 cases.append(run_dagster_case(ctx, ex, instance, n, sleep))
     add_ratios(cases, ctx.c0)
+    return {
+        "suite": "hosting",
+        "params": {"instances": instances, "n": ns, "sleep": sleeps},
+        "executors": {k: EXECUTORS[k].label for k in [*hosts, "in_process"]},
+        "c0": {k: v for k, v in ctx.c0.items() if k in instances},
+        "cases": cases,
+        "comparisons": hosting_comparisons(cases, instances, sleeps, ns),
+        "targets": [],
+    }
+
+
+def hosting_comparisons(
+    cases: list[dict[str, Any]], instances: list[str], sleeps: list[float], ns: list[int]
+) -> list[dict[str, Any]]:
     comparisons = []
     for instance, sleep, n in itertools.product(instances, sleeps, ns):
         g = next(
@@ -381,15 +396,35 @@ def hosting_suite(ctx: Ctx) -> dict[str, Any]:
                     "faster": "greenlet" if g["wall"] <= t["wall"] else "thread",
                 }
             )
-    return {
-        "suite": "hosting",
-        "params": {"instances": instances, "n": ns, "sleep": sleeps},
-        "executors": {k: EXECUTORS[k].label for k in [*hosts, "in_process"]},
-        "c0": {k: v for k, v in ctx.c0.items() if k in instances},
-        "cases": cases,
-        "comparisons": comparisons,
-        "targets": [],
+    return comparisons
+
+
+def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Fold a run restricted with --instances into an earlier full result of the same suite:
+    the new run's instances replace the old ones, ratios and verdicts are recomputed."""
+    redone = set(new["params"]["instances"])
+    order = [i for i in INSTANCES if i in redone or i in old["params"]["instances"]]
+    cases = [c for c in old["cases"] if c["instance"] not in redone] + new["cases"]
+    c0 = {**{k: v for k, v in old.get("c0", {}).items() if k not in redone}, **new["c0"]}
+    for c in cases:
+        for k in ("lower_bound", "ratio_lower_bound", "ratio_dagster_async_executor"):
+            c.pop(k, None)
+    add_ratios(cases, c0)
+    merged = {**new, "cases": cases, "c0": c0}
+    merged["params"] = {**new["params"], "instances": order}
+    merged["merged_with"] = {
+        "command": old["command"],
+        "started": old["started"],
+        "instances_kept": [i for i in old["params"]["instances"] if i not in redone],
+        "duration_s": old["duration_s"],
     }
+    merged["duration_s"] = round(old["duration_s"] + new["duration_s"], 1)
+    if new["suite"] == "dagster":
+        merged["targets"] = dagster_targets(cases, order)
+    elif new["suite"] == "hosting":
+        p = new["params"]
+        merged["comparisons"] = hosting_comparisons(cases, order, p["sleep"], p["n"])
+    return merged
 
 
 # --------------------------------------------------------------------------- engine suite
