@@ -258,6 +258,15 @@ def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
             "whole process tree. Lower bound (LB) = max(S, N * c0), c0 = slope of the "
             "in-process executor's wall over N at S = 0 on the same instance.",
             "",
+            "Machine load while the suites ran (1-min load average at start / end, "
+            f"{r0['machine']['cores']} cores): "
+            + "; ".join(
+                f"{r['suite']} {r['machine'].get('loadavg_start', ['?'])[0]} / "
+                f"{r['machine'].get('loadavg_end', ['?'])[0]}"
+                for r in results
+            )
+            + ". A load above the core count means other processes competed for the CPU.",
+            "",
             "![benchmark plot](bench.png)",
             "",
         ]

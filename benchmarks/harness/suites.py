@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -110,6 +111,7 @@ def run_dagster_case(
             with contextlib.suppress(Exception):
                 ctx.pg.drop_database(db)
     case.update(res)
+    case["loadavg_1min"] = round(os.getloadavg()[0], 2)  # other load on the machine
     if res.get("ok"):
         case["status"] = "ok"
     elif "timeout" in str(res.get("error", "")):
