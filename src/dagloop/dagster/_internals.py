@@ -51,6 +51,7 @@ from dagster._core.execution.step_dependency_config import (
 )
 from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.base import Executor
+from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster._utils.interrupts import check_captured_interrupt, pop_captured_interrupt
 
@@ -78,6 +79,7 @@ __all__ = [
     "PlanExecutionContextManager",
     "PlanOrchestrationContext",
     "ReconstructableJob",
+    "ResolvedRunConfig",
     "RetryMode",
     "StepDependencyConfig",
     "StepExecutionContext",

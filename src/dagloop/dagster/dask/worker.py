@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from dagloop.dagster._internals import (
     PlanExecutionContext,
     PlanExecutionContextManager,
     ReconstructableJob,
+    ResolvedRunConfig,
     RetryMode,
     create_execution_plan,
     dagster_event_sequence_for_step,
@@ -150,6 +152,43 @@ def _instance(ref: Any) -> dg.DagsterInstance:
         return instance
 
 
+#: Resolved plans of the whole job, by run and dynamic mappings (few distinct per run).
+_plans: OrderedDict[tuple[str, str], tuple[ExecutionPlan, Any, Any]] = OrderedDict()
+_PLANS_KEPT = 8
+
+
+def _one_step_plan_for(command: StepCommand) -> ExecutionPlan:
+    """The plan `create_execution_plan(step_keys_to_execute=[key], known_state=...)`
+    returns, without rebuilding the whole job's plan for every step (O(steps) each).
+
+    The full plan depends on the known state only through its dynamic mappings, so it is
+    built once per run and set of mappings; each step takes its subset and its own known
+    state (ready outputs, retry attempts)."""
+    known = command.known_state
+    mappings = dg.serialize_value(known.dynamic_mappings) if known is not None else ""
+    key = (command.dagster_run.run_id, mappings)
+    with _pool_lock:
+        cached = _plans.get(key)
+        if cached is not None:
+            _plans.move_to_end(key)
+    if cached is None:
+        full = create_execution_plan(
+            job=command.recon_job,
+            run_config=command.run_config,
+            known_state=known,
+            repository_load_data=command.repository_load_data,
+        )
+        job_def = command.recon_job.get_definition()
+        cached = (full, job_def, ResolvedRunConfig.build(job_def, command.run_config))
+        with _pool_lock:
+            _plans[key] = cached
+            while len(_plans) > _PLANS_KEPT:
+                _plans.popitem(last=False)
+    full, job_def, resolved = cached
+    subset = full.build_subset_plan([command.step_key], job_def, resolved)
+    return subset._replace(known_state=known or KnownExecutionState())
+
+
 def _run_step_in_thread(command: StepCommand, state: _StepThread, worker: Any) -> None:
     sent = 0
     with state.lock:
@@ -157,13 +196,7 @@ def _run_step_in_thread(command: StepCommand, state: _StepThread, worker: Any) -
         _step_loops.pop(state.ident, None)
     try:
         instance = _instance(command.instance_ref)
-        plan = create_execution_plan(
-            job=command.recon_job,
-            run_config=command.run_config,
-            step_keys_to_execute=[command.step_key],
-            known_state=command.known_state,
-            repository_load_data=command.repository_load_data,
-        )
+        plan = _one_step_plan_for(command)
         job = command.recon_job.with_repository_load_data(plan.repository_load_data)
         for event in ExecuteRunWithPlanIterable(
             execution_plan=plan,
