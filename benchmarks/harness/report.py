@@ -371,7 +371,8 @@ def write_plot(results: list[dict[str, Any]], results_dir: str) -> str | None:
         ax.set_xticks(
             [i + 0.4 - width / 2 for i in range(len(insts))], [INST_LABEL[i] for i in insts]
         )
-        ax.set_ylabel("ms per step")
+        ax.set_ylabel("ms per step (log)")
+        ax.set_yscale("log")
         ax.legend(fontsize=7)
     # hosting
     ax = axes[1][1]
