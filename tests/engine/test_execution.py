@@ -567,3 +567,22 @@ def test_task_cancelling_itself_fails_instead_of_hanging_the_run() -> None:
     assert result["a"].status is NodeStatus.FAILED
     assert isinstance(result["a"].error, asyncio.CancelledError)
     assert result["b"].status is NodeStatus.SKIPPED
+
+
+def test_a_functools_wraps_decorator_keeps_the_wrapped_parameters() -> None:
+    import functools
+
+    def logged(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    @logged
+    def double(source: int) -> int:
+        return source * 2
+
+    dag = make_dag(["source", "double"], [("source", "double")])
+    result = DAGExecutor(dag).execute({"source": lambda: 21, "double": double})
+    assert result.value("double") == 42

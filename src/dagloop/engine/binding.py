@@ -262,6 +262,9 @@ def takes_no_parameters(fn: Callable[..., Any]) -> bool:
     code = getattr(fn, "__code__", None)
     return (
         type(fn) is types.FunctionType
+        # A functools.wraps wrapper takes (*args, **kwargs) but has the signature of
+        # what it wraps; inspect.signature() must see it.
+        and not hasattr(fn, "__wrapped__")
         and code is not None
         and code.co_argcount == 0
         and code.co_kwonlyargcount == 0
