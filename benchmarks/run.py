@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown suite(s): {', '.join(unknown)}")
     console = Console(width=200)
-    command = args.command or "python benchmarks/run.py " + " ".join(
+    command = args.command or "benchmarks/.venv/bin/python benchmarks/run.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     need_pg = any(NEEDS_PG[s](args.quick) for s in suites)

@@ -250,6 +250,12 @@ def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
                 f"- `{r['suite']}`: `{r['command']}` ({r['mode']} mode, {r['started']}, "
                 f"{r['duration_s'] / 60:.1f} min, {src})"
             )
+            m = r.get("merged_with")
+            if m:
+                parts.append(
+                    f"  (instances {', '.join(m['instances_kept'])} kept from an earlier run: "
+                    f"`{m['command']}`, {m['started']}; the minutes above are the sum)"
+                )
         parts += [
             "",
             "Timings drift on shared machines; the ratios (measured in the same run, on the same "
