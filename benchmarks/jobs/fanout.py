@@ -11,7 +11,6 @@ silently use the in-process executor whatever ``executor_def`` says).
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation.
 import anyio
 import dagster as dg
-
 from harness.executors import load_executor_def
 
 
