@@ -25,7 +25,7 @@ def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.Dags
         with dg.DagsterInstance.ephemeral() as inst:
             yield inst
     else:
-        yield from _sqlite_instance(tmp_path)
+        yield from persistent_sqlite_instance(tmp_path)
 
 
 @pytest.fixture
@@ -36,10 +36,11 @@ def ephemeral_instance() -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    yield from _sqlite_instance(tmp_path)
+    yield from persistent_sqlite_instance(tmp_path)
 
 
-def _sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+def persistent_sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A persistent SQLite instance in a fresh DAGSTER_HOME under `tmp_path`."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

@@ -11,6 +11,8 @@ import dagster as dg
 import pytest
 from distributed import LocalCluster
 
+from tests.dagster.conftest import persistent_sqlite_instance
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -36,17 +38,4 @@ def address(cluster: LocalCluster) -> str:
 
 @pytest.fixture
 def sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        with dg.DagsterInstance.get() as inst:
-            assert inst.is_persistent
-            yield inst
-    finally:
-        if previous is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous
+    yield from persistent_sqlite_instance(tmp_path)
