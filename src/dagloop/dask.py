@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import importlib
 import inspect
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any, ParamSpec, TypeVar
 
 from .engine.errors import ConfigError
 from .engine.tasks import Task
+from .runtime.dask_client import dask_client
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,7 +65,7 @@ class DaskBackend:
         self.address = address
         self.processes = processes
         self.threads_per_worker = threads_per_worker
-        self._cluster: Any = None
+        self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._token: contextvars.Token[DaskBackend] | None = None
 
@@ -76,24 +77,16 @@ class DaskBackend:
         return self._client
 
     async def __aenter__(self) -> DaskBackend:
-        # Typed Any: `distributed` leaves its constructors unannotated.
-        distributed: Any = importlib.import_module("distributed")
-        Client, LocalCluster = distributed.Client, distributed.LocalCluster
-        try:
-            if self.processes is not None:
-                self._cluster = await LocalCluster(
-                    n_workers=self.processes,
-                    threads_per_worker=self.threads_per_worker,
-                    processes=True,
-                    asynchronous=True,
-                    dashboard_address=None,
-                )
-                self._client = await Client(self._cluster, asynchronous=True)
-            else:
-                self._client = await Client(self.address, asynchronous=True)
-        except BaseException:
-            await self._close()
-            raise
+        # A failed entry leaves nothing open: dask_client cleans up after itself.
+        stack = AsyncExitStack()
+        self._client = await stack.enter_async_context(
+            dask_client(
+                address=self.address,
+                processes=self.processes,
+                threads_per_worker=self.threads_per_worker,
+            )
+        )
+        self._stack = stack
         self._token = _current.set(self)
         return self
 
@@ -101,15 +94,10 @@ class DaskBackend:
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
-        await self._close()
-
-    async def _close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        if self._cluster is not None:
-            await self._cluster.close()
-            self._cluster = None
+        self._client = None
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
     async def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         """Run `fn(*args, **kwargs)` on the cluster and await its result."""

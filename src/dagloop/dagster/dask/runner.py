@@ -9,6 +9,7 @@ import itertools
 import sys
 import uuid
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from dagloop.dagster._internals import (
 from dagloop.dagster.dask.config import DaskConfig
 from dagloop.dagster.dask.worker import StepCommand, run_step
 from dagloop.dagster.step_run import StepRun
+from dagloop.runtime.dask_client import dask_client
 
 #: After a step's Dask task failed (e.g. its worker died), how long to wait for the
 #: step's last events before reporting it failed from the orchestrator.
@@ -76,45 +78,32 @@ class DaskSteps:
         self._tokens = itertools.count()
         self._in_flight: dict[str, _InFlight] = {}
         self._instance_ref = job_context.instance.get_ref()
-        self._cluster: Any = None
+        self._stack: AsyncExitStack | None = None
         self._client: Any = None
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
 
     async def __aenter__(self) -> DaskSteps:
-        from distributed import Client, LocalCluster
-
         config = self._config
-        try:
-            if config.processes is not None:
-                self._cluster = await LocalCluster(
-                    n_workers=config.processes,
-                    threads_per_worker=config.steps_per_worker,
-                    processes=True,
-                    asynchronous=True,
-                    dashboard_address=None,
-                )
-                target: Any = self._cluster
-            else:
-                target = config.address
-            self._client = await Client(target, asynchronous=True)
-            self._client.subscribe_topic(self._topic, self._on_message)
-        except BaseException:
-            await self._close()
-            raise
+        # A failed entry leaves nothing open: dask_client cleans up after itself.
+        stack = AsyncExitStack()
+        self._client = await stack.enter_async_context(
+            dask_client(
+                address=config.address,
+                processes=config.processes,
+                threads_per_worker=config.steps_per_worker,
+            )
+        )
+        self._client.subscribe_topic(self._topic, self._on_message)
+        stack.callback(self._client.unsubscribe_topic, self._topic)
+        self._stack = stack
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._close()
-
-    async def _close(self) -> None:
-        if self._client is not None:
-            self._client.unsubscribe_topic(self._topic)
-            await self._client.close()
-            self._client = None
-        if self._cluster is not None:
-            await self._cluster.close()
-            self._cluster = None
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        self._client = None
 
     def describe(self) -> str:
         if self._config.processes is not None:
