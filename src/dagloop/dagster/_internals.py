@@ -53,7 +53,7 @@ from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.base import Executor
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._utils.error import serializable_error_info_from_exc_info
-from dagster._utils.interrupts import check_captured_interrupt, pop_captured_interrupt
+from dagster._utils.interrupts import pop_captured_interrupt
 
 
 def step_failure_for_interrupt(step_context: StepExecutionContext, exc_info: Any) -> DagsterEvent:
@@ -83,7 +83,6 @@ __all__ = [
     "RetryMode",
     "StepDependencyConfig",
     "StepExecutionContext",
-    "check_captured_interrupt",
     "create_compute_log_file_key",
     "create_execution_plan",
     "dagster_event_sequence_for_step",

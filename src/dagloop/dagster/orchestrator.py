@@ -8,12 +8,11 @@ only starts what it hands out, as soon as it hands it out, and reports back.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from typing import Any, Protocol
+from typing import Protocol
 
 import dagster as dg
 
@@ -461,10 +460,3 @@ class Orchestrator:
                     EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
                 )
             )
-
-
-def describe_start(job_context: Any, config: AsyncExecutorConfig) -> str:
-    return (
-        f"Executing steps on one asyncio event loop (pid: {os.getpid()}, async steps hosted "
-        f"in {config.step_host}s, {config.sync_threads} threads for sync steps)"
-    )

@@ -9,7 +9,6 @@ import contextvars
 import inspect
 import signal
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -94,7 +93,6 @@ class StepRun:
     reported_terminal: bool = False
     #: Set when the orchestrator gave up on a thread-hosted step; its late events are dropped.
     abandoned: bool = False
-    started_at: float = field(default_factory=time.monotonic)
     deadline_timer: asyncio.TimerHandle | None = None
     _thread_awaits: set[concurrent.futures.Future[Any]] = field(default_factory=set)
     _inner_sigint: Any = None

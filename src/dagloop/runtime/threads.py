@@ -23,7 +23,7 @@ class WorkerThreads:
 
     Cancelling the awaiting task does not stop the thread (Python threads cannot be
     killed); the result is discarded and `busy` keeps counting it until it returns,
-    so callers can report or wait for stragglers.
+    so callers can tell whether stragglers are left.
     """
 
     def __init__(self, max_workers: int, name: str = "dagloop-worker") -> None:
@@ -34,7 +34,6 @@ class WorkerThreads:
         self._pool: ThreadPoolExecutor | None = None
         self._busy = 0
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
 
     @property
     def busy(self) -> int:
@@ -50,8 +49,6 @@ class WorkerThreads:
     def _release(self, _: object) -> None:
         with self._lock:
             self._busy -= 1
-            if self._busy == 0:
-                self._idle.notify_all()
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         ctx = contextvars.copy_context()
@@ -66,11 +63,6 @@ class WorkerThreads:
         # Runs when the call returns, raises, or is cancelled before it started.
         future.add_done_callback(self._release)
         return await asyncio.wrap_future(future)
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until no call is running; False if `timeout` passed first."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
