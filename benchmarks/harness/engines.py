@@ -163,9 +163,9 @@ def build_taskgroup(wl: Workload, fns: list[NodeFn]) -> Runner:
     return run
 
 
-def build_async_dag(wl: Workload, fns: list[NodeFn]) -> Runner:
-    from async_dag import build_dag
-
+def _builder_style(build_dag: Any, wl: Workload, fns: list[NodeFn]) -> Runner:
+    """async-dag's API, which dagloop's `build_dag` also offers: upstream nodes are
+    passed positionally to `add_node`, `invoke` runs the graph."""
     with build_dag() as tm:
         nodes: list[Any] = []
         for i, ps in enumerate(wl.parents):
@@ -175,6 +175,12 @@ def build_async_dag(wl: Workload, fns: list[NodeFn]) -> Runner:
         await tm.invoke(None)
 
     return run
+
+
+def build_async_dag(wl: Workload, fns: list[NodeFn]) -> Runner:
+    from async_dag import build_dag
+
+    return _builder_style(build_dag, wl, fns)
 
 
 def build_dagron(wl: Workload, fns: list[NodeFn]) -> Runner:
@@ -223,15 +229,7 @@ def build_dagloop(wl: Workload, fns: list[NodeFn]) -> Runner:
 def build_dagloop_build_dag(wl: Workload, fns: list[NodeFn]) -> Runner:
     from dagloop import build_dag
 
-    with build_dag() as tm:
-        nodes: list[Any] = []
-        for i, ps in enumerate(wl.parents):
-            nodes.append(tm.add_node(fns[i], *[nodes[p] for p in ps]))
-
-    async def run() -> None:
-        await tm.invoke(None)
-
-    return run
+    return _builder_style(build_dag, wl, fns)
 
 
 @dataclass(frozen=True)
