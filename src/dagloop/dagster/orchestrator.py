@@ -27,25 +27,18 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
     create_compute_log_file_key,
-    dagster_event_sequence_for_step,
     pop_captured_interrupt,
     serializable_error_info_from_exc_info,
     step_failure_for_interrupt,
-    trigger_hooks,
 )
 from dagloop.dagster.config import STEP_TIMEOUT_TAG, AsyncExecutorConfig
+from dagloop.dagster.step_hosting import StepHosting
 from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
-from dagloop.runtime.greenbridge import run_in_greenlet
-from dagloop.runtime.threads import WorkerThreads
 
 #: How often the orchestrator looks for a captured SIGINT/SIGTERM while idle.
 INTERRUPT_POLL_SECONDS = 0.1
 #: How often it checks whether the run was marked CANCELING in the instance.
 CANCEL_POLL_SECONDS = 0.5
-
-#: Upper bound of threads hosting async steps' bookkeeping (step_host="thread", or a
-#: step with a user IO manager) when `max_concurrent` is unset.
-MAX_HOSTED_STEP_THREADS = 4096
 
 _INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
 
@@ -117,11 +110,8 @@ class Orchestrator:
         self._stopping = False
         self._interrupt_requested: str | None = None
         self._raised: BaseException | None = None
-        self._threads = WorkerThreads(config.sync_threads, name="dagloop-sync")
-        # A thread-hosted async step holds its thread while its coroutine awaits on the
-        # loop, so those get one thread per step in flight, not the sync pool.
-        self._host_threads = WorkerThreads(
-            config.max_concurrent or MAX_HOSTED_STEP_THREADS, name="dagloop-host"
+        self._hosting = StepHosting(
+            self._loop, sync_threads=config.sync_threads, host_threads=config.max_concurrent
         )
         self._last_cancel_poll = 0.0
         self._remote = remote
@@ -172,8 +162,7 @@ class Orchestrator:
                     raise DagsterExecutionInterruptedError()
         finally:
             bridge.uninstall()
-            self._threads.shutdown(wait=False)
-            self._host_threads.shutdown(wait=False)
+            self._hosting.shutdown()
 
     # -- scheduling loop ---------------------------------------------------------------
 
@@ -299,25 +288,13 @@ class Orchestrator:
                     lambda event: self._accept(run, event),
                     lambda error: self._fail_from_orchestrator(run, error),
                 )
-            elif run.in_thread:
-                deliver = self._deliver_threadsafe(run)
-                pool = self._threads if run.host is None else self._host_threads
-                await pool.run(self._step_body, run, deliver)
             else:
-                await run_in_greenlet(
-                    self._step_body,
-                    run,
-                    lambda event: self._accept(run, event),
-                    hooks=run,
-                    on_cancel=run.cancellation,
-                )
+                await self._hosting.run_step(run, lambda event: self._accept(run, event))
             # Before hooks, as in-process: a retried step may start its next attempt
             # while this attempt's hooks still run.
             self._verify(run)
-            if run not in self._remote_runs and self._has_hooks(run):
-                # Hooks are synchronous user code (a notification, an HTTP call): they
-                # run off the loop whatever hosts the step.
-                await self._threads.run(self._run_hooks, run, self._deliver_threadsafe(run))
+            if run not in self._remote_runs and self._hosting.has_hooks(run):
+                await self._hosting.run_hooks(run, lambda event: self._accept(run, event))
         except _INTERRUPTS as exc:
             # Dagster re-raises interrupts after reporting the step failed. One we did
             # not cause (user code raising KeyboardInterrupt) stops the run, as it does
@@ -347,13 +324,6 @@ class Orchestrator:
         self._remote_runs.pop(run, None)
         self._wakeup.set()
 
-    def _step_body(self, run: StepRun, deliver: Callable[[DagsterEvent], None]) -> None:
-        """Run one step's events to its end; called in its greenlet or worker thread."""
-        run.bind()
-        for event in dagster_event_sequence_for_step(run.context):
-            run.events.append(event)
-            deliver(event)
-
     def _verify(self, run: StepRun) -> None:
         """Once per attempt: a step that ended without a terminal event is abandoned.
 
@@ -367,21 +337,6 @@ class Orchestrator:
             return
         assert self._active is not None
         self._active.verify_complete(self._job_context, run.key)
-
-    def _has_hooks(self, run: StepRun) -> bool:
-        return bool(self._job_context.job_def.get_all_hooks_for_handle(run.context.node_handle))
-
-    def _run_hooks(self, run: StepRun, deliver: Callable[[DagsterEvent], None]) -> None:
-        for event in trigger_hooks(run.context, run.events):
-            deliver(event)
-
-    def _deliver_threadsafe(self, run: StepRun) -> Callable[[DagsterEvent], None]:
-        call_soon = self._loop.call_soon_threadsafe
-
-        def deliver(event: DagsterEvent) -> None:
-            call_soon(self._accept, run, event)
-
-        return deliver
 
     def _accept(self, run: StepRun, event: DagsterEvent) -> None:
         if run.abandoned:

@@ -1,0 +1,81 @@
+"""Where a step's Dagster code runs: in a greenlet on the loop, or in a worker thread.
+
+Shared by the run's orchestrator and by the step sessions of Dask workers, so a step is
+hosted the same way wherever it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from dagloop.dagster._internals import DagsterEvent, dagster_event_sequence_for_step, trigger_hooks
+from dagloop.dagster.step_run import StepRun
+from dagloop.runtime.greenbridge import run_in_greenlet
+from dagloop.runtime.threads import WorkerThreads
+
+#: Upper bound of threads hosting async steps' bookkeeping (step_host="thread", or a
+#: step with a user IO manager) when no tighter limit is given.
+MAX_HOSTED_STEP_THREADS = 4096
+
+Accept = Callable[[DagsterEvent], None]
+
+
+class StepHosting:
+    """Runs steps' event sequences and hooks for one event loop.
+
+    `accept` is always called on the loop thread, in the order the step produced its
+    events, whichever host ran the step.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, *, sync_threads: int, host_threads: int | None
+    ) -> None:
+        self._loop = loop
+        self._sync = WorkerThreads(sync_threads, name="dagloop-sync")
+        # A thread-hosted async step holds its thread while its coroutine awaits on the
+        # loop, so those get one thread per step in flight, not the sync pool.
+        self._hosts = WorkerThreads(host_threads or MAX_HOSTED_STEP_THREADS, name="dagloop-host")
+
+    async def run_step(self, run: StepRun, accept: Accept) -> None:
+        """Run the step to its end. Dagster reports the step's own errors as events; an
+        interrupt (the step was cancelled) is re-raised after its failure was reported."""
+        if run.in_thread:
+            pool = self._sync if run.host is None else self._hosts
+            await pool.run(_step_body, run, self._threadsafe(accept))
+        else:
+            await run_in_greenlet(_step_body, run, accept, hooks=run, on_cancel=run.cancellation)
+
+    def has_hooks(self, run: StepRun) -> bool:
+        context = run.context
+        return bool(context.job_def.get_all_hooks_for_handle(context.node_handle))
+
+    async def run_hooks(self, run: StepRun, accept: Accept) -> None:
+        # Hooks are synchronous user code (a notification, an HTTP call): they run off
+        # the loop whatever hosts the step.
+        await self._sync.run(_hooks_body, run, self._threadsafe(accept))
+
+    def shutdown(self) -> None:
+        self._sync.shutdown(wait=False)
+        self._hosts.shutdown(wait=False)
+
+    def _threadsafe(self, accept: Accept) -> Accept:
+        call_soon = self._loop.call_soon_threadsafe
+
+        def deliver(event: DagsterEvent) -> None:
+            call_soon(accept, event)
+
+        return deliver
+
+
+def _step_body(run: StepRun, deliver: Accept) -> None:
+    """Run one step's events to its end; called in its greenlet or worker thread."""
+    run.bind()
+    for event in dagster_event_sequence_for_step(run.context):
+        run.events.append(event)
+        deliver(event)
+
+
+def _hooks_body(run: StepRun, deliver: Accept) -> None:
+    for event in trigger_hooks(run.context, run.events):
+        deliver(event)
