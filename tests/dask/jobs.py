@@ -3,6 +3,8 @@
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +195,114 @@ def bad_placement_job() -> None:
 
 def bad_placement() -> dg.JobDefinition:
     return bad_placement_job
+
+
+# -- resources once per worker process ---------------------------------------------------
+
+SHARED_WIDTH = 12
+SHARED_LIMIT = 3
+
+
+class WorkerClient:
+    """Stands in for an HTTP client or DB pool: bound to the loop it was opened on, and
+    leaves a marker file when opened and when closed."""
+
+    def __init__(self, marker_dir: Path) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.semaphore = asyncio.Semaphore(SHARED_LIMIT)
+        self.in_flight = 0
+        self.peak = 0
+        self.marker = marker_dir / f"{os.getpid()}-{id(self)}"
+        self.marker.with_suffix(".open").touch()
+
+    async def get(self, item: int) -> dict[str, int]:
+        assert asyncio.get_running_loop() is self.loop, "client used from another loop"
+        async with self.semaphore:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            await asyncio.sleep(0.3)
+            self.in_flight -= 1
+        return {
+            "value": item,
+            "pid": os.getpid(),
+            "client": id(self),
+            "loop": id(asyncio.get_running_loop()),
+            "peak": self.peak,
+        }
+
+    def close(self) -> None:
+        self.marker.with_suffix(".closed").touch()
+
+
+class WorkerClientResource(dg.ConfigurableResource):
+    marker_dir: str
+    #: Fail to open in every process but this one (0: never fail).
+    only_opens_in_pid: int = 0
+
+    @asynccontextmanager
+    async def yield_for_execution(
+        self, context: dg.InitResourceContext
+    ) -> AsyncIterator["WorkerClient"]:
+        if self.only_opens_in_pid and os.getpid() != self.only_opens_in_pid:
+            raise ConnectionError(f"database unreachable from pid {os.getpid()}")
+        client = WorkerClient(Path(self.marker_dir))
+        try:
+            yield client  # type: ignore[misc]
+        finally:
+            await asyncio.sleep(0)
+            client.close()
+
+
+@dg.op(out=dg.DynamicOut(int), tags={PLACEMENT: "local"})
+def many_items() -> Any:
+    for i in range(SHARED_WIDTH):
+        yield dg.DynamicOutput(i, mapping_key=str(i))
+
+
+@dg.op
+async def call_client(client: WorkerClientResource, item: int) -> dict[str, int]:
+    return await client.get(item)  # type: ignore[attr-defined,no-any-return]
+
+
+@dg.op(tags={PLACEMENT: "local"})
+def gather_calls(records: list[dict[str, int]]) -> list[dict[str, int]]:
+    return sorted(records, key=lambda r: r["value"])
+
+
+@dg.job(
+    executor_def=async_executor,
+    resource_defs={"client": WorkerClientResource.configure_at_launch()},
+)
+def shared_client_job() -> None:
+    gather_calls(many_items().map(call_client).collect())
+
+
+def shared_client() -> dg.JobDefinition:
+    return shared_client_job
+
+
+# -- re-execution ------------------------------------------------------------------------
+
+
+@dg.op(config_schema={"marker_dir": str})
+async def fails_in_first_run(context: dg.OpExecutionContext, value: int) -> int:
+    marker = Path(context.op_config["marker_dir"]) / "failed-once"
+    if value == 3 and not marker.exists():
+        marker.touch()
+        raise RuntimeError("value 3 fails in the first run")
+    await asyncio.sleep(0.05)
+    return value * 10
+
+
+@dg.op(tags={PLACEMENT: "local"})
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@dg.job(executor_def=async_executor)
+def reexecution_job() -> None:
+    total(fan_out(source()).map(fails_in_first_run).collect())
+
+
+def reexecution() -> dg.JobDefinition:
+    return reexecution_job

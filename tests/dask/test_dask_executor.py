@@ -219,3 +219,76 @@ def test_config_errors_name_the_key(
     outcome = run_job(jobs.fanout, sqlite_instance, {"execution": {"config": {"dask": dask}}})
     assert not outcome.success
     assert f"Invalid value for execution config key '{key}'" in _failure_text(outcome)
+
+
+def _client_config(address: str, marker_dir: Path, **resource: Any) -> dict[str, Any]:
+    config = _on(address)
+    config["resources"] = {"client": {"config": {"marker_dir": str(marker_dir), **resource}}}
+    return config
+
+
+def test_resources_open_once_per_worker_and_are_shared_on_its_loop(
+    address: str, sqlite_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    outcome = run_job(
+        jobs.shared_client,
+        sqlite_instance,
+        _client_config(address, tmp_path),
+        outputs=("gather_calls",),
+    )
+    assert outcome.success
+    records = outcome.outputs["gather_calls"]
+    assert [r["value"] for r in records] == list(range(jobs.SHARED_WIDTH))
+    by_pid: dict[int, list[dict[str, int]]] = {}
+    for record in records:
+        by_pid.setdefault(record["pid"], []).append(record)
+    assert len(by_pid) == 2 and os.getpid() not in by_pid
+    for pid, calls in by_pid.items():
+        # One client object, opened once, on the one loop that ran all of this worker's
+        # steps; its semaphore saw several of them at once.
+        assert len({r["client"] for r in calls}) == 1, pid
+        assert len({r["loop"] for r in calls}) == 1, pid
+        assert max(r["peak"] for r in calls) == jobs.SHARED_LIMIT, pid
+    opened = sorted(p.stem for p in tmp_path.glob("*.open"))
+    closed = sorted(p.stem for p in tmp_path.glob("*.closed"))
+    worker_opens = [stem for stem in opened if int(stem.split("-")[0]) in by_pid]
+    assert len(worker_opens) == 2, opened
+    # Torn down on every worker before the run ended.
+    assert closed == opened
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+
+
+def test_a_resource_failing_on_workers_fails_their_steps(
+    address: str, sqlite_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    config = _client_config(address, tmp_path, only_opens_in_pid=os.getpid())
+    outcome = run_job(jobs.shared_client, sqlite_instance, config)
+    assert not outcome.success
+    failed = outcome.step_keys(E.STEP_FAILURE)
+    assert failed == {f"call_client[{i}]" for i in range(jobs.SHARED_WIDTH)}
+    assert "database unreachable from pid" in _failure_text(outcome)
+    assert "gather_calls" not in outcome.step_keys(E.STEP_START)
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+
+
+def test_reexecution_from_failure_runs_only_the_failed_mapped_step(
+    address: str, sqlite_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    config = _on(address)
+    config["ops"] = {"fails_in_first_run": {"config": {"marker_dir": str(tmp_path)}}}
+    first = run_job(jobs.reexecution, sqlite_instance, config)
+    assert not first.success
+    assert first.step_keys(E.STEP_FAILURE) == {"fails_in_first_run[2]"}
+    options = dg.ReexecutionOptions.from_failure(first.run_id, sqlite_instance)
+    with dg.execute_job(
+        dg.reconstructable(jobs.reexecution),
+        instance=sqlite_instance,
+        run_config=config,
+        reexecution_options=options,
+    ) as again:
+        assert again.success
+        started = {e.step_key for e in again.all_events if e.event_type == E.STEP_START}
+        assert started == {"fails_in_first_run[2]", "total"}
+        # Inputs of the re-executed steps came from the parent run's outputs.
+        assert again.output_for_node("total") == 10 * sum(range(1, jobs.WIDTH + 1))
+    assert_every_started_step_ended(sqlite_instance, again.run_id)

@@ -94,8 +94,7 @@ class AsyncExecutor(Executor):
                 job_context,
                 execution_plan,
                 self,
-                self._config.retries,
-                self._config.termination_grace_seconds,
+                self._config,
             )
         orchestrator = Orchestrator(job_context, execution_plan, self._config, remote)
         main: Callable[[Callable[[DagsterEvent], None]], Any] = orchestrator.run

@@ -32,7 +32,7 @@ from dagloop.dagster._internals import (
     step_failure_for_interrupt,
 )
 from dagloop.dagster.config import STEP_TIMEOUT_TAG, AsyncExecutorConfig
-from dagloop.dagster.step_hosting import StepHosting
+from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
 
 #: How often the orchestrator looks for a captured SIGINT/SIGTERM while idle.
@@ -367,19 +367,9 @@ class Orchestrator:
 
     def _report_hold(self, run: StepRun, held: float) -> None:
         # Called on the loop thread only: greenlet switches and coroutine resumes.
-        threshold = self._config.blocked_loop_warning_seconds
-        if held < threshold:
-            return
-        self._emit(
-            DagsterEvent.engine_event(
-                run.context,
-                f"Step '{run.key}' blocked the event loop for {held:.2f} s without awaiting "
-                f"(threshold {threshold:g} s): every other step of the run waited. Move "
-                "blocking calls out of `async def` ops (use a sync op, or "
-                "`await anyio.to_thread.run_sync(...)`).",
-                EngineEventData(metadata={"held_seconds": dg.MetadataValue.float(held)}),
-            )
-        )
+        warning = blocked_loop_warning(run, held, self._config.blocked_loop_warning_seconds)
+        if warning is not None:
+            self._emit(warning)
 
     def _fail_from_orchestrator(self, run: StepRun, error: BaseException) -> None:
         try:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from dagloop.dagster._internals import DagsterEvent, dagster_event_sequence_for_step, trigger_hooks
+import dagster as dg
+
+from dagloop.dagster._internals import (
+    DagsterEvent,
+    EngineEventData,
+    dagster_event_sequence_for_step,
+    trigger_hooks,
+)
 from dagloop.dagster.step_run import StepRun
 from dagloop.runtime.greenbridge import run_in_greenlet
 from dagloop.runtime.threads import WorkerThreads
@@ -79,3 +86,18 @@ def _step_body(run: StepRun, deliver: Accept) -> None:
 def _hooks_body(run: StepRun, deliver: Accept) -> None:
     for event in trigger_hooks(run.context, run.events):
         deliver(event)
+
+
+def blocked_loop_warning(run: StepRun, held: float, threshold: float) -> DagsterEvent | None:
+    """The engine event (logged to the run) for a step that held the loop `held` seconds
+    without awaiting, or None when that is under `threshold`."""
+    if held < threshold:
+        return None
+    return DagsterEvent.engine_event(
+        run.context,
+        f"Step '{run.key}' blocked the event loop for {held:.2f} s without awaiting "
+        f"(threshold {threshold:g} s): every other step on that loop waited. Move "
+        "blocking calls out of `async def` ops (use a sync op, or "
+        "`await anyio.to_thread.run_sync(...)`).",
+        EngineEventData(metadata={"held_seconds": dg.MetadataValue.float(held)}),
+    )

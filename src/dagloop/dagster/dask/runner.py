@@ -24,17 +24,20 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
     ReconstructableJob,
-    RetryMode,
     serializable_error_info_from_exc_info,
 )
+from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.dask.config import DaskConfig
-from dagloop.dagster.dask.worker import StepCommand, run_step
+from dagloop.dagster.dask.session import RunSpec, StepCommand
+from dagloop.dagster.dask.worker import close_session, run_step
 from dagloop.dagster.step_run import StepRun
 from dagloop.runtime.dask_client import dask_client
 
 #: After a step's Dask task failed (e.g. its worker died), how long to wait for the
 #: step's last events before reporting it failed from the orchestrator.
 DRAIN_AFTER_ERROR_SECONDS = 2.0
+#: How long the workers get to tear a run's resources down when it ends.
+CLOSE_SESSIONS_SECONDS = 60.0
 
 
 @dataclass(eq=False)
@@ -58,8 +61,7 @@ class DaskSteps:
         job_context: PlanExecutionContext,
         execution_plan: ExecutionPlan,
         executor: Executor,
-        retry_mode: RetryMode,
-        termination_grace_seconds: float,
+        executor_config: AsyncExecutorConfig,
     ) -> None:
         job = job_context.job
         if not isinstance(job, ReconstructableJob):  # the executor's requirements say so first
@@ -69,15 +71,27 @@ class DaskSteps:
             )
         self._config = config
         self._job_context = job_context
-        self._recon_job = job
-        self._plan = execution_plan
         self._executor = executor
-        self._retry_mode = retry_mode
-        self._grace = termination_grace_seconds
+        self._grace = executor_config.termination_grace_seconds
         self._topic = f"dagloop-{job_context.run_id}-{uuid.uuid4().hex[:8]}"
         self._tokens = itertools.count()
         self._in_flight: dict[str, _InFlight] = {}
-        self._instance_ref = job_context.instance.get_ref()
+        self._spec = RunSpec(
+            topic=self._topic,
+            run_config=dict(job_context.run_config),
+            dagster_run=job_context.dagster_run,
+            instance_ref=job_context.instance.get_ref(),
+            recon_job=job,
+            retry_mode=executor_config.retries,
+            step_dependency_config=executor_config.step_dependency_config,
+            step_keys_to_execute=list(execution_plan.step_keys_to_execute),
+            known_state=execution_plan.known_state,
+            repository_load_data=execution_plan.repository_load_data,
+            step_host=executor_config.step_host,
+            sync_threads=executor_config.sync_threads,
+            host_threads=config.steps_per_worker,
+            blocked_loop_warning_seconds=executor_config.blocked_loop_warning_seconds,
+        )
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
 
@@ -96,6 +110,7 @@ class DaskSteps:
         )
         self._client.subscribe_topic(self._topic, self._on_message)
         stack.callback(self._client.unsubscribe_topic, self._topic)
+        stack.push_async_callback(self._close_sessions)
         self._stack = stack
         return self
 
@@ -104,6 +119,17 @@ class DaskSteps:
         if stack is not None:
             await stack.aclose()
         self._client = None
+
+    async def _close_sessions(self) -> None:
+        """Tear the run's resources down on every worker that hosted its steps."""
+        try:
+            await asyncio.wait_for(
+                self._client.run(close_session, self._topic), CLOSE_SESSIONS_SECONDS
+            )
+        except Exception as exc:  # the steps are over; a teardown problem is reported
+            self._job_context.log.warning(
+                f"Closing the run's sessions on the Dask workers failed: {exc!r}"
+            )
 
     def describe(self) -> str:
         if self._config.processes is not None:
@@ -125,21 +151,13 @@ class DaskSteps:
         token = f"{run.key}#{next(self._tokens)}"
         record = _InFlight(accept=accept)
         self._in_flight[token] = record
-        command = StepCommand(
-            topic=self._topic,
-            token=token,
-            step_key=run.key,
-            run_config=dict(self._job_context.run_config),
-            dagster_run=self._job_context.dagster_run,
-            instance_ref=self._instance_ref,
-            recon_job=self._recon_job,
-            retry_mode=self._retry_mode,
-            known_state=known_state,
-            repository_load_data=self._plan.repository_load_data,
-            step_threads=self._config.steps_per_worker,
-        )
+        command = StepCommand(token=token, step_key=run.key, known_state=known_state)
         future = self._client.submit(
-            run_step, command, key=f"dagloop-step-{token}-{uuid.uuid4().hex[:8]}", pure=False
+            run_step,
+            self._spec,
+            command,
+            key=f"dagloop-step-{token}-{uuid.uuid4().hex[:8]}",
+            pure=False,
         )
         try:
             try:
@@ -213,6 +231,8 @@ class DaskSteps:
         if record is None:
             return  # a step already given up on; its worker stored the event anyway
         if payload[1] is None:
+            if len(payload) > 3 and payload[3] is not None:
+                record.resource_error = dg.deserialize_value(payload[3])
             record.ended.set()
             return
         event = dg.deserialize_value(payload[1], DagsterEvent)

@@ -1,0 +1,270 @@
+"""One run's presence in one Dask worker process: its resources and its event loop.
+
+The first step of a run to reach a worker opens a `RunSession` there. The session's
+thread builds the run's plan and opens Dagster's `PlanExecutionContext` for it once, so
+the run's resources are initialised once per worker process and shared by every step
+of the run that worker hosts. The thread then runs that context's event loop, on which
+the steps run as in the single-process executor: async steps in greenlets (their
+awaits overlap), sync steps and steps with user IO managers in worker threads. The
+Dask worker's own event loop only waits for the session, so Dagster's synchronous
+bookkeeping never delays the worker's heartbeats. The run's orchestrator closes the
+session when the run ends, which tears the resources down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from dagloop.dagster._internals import (
+    DagsterEvent,
+    DagsterExecutionInterruptedError,
+    ExecutionStep,
+    KnownExecutionState,
+    PlanExecutionContext,
+    PlanExecutionContextManager,
+    ReconstructableJob,
+    RetryMode,
+    StepDependencyConfig,
+    create_execution_plan,
+    serializable_error_info_from_exc_info,
+)
+from dagloop.dagster.config import StepHost
+from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
+from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
+
+_INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a worker needs to open a run's session (pickled with each step)."""
+
+    topic: str
+    run_config: dict[str, Any]
+    dagster_run: dg.DagsterRun
+    instance_ref: Any  # InstanceRef
+    recon_job: ReconstructableJob
+    retry_mode: RetryMode
+    step_dependency_config: StepDependencyConfig
+    step_keys_to_execute: list[str]
+    known_state: KnownExecutionState | None
+    repository_load_data: Any
+    step_host: StepHost
+    sync_threads: int
+    host_threads: int
+    blocked_loop_warning_seconds: float
+
+
+@dataclass(frozen=True)
+class StepCommand:
+    """One attempt of one step, and the state it was started with (ready outputs,
+    dynamic mappings, retry counts)."""
+
+    token: str
+    step_key: str
+    known_state: KnownExecutionState
+
+
+#: Publishes one message on the run's Dask topic; callable from any thread.
+Publish = Callable[[list[Any]], None]
+
+
+class RunSession:
+    def __init__(self, spec: RunSpec, open_instance: Callable[[Any], dg.DagsterInstance]) -> None:
+        self.spec = spec
+        self._open_instance = open_instance
+        #: Resolves once the context is open (or failed to open) and the loop runs.
+        self.opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+        #: Resolves once resources were torn down and the loop closed.
+        self.closed: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._open_error: Any = None  # SerializableErrorInfo
+        self._open_events: list[DagsterEvent] = []
+        self._context: PlanExecutionContext | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hosting: StepHosting | None = None
+        self._runs: dict[str, StepRun] = {}
+        self._thread = threading.Thread(
+            target=self._main,
+            name=f"dagloop-dask-run-{spec.dagster_run.run_id[:8]}",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # -- the session's thread ----------------------------------------------------------
+
+    def _main(self) -> None:
+        spec = self.spec
+        try:
+            manager = self._context_manager()
+            for event in manager.prepare_context():
+                self._open_events.append(event)
+                if event.is_resource_init_failure and self._open_error is None:
+                    self._open_error = event.engine_event_data.error
+            context = manager.get_context()
+        except BaseException:
+            self._open_error = serializable_error_info_from_exc_info(sys.exc_info())
+            self.opened.set_result(None)
+            self.closed.set_result(None)
+            return
+        if context is None:  # Dagster reported the failure as events
+            self.opened.set_result(None)
+            self._close_context(manager)
+            return
+        self._context = context
+        loop = self._loop = context.event_loop
+        asyncio.set_event_loop(loop)
+        bridge = LoopBridge(loop)
+        bridge.install()
+        self._hosting = StepHosting(
+            loop, sync_threads=spec.sync_threads, host_threads=spec.host_threads
+        )
+        try:
+            loop.call_soon(self.opened.set_result, None)
+            loop.run_forever()
+        finally:
+            bridge.uninstall()
+            self._hosting.shutdown()
+            self._close_context(manager)
+
+    def _context_manager(self) -> PlanExecutionContextManager:
+        spec = self.spec
+        # The plan the orchestrator runs (same steps, same starting state), so that each
+        # step's context resolves inputs, IO managers and versions as it would there.
+        plan = create_execution_plan(
+            job=spec.recon_job,
+            run_config=spec.run_config,
+            step_keys_to_execute=spec.step_keys_to_execute,
+            known_state=spec.known_state,
+            repository_load_data=spec.repository_load_data,
+        )
+        return PlanExecutionContextManager(
+            job=spec.recon_job.with_repository_load_data(plan.repository_load_data),
+            execution_plan=plan,
+            run_config=spec.run_config,
+            dagster_run=spec.dagster_run,
+            instance=self._open_instance(spec.instance_ref),
+            retry_mode=spec.retry_mode.for_inner_plan(),
+            step_dependency_config=spec.step_dependency_config,
+        )
+
+    def _close_context(self, manager: PlanExecutionContextManager) -> None:
+        """Tear the resources down (their events go to the run's event log) and close
+        the loop; the loop no longer runs, so async teardowns run to completion here."""
+        try:
+            for _ in manager.shutdown_context():
+                pass
+        except BaseException as exc:
+            self.closed.set_exception(exc)
+        else:
+            self.closed.set_result(None)
+
+    # -- called from the Dask worker's loop --------------------------------------------
+
+    def submit(self, command: StepCommand, publish: Publish) -> concurrent.futures.Future[None]:
+        """Run one step attempt on the session's loop; its events and then an end marker
+        `[token, None, events_sent, error]` are published."""
+        if self._loop is None:
+            future: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._publish_open_failure(command, publish)
+            future.set_result(None)
+            return future
+        return asyncio.run_coroutine_threadsafe(self._execute(command, publish), self._loop)
+
+    def interrupt(self, token: str) -> None:
+        """Stop a step at its current await (thread-safe). A sync op cannot be stopped;
+        the orchestrator reports it failed after its grace period."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._interrupt, token)
+
+    def close(self) -> concurrent.futures.Future[None]:
+        """Stop the loop once in-flight steps were interrupted, then tear resources down."""
+        if self._loop is not None:  # called once: the session left the registry
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
+        return self.closed
+
+    # -- on the session's loop ---------------------------------------------------------
+
+    async def _execute(self, command: StepCommand, publish: Publish) -> None:
+        assert self._context is not None and self._hosting is not None
+        sent = 0
+
+        def accept(event: DagsterEvent) -> None:
+            nonlocal sent
+            publish([command.token, dg.serialize_value(event)])
+            sent += 1
+
+        run: StepRun | None = None
+        try:
+            step = self._step(command)
+            context = self._context.for_step(step, command.known_state)
+            run = StepRun(
+                step=step,
+                context=context,
+                host=choose_host(context, self.spec.step_host),
+                budget=None,  # the orchestrator keeps the budget and cancels the Dask task
+                report_hold=lambda step, held: self._report_hold(step, held, accept),
+            )
+            run.task = asyncio.current_task()
+            self._runs[command.token] = run
+            await self._hosting.run_step(run, accept)
+            if self._hosting.has_hooks(run):
+                await self._hosting.run_hooks(run, accept)
+        except _INTERRUPTS:
+            pass  # Dagster reported the step failed (interrupted) before re-raising.
+        finally:
+            self._runs.pop(command.token, None)
+            publish([command.token, None, sent, None])
+
+    def _step(self, command: StepCommand) -> ExecutionStep:
+        """The step as the orchestrator's `ActiveExecution` resolved it: a step of a
+        dynamic mapping appears once the session's plan is resolved with the mappings
+        known when the step started (as `ActiveExecution` resolves its own plan)."""
+        assert self._context is not None
+        plan = self._context.execution_plan
+        if command.step_key not in plan.step_dict_by_key:
+            plan.resolve(command.known_state.dynamic_mappings)
+        return plan.get_executable_step_by_key(command.step_key)
+
+    def _interrupt(self, token: str) -> None:
+        run = self._runs.get(token)
+        if run is not None:
+            run.cancel(DagsterExecutionInterruptedError())
+
+    def _report_hold(
+        self, run: StepRun, held: float, accept: Callable[[DagsterEvent], None]
+    ) -> None:
+        warning = blocked_loop_warning(run, held, self.spec.blocked_loop_warning_seconds)
+        if warning is not None:
+            accept(warning)
+
+    async def _stop(self) -> None:
+        for run in list(self._runs.values()):
+            run.cancel(DagsterExecutionInterruptedError())
+        tasks = [run.task for run in self._runs.values() if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        asyncio.get_running_loop().stop()
+
+    def _publish_open_failure(self, command: StepCommand, publish: Publish) -> None:
+        """The run's context failed to open here: each step placed on this worker ends
+        with the error, and the orchestrator reports it as Dagster's multiprocess
+        executor reports a child whose resources failed (failure or retry)."""
+        sent = 0
+        if self._open_events:
+            # The first step to learn of it also shows the caller how it failed.
+            events, self._open_events = self._open_events, []
+            for event in events:
+                publish([command.token, dg.serialize_value(event)])
+                sent += 1
+        error = self._open_error
+        publish([command.token, None, sent, dg.serialize_value(error) if error else None])
