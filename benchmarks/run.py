@@ -1,4 +1,4 @@
-"""dagloop benchmarks: ``python run.py [--quick] [--suite dagster,hosting,engine]``.
+"""dagloop benchmarks: ``python run.py [--quick] [--suite dagster,hosting,engine,dask]``.
 
 Run through ``make bench`` / ``make bench-quick`` (from the repository root), which build
 the benchmark environment in ``benchmarks/.venv`` first. See benchmarks/README.md.
@@ -14,7 +14,16 @@ import time
 
 from harness import meta, report
 from harness.proc import BENCH_DIR
-from harness.suites import INSTANCES, NEEDS_PG, SUITES, context, merge_instances, now
+from harness.suites import (
+    INSTANCES,
+    MERGEABLE,
+    NEEDS_PG,
+    SUITES,
+    can_merge,
+    context,
+    merge_instances,
+    now,
+)
 from rich.console import Console
 
 
@@ -23,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="small N, ephemeral instance only, fewer repeats (< 3 min)",
+        help="small N, ephemeral instance only (dask suite: N=100, S=1, ephemeral and "
+        "SQLite), fewer repeats",
     )
     ap.add_argument(
         "--suite", default=",".join(SUITES), help=f"comma-separated subset of {', '.join(SUITES)}"
@@ -31,8 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--instances",
         default=None,
-        help="Dagster suites only: comma-separated subset of ephemeral,sqlite,postgres; "
-        "their cases replace those of an existing results file of the same mode",
+        help="Dagster suites only (dagster and hosting in full mode, dask always): "
+        "comma-separated subset of ephemeral,sqlite,postgres; their cases replace those of "
+        "an existing results file of the same mode (for dask: and the same N and S)",
+    )
+    ap.add_argument("--n", type=int, default=None, help="dask suite: mapped steps N")
+    ap.add_argument("--sleep", type=float, default=None, help="dask suite: seconds per step S")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="dask suite: runs of every case (rounds)"
     )
     ap.add_argument(
         "--results", default=os.path.join(BENCH_DIR, "results"), help="output directory"
@@ -50,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "benchmarks/.venv/bin/python benchmarks/run.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    need_pg = any(NEEDS_PG[s](args.quick) for s in suites)
+    instances = [i.strip() for i in args.instances.split(",")] if args.instances else None
+    if instances and not set(instances) <= set(INSTANCES):
+        ap.error(f"--instances: choose from {', '.join(INSTANCES)}")
+    need_pg = any(NEEDS_PG[s](args.quick, instances) for s in suites)
     base = {
         "mode": "quick" if args.quick else "full",
         "command": command,
@@ -58,13 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         "versions": meta.versions(),
         "git": meta.git_info(os.path.dirname(BENCH_DIR)),
     }
-    instances = [i.strip() for i in args.instances.split(",")] if args.instances else None
-    if instances and not set(instances) <= set(INSTANCES):
-        ap.error(f"--instances: choose from {', '.join(INSTANCES)}")
-    if instances:
-        need_pg = need_pg and "postgres" in instances
     with context(args.quick, need_pg, lambda m: console.print(m, highlight=False)) as ctx:
         ctx.instances = instances
+        ctx.n, ctx.sleep, ctx.repeats = args.n, args.sleep, args.repeats
         if ctx.pg is not None:
             base["versions"]["postgresql"] = ctx.pg.version()
         for s in suites:
@@ -77,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             }
             old_path = os.path.join(args.results, f"{s}.json")
-            if instances and s in ("dagster", "hosting") and os.path.exists(old_path):
+            if instances and s in MERGEABLE and os.path.exists(old_path):
                 with open(old_path) as f:
                     old = json.load(f)
-                if old.get("mode") == res["mode"]:
+                if can_merge(old, res):
                     res = merge_instances(old, res)
             path = report.write_json(res, args.results)
             report.print_suite(res, console)

@@ -1,7 +1,12 @@
 """Child process: run the fan-out job once with one executor on one instance.
 
 Usage: python -m harness.dagster_case '<json spec>'
-spec = {executor, n, sleep, instance: "ephemeral"|"sqlite"|"postgres", pg_url?, profile?}
+spec = {executor, n, sleep, instance: "ephemeral"|"sqlite"|"postgres", pg_url?, profile?,
+        job_kwargs?}   (job_kwargs: extra keyword arguments of jobs.fanout.make_job)
+
+Success is read back from the instance after the timed part: the run's stored status must
+be SUCCESS and the event log must hold a STEP_SUCCESS for the producer, every one of the N
+mapped steps and the collector.
 """
 
 from __future__ import annotations
@@ -39,6 +44,66 @@ def make_instance(kind: str, tmp: str, pg_url: str | None) -> Any:
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(tmp))
 
 
+def check_run(instance: Any, result: Any, n: int) -> dict[str, Any]:
+    """Did the run succeed, producer, all N mapped steps and collector included? Read from
+    the instance (run storage and event log), not only from the events execute_job
+    returned."""
+    run = instance.get_run_by_id(result.run_id)
+    status = run.status.value if run is not None else "missing"
+    succeeded = step_keys(instance, result.run_id, "STEP_SUCCESS")
+    lost = expected_steps(n) - succeeded
+    ok = bool(result.success) and status == "SUCCESS" and not lost
+    out: dict[str, Any] = {
+        "ok": ok,
+        "run_status": status,
+        "steps_succeeded": len(succeeded),
+        "mapped_succeeded": sum(1 for k in succeeded if k.startswith("process_item[")),
+    }
+    if not ok:
+        started = step_keys(instance, result.run_id, "STEP_START")
+        why = failure_reason(result.all_events) or f"run {status}, {describe(lost, started, n)}"
+        out["error"] = f"{len(succeeded)}/{n + 2} steps succeeded; {why}"[:300]
+    return out
+
+
+def step_keys(instance: Any, run_id: str, event_type: str) -> set[str]:
+    import dagster as dg
+
+    records = instance.all_logs(run_id, of_type=dg.DagsterEventType(event_type))
+    return {e.step_key for e in records if e.step_key}
+
+
+def expected_steps(n: int) -> set[str]:
+    """The step keys of a successful run of jobs.fanout (mapping keys key_0 .. key_N-1)."""
+    mapped = {f"process_item[key_{i}]" for i in range(n)}
+    return mapped | {"create_dynamic_outputs", "collect_results"}
+
+
+def describe(lost: set[str], started: set[str], n: int) -> str:
+    """'<which steps> never started' (or 'did not succeed', if some of them started)."""
+    mapped = sum(1 for k in lost if k.startswith("process_item["))
+    names = [f"{mapped} of {n} mapped steps"] if mapped else []
+    names += sorted(k for k in lost if not k.startswith("process_item["))
+    verb = "did not succeed" if lost & started else "never started"
+    return f"no step failed; {' and '.join(names)} {verb}"
+
+
+def failure_reason(events: list[Any]) -> str | None:
+    """The error of the first failure event (a step's or the run's): class and message,
+    prefixed with the step key for a step; else that event's message."""
+    failures = sorted((e for e in events if e.is_failure), key=lambda e: not e.is_step_failure)
+    if not failures:
+        return None
+    e = failures[0]
+    err = getattr(e.event_specific_data, "error", None)
+    if err is None:
+        return str(e.message)
+    # SerializableErrorInfo.message is "module.Class: text"; keep the class' short name
+    text = err.message.strip().split(": ", 1)[-1]
+    where = f"{e.step_key}: " if e.step_key else ""
+    return f"{where}{err.cls_name}: {text}"
+
+
 def main(spec: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
@@ -52,7 +117,12 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         recon = dg.build_reconstructable_job(
             "jobs.fanout",
             "make_job",
-            reconstructable_kwargs={"executor": executor, "n": n, "sleep": sleep},
+            reconstructable_kwargs={
+                "executor": executor,
+                "n": n,
+                "sleep": sleep,
+                **spec.get("job_kwargs", {}),
+            },
             reconstructor_working_directory=BENCH_DIR,
         )
         exec_config = dict(EXECUTORS[executor].config)
@@ -79,20 +149,13 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         cpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) + (
             rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime
         )
-        events = result.all_events
-        steps_ok = sum(1 for e in events if e.is_step_success)
         out: dict[str, Any] = {
-            "ok": bool(result.success) and steps_ok == n + 2,
             "wall": round(wall, 4),
             "cpu": round(cpu, 3),
-            "steps_succeeded": steps_ok,
-            "events": len(events),
+            "events": len(result.all_events),
             "peak_rss_self_mb": round(peak_rss_self_mb(), 1),
+            **check_run(instance, result, n),
         }
-        if not out["ok"]:
-            failures = [e for e in events if e.is_failure]
-            msg = failures[0].message if failures else f"success={result.success}"
-            out["error"] = f"run failed ({steps_ok}/{n + 2} steps ok): {msg}"[:300]
         instance.dispose()
         return out
     finally:

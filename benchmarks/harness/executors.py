@@ -1,7 +1,7 @@
 """The Dagster executors under test: one entry per executor (and per config variant).
 
-Adding an executor (e.g. the Dask-backed ``processes: 2`` mode of issue 6, or
-``dagster-dask``) is one more ``ExecutorSpec`` in ``EXECUTORS``; suites pick entries by key.
+Adding an executor (or a config variant) is one more ``ExecutorSpec`` in ``EXECUTORS``;
+suites pick entries by key.
 """
 
 from __future__ import annotations
@@ -79,11 +79,26 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             config={"step_host": "thread"},
             package="dagloop",
         ),
-        # Issue 6 (scale-out on Dask) adds e.g.:
-        #   ExecutorSpec(key="dagloop_dask2", label="dagloop processes=2",
-        #                target="dagloop.dagster:async_executor", config={"processes": 2}),
-        #   ExecutorSpec(key="dagster_dask", label="dagster-dask",
-        #                target="dagster_dask:dask_executor", needs_persistent_instance=True),
+        # The `dask` suite (issue 6): one run's steps spread over 2 local worker processes.
+        # Neither is flagged needs_persistent_instance: that suite attempts every instance
+        # and records why a mode cannot run there.
+        ExecutorSpec(
+            key="dagloop_dask2",
+            label="dagloop dask processes=2",
+            target="dagloop.dagster:async_executor",
+            config={"dask": {"processes": 2}},
+            package="dagloop",
+        ),
+        # Dagster's own Dask executor on a LocalCluster of 2 worker processes. dagster-dask
+        # forces threads_per_worker=1 ("Dagster is not thread-safe"); the dashboard is off,
+        # as in dagloop's `processes: K` cluster.
+        ExecutorSpec(
+            key="dagster_dask",
+            label="dagster-dask 0.29.27 dask_executor (2 workers)",
+            target="dagster_dask:dask_executor",
+            config={"cluster": {"local": {"n_workers": 2, "dashboard_address": None}}},
+            package="dagster-dask",
+        ),
     ]
 }
 

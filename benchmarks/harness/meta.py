@@ -15,6 +15,8 @@ PACKAGES = [
     "dagster",
     "dagster-postgres",
     "dagster-async-executor",
+    "dagster-dask",
+    "distributed",
     "async-dag",
     "dagron",
     "greenlet",

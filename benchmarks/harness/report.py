@@ -14,7 +14,7 @@ from rich.table import Table
 from harness.engines import ENGINES
 from harness.executors import EXECUTORS
 
-SUITE_ORDER = ["dagster", "hosting", "engine"]
+SUITE_ORDER = ["dagster", "hosting", "engine", "dask"]
 INST_LABEL = {"ephemeral": "ephemeral", "sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 
@@ -148,7 +148,64 @@ def _rows_engine(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
     return [("engine: DAG engines on one event loop", header, rows)]
 
 
-ROWS = {"dagster": _rows_dagster, "hosting": _rows_hosting, "engine": _rows_engine}
+def _secs(w: float) -> str:
+    return f"{w:.1f}" if w >= 10 else f"{w:.2f}"
+
+
+def fmt_dask_wall(c: dict[str, Any] | None) -> str:
+    """'median s (every run)', or 'error: <short reason>' when no run succeeded."""
+    if c is None:
+        return "-"
+    if not c.get("ok"):
+        return f"error: {c.get('reason', c.get('status', 'failed'))}"
+    s = f"{_secs(c['wall'])} s"
+    if c.get("runs", 1) > 1:
+        runs = [_secs(r["wall"]) if r.get("ok") else "failed" for r in c["samples"]]
+        s += f" ({', '.join(runs)})"
+    if c.get("failed_runs"):
+        s += f"; {c['failed_runs']} of {c['runs']} runs failed: {c.get('reason', '')}"
+    return s
+
+
+def _rows_dask(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One row per instance: every mode's wall, the target ratios, every mode's peak RSS."""
+    p = res["params"]
+    modes = list(res["executors"])
+    by = {(c["mode"], c["instance"]): c for c in res["cases"]}
+    ratio_cols = list(dict.fromkeys(t["col"] for t in res.get("targets", [])))
+    limits = {t["col"]: t["limit"] for t in res.get("targets", [])}
+    header = [
+        "instance",
+        *[f"{m}: {res['executors'][m]}" for m in modes],
+        *[f"{col} (≤ {limits[col]:g})" for col in ratio_cols],
+        *[f"peak RSS {m}" for m in modes],
+    ]
+    rows = []
+    for inst in p["instances"]:
+        cell = {t["col"]: t for t in res.get("targets", []) if t["id"].startswith(f"dask.{inst}.")}
+        row = [INST_LABEL.get(inst, inst)]
+        row += [fmt_dask_wall(by.get((m, inst))) for m in modes]
+        row += [_verdict(cell[col]) if col in cell else "-" for col in ratio_cols]
+        for m in modes:
+            c = by.get((m, inst))
+            row.append(f"{c['peak_rss_tree_mb']:.0f} MB" if c and c.get("ok") else "-")
+        rows.append(row)
+    runs = "/".join(str(r) for r in sorted({c.get("runs", 1) for c in res["cases"]}))
+    title = (
+        f"dask: fan-out N={p['n']}, S={p['sleep']:g} s; median wall of {runs} run(s), "
+        "every run in brackets, run order alternated; wall includes starting the Dask "
+        "cluster; peak RSS of the whole process tree (Dask scheduler and workers included), "
+        "highest of the runs"
+    )
+    return [(title, header, rows)]
+
+
+ROWS = {
+    "dagster": _rows_dagster,
+    "hosting": _rows_hosting,
+    "engine": _rows_engine,
+    "dask": _rows_dask,
+}
 
 
 def _verdict(t: dict[str, Any]) -> str:
@@ -187,7 +244,8 @@ def print_suite(res: dict[str, Any], console: Console | None = None) -> None:
     if res.get("targets"):
         header, body, notes = _target_matrix(res)
         table = Table(
-            title=f"{res['suite']}: targets of issue 4 (✓ met, ✗ missed)", title_justify="left"
+            title=f"{res['suite']}: targets of issue {res.get('issue', 4)} (✓ met, ✗ missed)",
+            title_justify="left",
         )
         for h in header:
             table.add_column(h, overflow="fold")
@@ -227,6 +285,23 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(esc(x) for x in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _md_targets(results: list[dict[str, Any]], issue: int) -> list[str]:
+    """The verdict matrices of the suites measuring one issue's targets."""
+    targets = [t for r in results for t in r.get("targets", [])]
+    met = sum(1 for t in targets if t["met"] is True)
+    missed = sum(1 for t in targets if t["met"] is False)
+    na = sum(1 for t in targets if t["met"] is None)
+    parts = [f"## Targets of issue {issue}: {met} met, {missed} missed, {na} not measured", ""]
+    for res in results:
+        if res.get("targets"):
+            header, body, notes = _target_matrix(res)
+            header[0] = res["suite"]
+            parts += [_md_table(header, body), ""]
+            parts += [f"- note: {n}" for n in notes]
+            parts.append("")
+    return parts
 
 
 def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
@@ -276,19 +351,8 @@ def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
             "![benchmark plot](bench.png)",
             "",
         ]
-    all_targets = [t for r in results for t in r.get("targets", [])]
-    if all_targets:
-        met = sum(1 for t in all_targets if t["met"] is True)
-        missed = sum(1 for t in all_targets if t["met"] is False)
-        na = sum(1 for t in all_targets if t["met"] is None)
-        parts += [f"## Targets of issue 4: {met} met, {missed} missed, {na} not measured", ""]
-        for res in results:
-            if res.get("targets"):
-                header, body, notes = _target_matrix(res)
-                header[0] = res["suite"]
-                parts += [_md_table(header, body), ""]
-                parts += [f"- note: {n}" for n in notes]
-                parts.append("")
+    for issue in sorted({r.get("issue", 4) for r in results if r.get("targets")}):
+        parts += _md_targets([r for r in results if r.get("issue", 4) == issue], issue)
     for r in results:
         for title, header, rows in ROWS[r["suite"]](r):
             parts += [f"## {title}", "", _md_table(header, rows), ""]

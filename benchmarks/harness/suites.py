@@ -1,8 +1,8 @@
 """The suites: which cases run, in which order, and how their numbers become ratios and
 target verdicts. Each suite returns a JSON-able dict; ``report`` renders it.
 
-A new suite (issue 6's scale-out comparison, say) is one more function registered in
-``SUITES`` plus, usually, a few ``ExecutorSpec`` entries in ``executors.py``.
+A new suite is one more function registered in ``SUITES`` plus, usually, a few
+``ExecutorSpec`` entries in ``executors.py`` (as the ``dask`` suite of issue 6 does).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +34,9 @@ class Ctx:
     c0: dict[str, dict[str, Any]] = field(default_factory=dict)  # instance -> fit
     instances: list[str] | None = None  # --instances: restrict the Dagster suites
     profile_dir: str | None = None
+    n: int | None = None  # --n, --sleep, --repeats: override the dask suite's defaults
+    sleep: float | None = None
+    repeats: int | None = None
 
 
 @contextlib.contextmanager
@@ -77,8 +81,16 @@ def skip_reason(executor: str, instance: str, n: int, sleep: float) -> str | Non
 
 
 def run_dagster_case(
-    ctx: Ctx, executor: str, instance: str, n: int, sleep: float
+    ctx: Ctx,
+    executor: str,
+    instance: str,
+    n: int,
+    sleep: float,
+    job_kwargs: dict[str, Any] | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
+    """One fan-out run in a fresh process. ``job_kwargs`` go to ``jobs.fanout.make_job``;
+    ``timeout`` replaces the default budget (capped at 60 s in quick mode)."""
     case: dict[str, Any] = {"executor": executor, "instance": instance, "n": n, "sleep": sleep}
     spec = EXECUTORS[executor]
     if spec.needs_persistent_instance and instance == "ephemeral":
@@ -94,6 +106,8 @@ def run_dagster_case(
         "n": n,
         "sleep": sleep,
     }
+    if job_kwargs:
+        child_spec["job_kwargs"] = job_kwargs
     db = None
     if instance == "postgres":
         if ctx.pg is None:
@@ -102,9 +116,10 @@ def run_dagster_case(
         db = f"bench_{uuid.uuid4().hex[:10]}"
         child_spec["pg_url"] = ctx.pg.create_database(db)
     try:
-        timeout = _timeout(executor, n, sleep)
-        if ctx.quick:
-            timeout = min(timeout, 60.0)
+        if timeout is None:
+            timeout = _timeout(executor, n, sleep)
+            if ctx.quick:
+                timeout = min(timeout, 60.0)
         res = run_case("harness.dagster_case", child_spec, timeout=timeout)
     finally:
         if db and ctx.pg is not None:
@@ -401,19 +416,31 @@ def hosting_comparisons(
     return comparisons
 
 
+def can_merge(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Same suite and mode (and for the dask suite the same N and S)."""
+    same = [old.get(k) == new.get(k) for k in ("suite", "mode")]
+    if new["suite"] == "dask":
+        same += [old["params"].get(k) == new["params"][k] for k in ("n", "sleep")]
+    return all(same)
+
+
 def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Fold a run restricted with --instances into an earlier full result of the same suite:
     the new run's instances replace the old ones, ratios and verdicts are recomputed."""
     redone = set(new["params"]["instances"])
     order = [i for i in INSTANCES if i in redone or i in old["params"]["instances"]]
     cases = [c for c in old["cases"] if c["instance"] not in redone] + new["cases"]
-    c0 = {**{k: v for k, v in old.get("c0", {}).items() if k not in redone}, **new["c0"]}
     for c in cases:
-        for k in ("lower_bound", "ratio_lower_bound", "ratio_dagster_async_executor"):
+        for k in [k for k in c if k.startswith("ratio_")] + ["lower_bound"]:
             c.pop(k, None)
-    add_ratios(cases, c0)
-    merged = {**new, "cases": cases, "c0": c0}
+    merged = {**new, "cases": cases}
     merged["params"] = {**new["params"], "instances": order}
+    if new["suite"] == "dask":
+        add_dask_ratios(cases)
+    else:
+        c0 = {**{k: v for k, v in old.get("c0", {}).items() if k not in redone}, **new["c0"]}
+        add_ratios(cases, c0)
+        merged["c0"] = c0
     merged["merged_with"] = {
         "command": old["command"],
         "started": old["started"],
@@ -426,6 +453,9 @@ def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     elif new["suite"] == "hosting":
         p = new["params"]
         merged["comparisons"] = hosting_comparisons(cases, order, p["sleep"], p["n"])
+    elif new["suite"] == "dask":
+        p = new["params"]
+        merged["targets"] = dask_targets(cases, order, p["n"], p["sleep"])
     return merged
 
 
@@ -601,14 +631,217 @@ def engine_targets(cases: list[dict[str, Any]], eng: str = "dagloop") -> list[di
     return out
 
 
+# --------------------------------------------------------------------------- dask suite
+
+#: mode -> executor key in harness/executors.py, in the order of the first round
+DASK_MODES: dict[str, str] = {
+    "loop": "dagloop",
+    "dask2": "dagloop_dask2",
+    "dae": "dagster_async_executor",
+    "dagster_dask": "dagster_dask",
+}
+#: issue 6's targets: (mode, reference mode, limit of mode's wall / reference's wall)
+DASK_TARGETS: list[tuple[str, str, float]] = [("dask2", "loop", 0.6), ("dask2", "dae", 0.5)]
+#: what is kept of every run of a case
+SAMPLE_KEYS = (
+    "repeat",
+    "ok",
+    "status",
+    "wall",
+    "cpu",
+    "peak_rss_tree_mb",
+    "peak_rss_self_mb",
+    "steps_succeeded",
+    "run_status",
+    "process_seconds",
+    "loadavg_1min",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class DaskParams:
+    instances: list[str]
+    n: int
+    sleep: float
+    repeats: int
+
+    @classmethod
+    def from_ctx(cls, ctx: Ctx) -> DaskParams:
+        quick = ctx.quick
+        return cls(
+            instances=ctx.instances or (["ephemeral", "sqlite"] if quick else list(INSTANCES)),
+            n=ctx.n or (100 if quick else 1000),
+            sleep=(1.0 if quick else 3.0) if ctx.sleep is None else ctx.sleep,
+            repeats=ctx.repeats or (1 if quick else 2),
+        )
+
+    @property
+    def timeout(self) -> float:
+        """Budget of one run: cluster start-up plus 0.6 s a step (the slowest mode measured
+        needs ~0.2 s a step on PostgreSQL); past it the run is hung."""
+        return 120 + self.sleep + 0.6 * self.n
+
+
+def dask_round(rep: int) -> list[str]:
+    """The modes of round ``rep``, in alternating order, so that drift hits all alike."""
+    modes = list(DASK_MODES)
+    return modes if rep % 2 == 0 else modes[::-1]
+
+
+def dask_suite(ctx: Ctx) -> dict[str, Any]:
+    """Issue 6: one run's steps on one loop vs spread over 2 Dask worker processes."""
+    p = DaskParams.from_ctx(ctx)
+    runs: list[dict[str, Any]] = []
+    for instance in p.instances:
+        ctx.log(f"[dask] instance={instance} N={p.n} S={p.sleep:g}, {p.repeats} round(s)")
+        for rep in range(p.repeats):
+            runs += [run_dask_case(ctx, p, mode, instance, rep) for mode in dask_round(rep)]
+    keys = dict.fromkeys((r["mode"], r["instance"]) for r in runs)
+    cases = [fold_samples([r for r in runs if (r["mode"], r["instance"]) == k]) for k in keys]
+    add_dask_ratios(cases)
+    return {
+        "suite": "dask",
+        "issue": 6,
+        "params": {
+            "instances": p.instances,
+            "n": p.n,
+            "sleep": p.sleep,
+            "repeats": p.repeats,
+            "order": [dask_round(rep) for rep in range(min(p.repeats, 2))],
+            "statistic": "median wall of the successful runs; peak RSS: highest of them",
+        },
+        "executors": {m: EXECUTORS[k].label for m, k in DASK_MODES.items()},
+        "cases": cases,
+        "targets": dask_targets(cases, p.instances, p.n, p.sleep),
+    }
+
+
+def run_dask_case(ctx: Ctx, p: DaskParams, mode: str, instance: str, rep: int) -> dict[str, Any]:
+    """One run of one mode; the producer and collector are tagged to stay on the run's loop
+    (only dagloop's dask mode reads the tag)."""
+    case = run_dagster_case(
+        ctx,
+        DASK_MODES[mode],
+        instance,
+        p.n,
+        p.sleep,
+        job_kwargs={"placement_local": True},
+        timeout=p.timeout,
+    )
+    return {**case, "mode": mode, "repeat": rep}
+
+
+def short_error(err: object, limit: int = 140) -> str:
+    """A table-sized reason: one line, its first sentence, the '0/N steps succeeded'
+    prefix dropped (kept when some steps did succeed)."""
+    text = " ".join(str(err).split())
+    text = re.sub(r"^0/\d+ steps succeeded; ", "", text)
+    end = text.find(". ")
+    if end != -1:
+        text = text[: end + 1]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fold_samples(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs of one (mode, instance) as one case: median wall and CPU of the successful
+    runs, their highest peak RSS; every run kept in ``samples``."""
+    import statistics
+
+    case = {k: runs[0][k] for k in ("mode", "executor", "instance", "n", "sleep")}
+    case["samples"] = [{k: r[k] for k in SAMPLE_KEYS if k in r} for r in runs]
+    ok = [r for r in runs if r.get("ok")]
+    failed = [r for r in runs if not r.get("ok")]
+    case.update(runs=len(runs), failed_runs=len(failed))
+    if failed:
+        case["error"] = str(failed[0].get("error", failed[0].get("status", "failed")))
+        case["reason"] = short_error(case["error"])
+    if not ok:
+        case.update(ok=False, status=failed[-1].get("status", "failed"))
+        return case
+    case.update(
+        ok=True,
+        status="ok",
+        wall=statistics.median(r["wall"] for r in ok),
+        walls=[r["wall"] for r in ok],
+        cpu=statistics.median(r["cpu"] for r in ok),
+        peak_rss_tree_mb=max(r["peak_rss_tree_mb"] for r in ok),
+        peak_rss_self_mb=max(r["peak_rss_self_mb"] for r in ok),
+    )
+    return case
+
+
+def add_dask_ratios(cases: list[dict[str, Any]]) -> None:
+    """``ratio_<ref>`` = mode's median wall / the reference mode's, per instance."""
+    by = {(c["mode"], c["instance"]): c for c in cases}
+    for mode, ref, _limit in DASK_TARGETS:
+        for c in cases:
+            r = by.get((ref, c["instance"]))
+            if c["mode"] == mode and c.get("ok") and r is not None and r.get("ok"):
+                c[f"ratio_{ref}"] = c["wall"] / r["wall"]
+
+
+def failed_runs(case: dict[str, Any]) -> str:
+    """'<reason>' if every run of the case failed, else 'k of n runs failed: <reason>'."""
+    reason = case.get("reason", case.get("status", "failed"))
+    if case.get("ok"):
+        return f"{case['failed_runs']} of {case['runs']} runs failed: {reason}"
+    return str(reason)
+
+
+def dask_targets(
+    cases: list[dict[str, Any]], instances: list[str], n: int, sleep: float
+) -> list[dict[str, Any]]:
+    by = {(c["mode"], c["instance"]): c for c in cases}
+    out = []
+    for instance, (mode, ref, limit) in itertools.product(instances, DASK_TARGETS):
+        c, r = by.get((mode, instance)), by.get((ref, instance))
+        note = "; ".join(
+            f"{m} on {instance}: {failed_runs(x)}"
+            for m, x in ((mode, c), (ref, r))
+            if x is not None and x.get("failed_runs")
+        )
+        out.append(
+            _target(
+                f"dask.{instance}.{mode}_vs_{ref}",
+                f"Dask N={n} S={sleep:g} {instance}: {mode} wall / {ref} wall",
+                c.get(f"ratio_{ref}") if c else None,
+                limit,
+                note,
+                row=f"{instance}, N={n}, S={sleep:g}",
+                col=f"{mode} / {ref}",
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- registry
+
 SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "dagster": dagster_suite,
     "hosting": hosting_suite,
     "engine": engine_suite,
-    # issue 6 adds: "scaleout": scaleout_suite
-    #   (fan-out N=1000, S=3: single loop vs processes=2 vs dagster-dask)
+    "dask": dask_suite,
 }
-NEEDS_PG = {"dagster": lambda q: not q, "hosting": lambda q: not q, "engine": lambda q: False}
+
+
+def _pg_unless_quick(quick: bool, instances: list[str] | None) -> bool:
+    return not quick and (instances is None or "postgres" in instances)
+
+
+def _pg_if_asked(quick: bool, instances: list[str] | None) -> bool:
+    return "postgres" in instances if instances else not quick
+
+
+#: does a suite need the PostgreSQL server, given --quick and --instances?
+NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
+    "dagster": _pg_unless_quick,  # quick mode runs the ephemeral instance only
+    "hosting": _pg_unless_quick,
+    "engine": lambda quick, instances: False,
+    "dask": _pg_if_asked,  # quick mode: ephemeral and SQLite unless --instances says more
+}
+#: suites whose cases a run restricted with --instances merges into the earlier results
+MERGEABLE = ("dagster", "hosting", "dask")
 
 
 def now() -> str:

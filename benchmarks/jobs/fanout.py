@@ -6,6 +6,10 @@ Built by ``make_job`` so that ``dg.build_reconstructable_job("jobs.fanout", "mak
 can rebuild it in another process (the multiprocess executor's children do): that is what
 lets ``dg.execute_job`` run the job with its own executor (``execute_in_process`` would
 silently use the in-process executor whatever ``executor_def`` says).
+
+``placement_local=True`` tags the producer and the collector ``dagloop/placement: local``:
+with dagloop's ``dask`` config they stay on the run's loop and only the mapped steps go to
+the cluster. Other executors ignore the tag.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation.
@@ -13,9 +17,15 @@ import anyio
 import dagster as dg
 from harness.executors import load_executor_def
 
+PLACEMENT_LOCAL = {"dagloop/placement": "local"}
 
-def make_job(executor: str, n: int, sleep: float) -> dg.JobDefinition:
-    @dg.op(out=dg.DynamicOut())
+
+def make_job(
+    executor: str, n: int, sleep: float, placement_local: bool = False
+) -> dg.JobDefinition:
+    edge_tags = PLACEMENT_LOCAL if placement_local else None
+
+    @dg.op(out=dg.DynamicOut(), tags=edge_tags)
     async def create_dynamic_outputs():  # type: ignore[no-untyped-def]
         """Creates a dynamic number of outputs."""
         for i in range(n):
@@ -30,7 +40,7 @@ def make_job(executor: str, n: int, sleep: float) -> dg.JobDefinition:
         context.log.info(f"[{context.op_handle}] completed")
         return item
 
-    @dg.op
+    @dg.op(tags=edge_tags)
     async def collect_results(context: dg.OpExecutionContext, results: list) -> list:  # type: ignore[type-arg]
         """Collect all results from the fan-out."""
         context.log.info(f"[{context.op_handle}] collected {len(results)} results")
