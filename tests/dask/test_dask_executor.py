@@ -292,3 +292,24 @@ def test_reexecution_from_failure_runs_only_the_failed_mapped_step(
         # Inputs of the re-executed steps came from the parent run's outputs.
         assert again.output_for_node("total") == 10 * sum(range(1, jobs.WIDTH + 1))
     assert_every_started_step_ended(sqlite_instance, again.run_id)
+
+
+@pytest.mark.parametrize("writer", ["run", "workers"])
+def test_each_entry_is_stored_once_whoever_writes_it(
+    writer: str, address: str, sqlite_instance: dg.DagsterInstance
+) -> None:
+    config = _on(address)
+    config["execution"]["config"]["dask"]["events_written_by"] = writer
+    outcome = run_job(jobs.fanout, sqlite_instance, config)
+    assert outcome.success
+    successes = _stored(sqlite_instance, outcome.run_id, E.STEP_SUCCESS)
+    assert sorted(successes) == sorted(set(successes))
+    assert len(successes) == 2 + 2 * jobs.WIDTH + 1
+    # Worker-side entries (user logs, step events) are there, before the run's end.
+    records = list(sqlite_instance.all_logs(outcome.run_id))
+    assert records[-1].dagster_event is not None
+    assert records[-1].dagster_event.event_type == E.RUN_SUCCESS
+    assert sum(1 for r in records if r.step_key and r.step_key.startswith("slow_async[")) >= (
+        4 * jobs.WIDTH
+    )
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)

@@ -10,6 +10,7 @@ any name disappears.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dagster._core.definitions.executor_definition import (
@@ -17,7 +18,14 @@ from dagster._core.definitions.executor_definition import (
 )
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.events import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    DagsterEvent,
+    EngineEventData,
+)
+from dagster._core.events.log import EventLogEntry
 from dagster._core.execution.api import (
     ExecuteRunWithPlanIterable,
     create_execution_plan,
@@ -51,6 +59,7 @@ from dagster._core.execution.step_dependency_config import (
 )
 from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.base import Executor
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster._utils.interrupts import pop_captured_interrupt
@@ -64,11 +73,47 @@ def step_failure_for_interrupt(step_context: StepExecutionContext, exc_info: Any
     return event
 
 
+#: Event types SQLite also mirrors outside the run's shard (index shard, run status).
+_MIRRORED_EVENT_TYPES = ASSET_EVENTS | ASSET_CHECK_EVENTS | set(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
+
+
+def run_shard_batch_writer(
+    instance: Any,
+) -> Callable[[str, Sequence[EventLogEntry]], None] | None:
+    """A writer of many entries of one run in one transaction, or None if the instance's
+    event log has none we can use.
+
+    SQLite's `store_event` opens an engine, a connection and a transaction (one fsync)
+    per entry, ~4-7 ms here; one transaction for 100 entries costs ~0.25 ms an entry.
+    Only SQLite's run shards are written this way, and only with entries that SQLite
+    stores in the run's shard alone (see `writes_to_run_shard_only`): its event watcher
+    polls that file, so no notification is skipped.
+    """
+    storage = instance.event_log_storage
+    if type(storage) is not SqliteEventLogStorage:
+        return None
+
+    def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
+        with storage.run_connection(run_id) as conn:
+            for entry in entries:
+                conn.execute(storage.prepare_insert_event(entry))
+
+    return write
+
+
+def writes_to_run_shard_only(entry: EventLogEntry) -> bool:
+    """True for step events and logs; False for asset, asset-check and run-status events,
+    which `store_event` also mirrors elsewhere (they are written one by one)."""
+    event = entry.dagster_event
+    return event is None or event.event_type not in _MIRRORED_EVENT_TYPES
+
+
 __all__ = [
     "ActiveExecution",
     "DagsterEvent",
     "DagsterExecutionInterruptedError",
     "EngineEventData",
+    "EventLogEntry",
     "ExecuteRunWithPlanIterable",
     "ExecutionPlan",
     "ExecutionStep",
@@ -92,7 +137,9 @@ __all__ = [
     "get_tag_concurrency_limits_config",
     "multiple_process_executor_requirements",
     "pop_captured_interrupt",
+    "run_shard_batch_writer",
     "serializable_error_info_from_exc_info",
     "step_failure_for_interrupt",
     "trigger_hooks",
+    "writes_to_run_shard_only",
 ]

@@ -22,6 +22,7 @@ from dagloop.dagster._internals import (
     multiple_process_executor_requirements,
 )
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
+from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.orchestrator import Orchestrator
 from dagloop.runtime.loop_driver import iterate_on_loop
 
@@ -85,32 +86,43 @@ class AsyncExecutor(Executor):
     def _run_on_loop(
         self, job_context: PlanExecutionContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
+        event_log = RunEventLog(job_context.instance, job_context.run_id, job_context.event_loop)
         remote = None
         if self._config.dask is not None:
             from dagloop.dagster.dask.runner import DaskSteps
 
             remote = DaskSteps(
-                self._config.dask,
-                job_context,
-                execution_plan,
-                self,
-                self._config,
+                self._config.dask, job_context, execution_plan, self, self._config, event_log
             )
         orchestrator = Orchestrator(job_context, execution_plan, self._config, remote)
-        main: Callable[[Callable[[DagsterEvent], None]], Any] = orchestrator.run
-        if remote is not None:
-            cluster = remote
 
-            async def main(emit: Callable[[DagsterEvent], None]) -> None:
-                async with cluster:
-                    emit(
-                        DagsterEvent.engine_event(
-                            job_context,
-                            f"Steps placed on the cluster run on {cluster.describe()}",
-                            EngineEventData(),
-                        )
-                    )
+        async def main(emit: Callable[[DagsterEvent], None]) -> None:
+            event_log.start(dispatch=remote.dispatch if remote is not None else None)
+            try:
+                if remote is None:
                     await orchestrator.run(emit)
+                else:
+                    async with remote:
+                        emit(
+                            DagsterEvent.engine_event(
+                                job_context,
+                                f"Steps placed on the cluster run on {remote.describe()}",
+                                EngineEventData(),
+                            )
+                        )
+                        await orchestrator.run(emit)
+            finally:
+                # Every entry of the run is written before the executor reports its end.
+                await event_log.aclose()
+            if event_log.entries_written:
+                emit(
+                    DagsterEvent.engine_event(
+                        job_context,
+                        f"dagloop wrote {event_log.entries_written} event-log entries of "
+                        f"this run in {event_log.writes} writes",
+                        EngineEventData(),
+                    )
+                )
 
         yield from iterate_on_loop(
             job_context.event_loop,

@@ -44,6 +44,19 @@ DASK_CONFIG_FIELD = dg.Field(
                         "workers' own nthreads applies."
                     ),
                 ),
+                "events_written_by": dg.Field(
+                    dg.Enum(
+                        "DagloopEventsWrittenBy",
+                        [dg.EnumValue("run"), dg.EnumValue("workers")],
+                    ),
+                    default_value="run",
+                    description=(
+                        "Who writes the event-log entries of steps on the cluster: 'run' "
+                        "(workers send them to the run process, which writes them in order; "
+                        "one writer, so SQLite is not contended) or 'workers' (each worker "
+                        "writes its own, as Dagster's multiprocess children do)."
+                    ),
+                ),
                 "placement": dg.Field(
                     dg.Enum(
                         "DagloopPlacement",
@@ -72,6 +85,7 @@ class DaskConfig:
     processes: int | None
     steps_per_worker: int = 64
     placement: Placement = "cluster"
+    events_written_by: Literal["run", "workers"] = "run"
 
     @classmethod
     def from_config(cls, value: Mapping[str, Any] | None) -> DaskConfig | None:
@@ -98,6 +112,7 @@ class DaskConfig:
             processes=processes,
             steps_per_worker=slots,
             placement=value.get("placement", "cluster"),
+            events_written_by=value.get("events_written_by", "run"),
         )
 
     def placement_of(self, step_key: str, tags: Mapping[str, str]) -> Placement:

@@ -28,8 +28,10 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.dask.config import DaskConfig
+from dagloop.dagster.dask.messages import CLOSED, END
 from dagloop.dagster.dask.session import RunSpec, StepCommand
 from dagloop.dagster.dask.worker import close_session, run_step
+from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
 from dagloop.runtime.dask_client import dask_client
 
@@ -62,6 +64,7 @@ class DaskSteps:
         execution_plan: ExecutionPlan,
         executor: Executor,
         executor_config: AsyncExecutorConfig,
+        event_log: RunEventLog,
     ) -> None:
         job = job_context.job
         if not isinstance(job, ReconstructableJob):  # the executor's requirements say so first
@@ -72,6 +75,7 @@ class DaskSteps:
         self._config = config
         self._job_context = job_context
         self._executor = executor
+        self._event_log = event_log
         self._grace = executor_config.termination_grace_seconds
         self._topic = f"dagloop-{job_context.run_id}-{uuid.uuid4().hex[:8]}"
         self._tokens = itertools.count()
@@ -88,12 +92,15 @@ class DaskSteps:
             known_state=execution_plan.known_state,
             repository_load_data=execution_plan.repository_load_data,
             step_host=executor_config.step_host,
+            events_written_by=config.events_written_by,
             sync_threads=executor_config.sync_threads,
             host_threads=config.steps_per_worker,
             blocked_loop_warning_seconds=executor_config.blocked_loop_warning_seconds,
         )
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._sessions_closed = 0
+        self._session_closed = asyncio.Event()
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
 
@@ -108,6 +115,8 @@ class DaskSteps:
                 threads_per_worker=config.steps_per_worker,
             )
         )
+        # Exit in reverse: close the workers' sessions (their last entries still reach
+        # the run's event log), then unsubscribe.
         self._client.subscribe_topic(self._topic, self._on_message)
         stack.callback(self._client.unsubscribe_topic, self._topic)
         stack.push_async_callback(self._close_sessions)
@@ -121,11 +130,15 @@ class DaskSteps:
         self._client = None
 
     async def _close_sessions(self) -> None:
-        """Tear the run's resources down on every worker that hosted its steps."""
+        """Tear the run's resources down on every worker that hosted its steps, and
+        wait for their CLOSED messages: the teardown's entries were sent before."""
         try:
-            await asyncio.wait_for(
-                self._client.run(close_session, self._topic), CLOSE_SESSIONS_SECONDS
-            )
+            async with asyncio.timeout(CLOSE_SESSIONS_SECONDS):
+                hosted = await self._client.run(close_session, self._topic)
+                expected = sum(1 for had_session in hosted.values() if had_session)
+                while self._sessions_closed < expected:
+                    self._session_closed.clear()
+                    await self._session_closed.wait()
         except Exception as exc:  # the steps are over; a teardown problem is reported
             self._job_context.log.warning(
                 f"Closing the run's sessions on the Dask workers failed: {exc!r}"
@@ -227,15 +240,24 @@ class DaskSteps:
 
     def _on_message(self, message: tuple[float, list[Any]]) -> None:
         _, payload = message
-        record = self._in_flight.get(payload[0])
+        self._event_log.put_worker_message(payload)
+
+    def dispatch(self, payload: list[Any]) -> None:
+        """A worker's message other than STORE, after the entries sent before it."""
+        kind = payload[0]
+        if kind == CLOSED:
+            self._sessions_closed += 1
+            self._session_closed.set()
+            return
+        record = self._in_flight.get(payload[1])
         if record is None:
-            return  # a step already given up on; its worker stored the event anyway
-        if payload[1] is None:
-            if len(payload) > 3 and payload[3] is not None:
+            return  # a step already given up on; its entries were written anyway
+        if kind == END:
+            if payload[3] is not None:
                 record.resource_error = dg.deserialize_value(payload[3])
             record.ended.set()
             return
-        event = dg.deserialize_value(payload[1], DagsterEvent)
+        event = dg.deserialize_value(payload[2], DagsterEvent)
         record.received += 1
         if (
             event.is_step_success

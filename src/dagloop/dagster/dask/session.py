@@ -37,6 +37,7 @@ from dagloop.dagster._internals import (
     serializable_error_info_from_exc_info,
 )
 from dagloop.dagster.config import StepHost
+from dagloop.dagster.dask.messages import END, EVENT
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
 
@@ -58,6 +59,9 @@ class RunSpec:
     known_state: KnownExecutionState | None
     repository_load_data: Any
     step_host: StepHost
+    #: "run": the workers send their event-log entries to the run process to write;
+    #: "workers": each worker writes them itself.
+    events_written_by: str
     sync_threads: int
     host_threads: int
     blocked_loop_warning_seconds: float
@@ -78,9 +82,15 @@ Publish = Callable[[list[Any]], None]
 
 
 class RunSession:
-    def __init__(self, spec: RunSpec, open_instance: Callable[[Any], dg.DagsterInstance]) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        open_instance: Callable[[Any], dg.DagsterInstance],
+        publish: Publish,
+    ) -> None:
         self.spec = spec
         self._open_instance = open_instance
+        self._publish = publish
         #: Resolves once the context is open (or failed to open) and the loop runs.
         self.opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         #: Resolves once resources were torn down and the loop closed.
@@ -170,15 +180,15 @@ class RunSession:
 
     # -- called from the Dask worker's loop --------------------------------------------
 
-    def submit(self, command: StepCommand, publish: Publish) -> concurrent.futures.Future[None]:
-        """Run one step attempt on the session's loop; its events and then an end marker
-        `[token, None, events_sent, error]` are published."""
+    def submit(self, command: StepCommand) -> concurrent.futures.Future[None]:
+        """Run one step attempt on the session's loop; its events and then its END
+        message are published."""
         if self._loop is None:
             future: concurrent.futures.Future[None] = concurrent.futures.Future()
-            self._publish_open_failure(command, publish)
+            self._publish_open_failure(command)
             future.set_result(None)
             return future
-        return asyncio.run_coroutine_threadsafe(self._execute(command, publish), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._execute(command), self._loop)
 
     def interrupt(self, token: str) -> None:
         """Stop a step at its current await (thread-safe). A sync op cannot be stopped;
@@ -194,13 +204,14 @@ class RunSession:
 
     # -- on the session's loop ---------------------------------------------------------
 
-    async def _execute(self, command: StepCommand, publish: Publish) -> None:
+    async def _execute(self, command: StepCommand) -> None:
         assert self._context is not None and self._hosting is not None
+        publish = self._publish
         sent = 0
 
         def accept(event: DagsterEvent) -> None:
             nonlocal sent
-            publish([command.token, dg.serialize_value(event)])
+            publish([EVENT, command.token, dg.serialize_value(event)])
             sent += 1
 
         run: StepRun | None = None
@@ -223,7 +234,7 @@ class RunSession:
             pass  # Dagster reported the step failed (interrupted) before re-raising.
         finally:
             self._runs.pop(command.token, None)
-            publish([command.token, None, sent, None])
+            publish([END, command.token, sent, None])
 
     def _step(self, command: StepCommand) -> ExecutionStep:
         """The step as the orchestrator's `ActiveExecution` resolved it: a step of a
@@ -255,16 +266,17 @@ class RunSession:
             await asyncio.wait(tasks, timeout=5)
         asyncio.get_running_loop().stop()
 
-    def _publish_open_failure(self, command: StepCommand, publish: Publish) -> None:
+    def _publish_open_failure(self, command: StepCommand) -> None:
         """The run's context failed to open here: each step placed on this worker ends
         with the error, and the orchestrator reports it as Dagster's multiprocess
         executor reports a child whose resources failed (failure or retry)."""
+        publish = self._publish
         sent = 0
         if self._open_events:
             # The first step to learn of it also shows the caller how it failed.
             events, self._open_events = self._open_events, []
             for event in events:
-                publish([command.token, dg.serialize_value(event)])
+                publish([EVENT, command.token, dg.serialize_value(event)])
                 sent += 1
         error = self._open_error
-        publish([command.token, None, sent, dg.serialize_value(error) if error else None])
+        publish([END, command.token, sent, dg.serialize_value(error) if error else None])

@@ -2,26 +2,31 @@
 the worker's `RunSession` for that run, and the call that closes it.
 
 A step's Dask task is a coroutine on the worker's event loop that only waits for its
-session. Each event of the step is stored in the run's event log by the worker's own
-instance (as in a Dagster multiprocess child) and sent to the orchestrator through the
-Dask scheduler's event topics (`Worker.log_event` → `Client.subscribe_topic`); the
-last message of a step attempt is an end marker carrying the number of events sent.
+session. The session publishes the step's events on the run's Dask topic
+(`Worker.log_event` → `Client.subscribe_topic`; see `messages`). Entries for the run's
+event log are either sent along for the run process to write (`events_written_by:
+run`, the default: one writer, no lock contention between processes) or written by the
+worker's own instance, as in a Dagster multiprocess child.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
+from dagloop.dagster.dask.messages import CLOSED, STORE
 from dagloop.dagster.dask.session import RunSession, RunSpec, StepCommand
 
 _lock = threading.Lock()
 _instances: dict[str, dg.DagsterInstance] = {}
 #: This process's open sessions, by run topic.
 _sessions: dict[str, RunSession] = {}
+#: Runs whose event-log entries are sent to the run process: run id -> sender.
+_relays: dict[str, Callable[[Any], None]] = {}
 
 
 def _instance(ref: Any) -> dg.DagsterInstance:
@@ -37,31 +42,56 @@ def _instance(ref: Any) -> dg.DagsterInstance:
             # module lock vs. a handler's lock), so resolve them once here.
             handlers = list(instance.get_yaml_python_handlers())
             instance.get_yaml_python_handlers = lambda: handlers  # type: ignore[method-assign]
+            _relay_entries_of_chosen_runs(instance)
             _instances[key] = instance
         return instance
 
 
-def _session(spec: RunSpec) -> RunSession:
+def _relay_entries_of_chosen_runs(instance: dg.DagsterInstance) -> None:
+    """Every entry Dagster logs for a run reaches `instance.handle_new_event` (the log
+    handler and `report_engine_event` both call it): entries of relayed runs are sent to
+    the run process, which passes them to its own `handle_new_event`."""
+    store = instance.handle_new_event
+
+    def handle_new_event(event: Any, *, batch_metadata: Any = None) -> None:
+        relay = _relays.get(event.run_id)
+        if relay is None:
+            store(event, batch_metadata=batch_metadata)
+        else:
+            relay(event)
+
+    instance.handle_new_event = handle_new_event  # type: ignore[method-assign]
+
+
+def _session(spec: RunSpec, publish: Callable[[list[Any]], None]) -> RunSession:
     with _lock:
         session = _sessions.get(spec.topic)
         if session is None:
-            session = _sessions[spec.topic] = RunSession(spec, _instance)
+            if spec.events_written_by == "run":
+                run_id = spec.dagster_run.run_id
+                _relays[run_id] = lambda entry: publish([STORE, dg.serialize_value(entry)])
+            session = _sessions[spec.topic] = RunSession(spec, _instance, publish)
             session.start()
         return session
 
 
-async def run_step(spec: RunSpec, command: StepCommand) -> None:
-    """The Dask task of one step attempt."""
-    from distributed import get_worker
+def _publisher(topic: str, worker: Any = None) -> Callable[[list[Any]], None]:
+    if worker is None:
+        from distributed import get_worker
 
-    worker = get_worker()  # `Worker.log_event` is thread-safe
+        worker = get_worker()  # `Worker.log_event` is thread-safe
 
     def publish(message: list[Any]) -> None:
-        worker.log_event(spec.topic, message)
+        worker.log_event(topic, message)
 
-    session = _session(spec)
+    return publish
+
+
+async def run_step(spec: RunSpec, command: StepCommand) -> None:
+    """The Dask task of one step attempt."""
+    session = _session(spec, _publisher(spec.topic))
     await asyncio.wrap_future(session.opened)
-    done = asyncio.wrap_future(session.submit(command, publish))
+    done = asyncio.wrap_future(session.submit(command))
     try:
         await asyncio.shield(done)
     except asyncio.CancelledError:
@@ -69,13 +99,19 @@ async def run_step(spec: RunSpec, command: StepCommand) -> None:
         raise
 
 
-async def close_session(topic: str) -> bool:
+async def close_session(topic: str, dask_worker: Any = None) -> bool:
     """Run on every worker (`Client.run`) when the run ends: tear down the run's
-    resources in this process. True if this worker had a session for the run."""
+    resources in this process, then publish CLOSED. True if this worker had a session
+    for the run."""
     with _lock:
         session = _sessions.pop(topic, None)
     if session is None:
         return False
-    await asyncio.wrap_future(session.opened)
-    await asyncio.wrap_future(session.close())
+    try:
+        await asyncio.wrap_future(session.opened)
+        await asyncio.wrap_future(session.close())
+    finally:
+        with _lock:
+            _relays.pop(session.spec.dagster_run.run_id, None)
+        _publisher(topic, dask_worker)([CLOSED])
     return True
