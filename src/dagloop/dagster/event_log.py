@@ -105,11 +105,8 @@ class RunEventLog:
     # -- producers ---------------------------------------------------------------------
 
     def put_worker_message(self, message: Message) -> None:
-        """A message from a Dask worker (any thread)."""
-        if message[0] == STORE:
-            self._queue.put(_Entry(dg.deserialize_value(message[1], EventLogEntry)))
-        else:
-            self._queue.put(message)
+        """A message from a Dask worker (any thread); decoded by the writer thread."""
+        self._queue.put(message)
 
     def _handle_new_event(self, entry: EventLogEntry) -> None:
         """Replaces `instance.handle_new_event` for this run's entries (any thread)."""
@@ -162,28 +159,40 @@ class RunEventLog:
     # -- the writer thread -------------------------------------------------------------
 
     def _main(self) -> None:
+        """Take everything queued, write it (one transaction for the batchable entries),
+        then hand the workers' other messages of that round back to the loop."""
         stopping = False
         while not stopping:
-            item = self._queue.get()
-            while True:
-                if item is None:
-                    stopping = True
-                    break
-                self._take(item)
-                if len(self._pending) >= MAX_BATCH:
-                    self._flush()
+            items = [self._queue.get()]
+            while len(items) < MAX_BATCH:
                 try:
-                    item = self._queue.get_nowait()
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            held: list[Message] = []
+            for item in items:
+                if item is None:
+                    stopping = True
+                elif isinstance(item, _Entry):
+                    self._take(item)
+                elif item[0] == STORE:
+                    self._take(_Entry(dg.deserialize_value(item[1], EventLogEntry)))
+                else:
+                    held.append(item)
             self._flush()
+            if held:
+                self._loop.call_soon_threadsafe(self._dispatch_all, held)
 
-    def _take(self, item: _Entry | Message) -> None:
-        if not isinstance(item, _Entry):
-            # Handed back only once everything received before it is written.
-            self._flush()
-            self._loop.call_soon_threadsafe(self._dispatch, item)
-            return
+    def _dispatch_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            try:
+                self._dispatch(message)
+            except Exception as exc:  # one bad message must not drop the ones after it
+                self._loop.call_exception_handler(
+                    {"message": f"dagloop: handling a worker message failed: {exc!r}"}
+                )
+
+    def _take(self, item: _Entry) -> None:
         batchable = self._write_batch is not None and writes_to_run_shard_only(item.entry)
         if item.written is None and batchable:
             self._pending.append(item.entry)

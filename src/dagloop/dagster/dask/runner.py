@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,8 @@ from dagloop.dagster.dask.worker import close_session, run_step
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
 from dagloop.runtime.dask_client import dask_client
+
+Mappings = Mapping[str, Mapping[str, Sequence[str] | None]]
 
 #: After a step's Dask task failed (e.g. its worker died), how long to wait for the
 #: step's last events before reporting it failed from the orchestrator.
@@ -100,6 +102,8 @@ class DaskSteps:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._sessions_closed = 0
+        self._spec_on_workers: Any = None
+        self._mappings: tuple[int, asyncio.Future[Any]] | None = None
         self._session_closed = asyncio.Event()
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
@@ -119,6 +123,8 @@ class DaskSteps:
         # the run's event log), then unsubscribe.
         self._client.subscribe_topic(self._topic, self._on_message)
         stack.callback(self._client.unsubscribe_topic, self._topic)
+        # Sent to every worker once, not pickled with every step.
+        self._spec_on_workers = await self._broadcast(self._spec)
         stack.push_async_callback(self._close_sessions)
         self._stack = stack
         return self
@@ -128,6 +134,20 @@ class DaskSteps:
         if stack is not None:
             await stack.aclose()
         self._client = None
+
+    async def _mappings_on_workers(self, mappings: Mappings) -> Any:
+        """The run's dynamic mappings as a Dask future of data already on the workers:
+        sent once each time they grow (they are O(steps); per step they would make a
+        fan-out quadratic), not with every step."""
+        size = sum(len(keys or ()) for outputs in mappings.values() for keys in outputs.values())
+        if self._mappings is None or self._mappings[0] != size:
+            self._mappings = (size, asyncio.ensure_future(self._broadcast(dict(mappings))))
+        return await self._mappings[1]
+
+    async def _broadcast(self, value: Any) -> Any:
+        # In a list: `scatter` would take a dict for many values by key.
+        (future,) = await self._client.scatter([value], broadcast=True, hash=False)
+        return future
 
     async def _close_sessions(self) -> None:
         """Tear the run's resources down on every worker that hosted its steps, and
@@ -161,13 +181,26 @@ class DaskSteps:
         accept: Callable[[DagsterEvent], None],
         fail: Callable[[BaseException], None],
     ) -> None:
+        try:
+            mappings = await self._mappings_on_workers(known_state.dynamic_mappings)
+        except asyncio.CancelledError:
+            if run.cancel_reason is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            fail(run.cancel_reason)  # stopped before it was sent
+            return
         token = f"{run.key}#{next(self._tokens)}"
         record = _InFlight(accept=accept)
         self._in_flight[token] = record
-        command = StepCommand(token=token, step_key=run.key, known_state=known_state)
+        command = StepCommand(
+            token=token, step_key=run.key, known_state=_for_one_step(run.step, known_state)
+        )
         future = self._client.submit(
             run_step,
-            self._spec,
+            self._spec_on_workers,
+            mappings,
             command,
             key=f"dagloop-step-{token}-{uuid.uuid4().hex[:8]}",
             pure=False,
@@ -272,3 +305,22 @@ class DaskSteps:
             record.retry = event
             return
         record.accept(event)
+
+
+def _for_one_step(step: ExecutionStep, known: KnownExecutionState) -> KnownExecutionState:
+    """What of the run's known state one step's execution reads (its ready inputs, its
+    own retry count, the parent run's state); the dynamic mappings travel separately.
+    The full state is O(steps), and would make a fan-out's submissions quadratic."""
+    inputs = {
+        handle
+        for step_input in step.step_inputs
+        for handle in step_input.get_step_output_handle_dependencies()
+    }
+    attempts = known.previous_retry_attempts.get(step.key)
+    return KnownExecutionState(
+        previous_retry_attempts={step.key: attempts} if attempts is not None else {},
+        dynamic_mappings={},
+        step_output_versions=known.step_output_versions,
+        ready_outputs=inputs & known.ready_outputs,
+        parent_state=known.parent_state,
+    )

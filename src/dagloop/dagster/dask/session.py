@@ -69,8 +69,8 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class StepCommand:
-    """One attempt of one step, and the state it was started with (ready outputs,
-    dynamic mappings, retry counts)."""
+    """One attempt of one step, and the part of the run's known state its execution
+    reads (ready inputs, its retry count, the parent run's state)."""
 
     token: str
     step_key: str
@@ -96,7 +96,6 @@ class RunSession:
         #: Resolves once resources were torn down and the loop closed.
         self.closed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._open_error: Any = None  # SerializableErrorInfo
-        self._open_events: list[DagsterEvent] = []
         self._context: PlanExecutionContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hosting: StepHosting | None = None
@@ -117,7 +116,6 @@ class RunSession:
         try:
             manager = self._context_manager()
             for event in manager.prepare_context():
-                self._open_events.append(event)
                 if event.is_resource_init_failure and self._open_error is None:
                     self._open_error = event.engine_event_data.error
             context = manager.get_context()
@@ -180,7 +178,7 @@ class RunSession:
 
     # -- called from the Dask worker's loop --------------------------------------------
 
-    def submit(self, command: StepCommand) -> concurrent.futures.Future[None]:
+    def submit(self, command: StepCommand, mappings: Any) -> concurrent.futures.Future[None]:
         """Run one step attempt on the session's loop; its events and then its END
         message are published."""
         if self._loop is None:
@@ -188,7 +186,7 @@ class RunSession:
             self._publish_open_failure(command)
             future.set_result(None)
             return future
-        return asyncio.run_coroutine_threadsafe(self._execute(command), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._execute(command, mappings), self._loop)
 
     def interrupt(self, token: str) -> None:
         """Stop a step at its current await (thread-safe). A sync op cannot be stopped;
@@ -204,7 +202,7 @@ class RunSession:
 
     # -- on the session's loop ---------------------------------------------------------
 
-    async def _execute(self, command: StepCommand) -> None:
+    async def _execute(self, command: StepCommand, mappings: Any) -> None:
         assert self._context is not None and self._hosting is not None
         publish = self._publish
         sent = 0
@@ -216,7 +214,7 @@ class RunSession:
 
         run: StepRun | None = None
         try:
-            step = self._step(command)
+            step = self._step(command.step_key, mappings)
             context = self._context.for_step(step, command.known_state)
             run = StepRun(
                 step=step,
@@ -236,15 +234,15 @@ class RunSession:
             self._runs.pop(command.token, None)
             publish([END, command.token, sent, None])
 
-    def _step(self, command: StepCommand) -> ExecutionStep:
+    def _step(self, key: str, mappings: Any) -> ExecutionStep:
         """The step as the orchestrator's `ActiveExecution` resolved it: a step of a
         dynamic mapping appears once the session's plan is resolved with the mappings
         known when the step started (as `ActiveExecution` resolves its own plan)."""
         assert self._context is not None
         plan = self._context.execution_plan
-        if command.step_key not in plan.step_dict_by_key:
-            plan.resolve(command.known_state.dynamic_mappings)
-        return plan.get_executable_step_by_key(command.step_key)
+        if key not in plan.step_dict_by_key:
+            plan.resolve(mappings)
+        return plan.get_executable_step_by_key(key)
 
     def _interrupt(self, token: str) -> None:
         run = self._runs.get(token)
@@ -269,14 +267,7 @@ class RunSession:
     def _publish_open_failure(self, command: StepCommand) -> None:
         """The run's context failed to open here: each step placed on this worker ends
         with the error, and the orchestrator reports it as Dagster's multiprocess
-        executor reports a child whose resources failed (failure or retry)."""
-        publish = self._publish
-        sent = 0
-        if self._open_events:
-            # The first step to learn of it also shows the caller how it failed.
-            events, self._open_events = self._open_events, []
-            for event in events:
-                publish([EVENT, command.token, dg.serialize_value(event)])
-                sent += 1
+        executor reports a child whose resources failed (failure or retry). The
+        failure's own events are in the run's event log already."""
         error = self._open_error
-        publish([END, command.token, sent, dg.serialize_value(error) if error else None])
+        self._publish([END, command.token, 0, dg.serialize_value(error) if error else None])

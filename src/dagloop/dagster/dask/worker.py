@@ -87,11 +87,12 @@ def _publisher(topic: str, worker: Any = None) -> Callable[[list[Any]], None]:
     return publish
 
 
-async def run_step(spec: RunSpec, command: StepCommand) -> None:
-    """The Dask task of one step attempt."""
+async def run_step(spec: RunSpec, mappings: Any, command: StepCommand) -> None:
+    """The Dask task of one step attempt; `mappings` are the run's dynamic mappings
+    when the step started (the same object for all steps sent since they last grew)."""
     session = _session(spec, _publisher(spec.topic))
     await asyncio.wrap_future(session.opened)
-    done = asyncio.wrap_future(session.submit(command))
+    done = asyncio.wrap_future(session.submit(command, mappings))
     try:
         await asyncio.shield(done)
     except asyncio.CancelledError:
