@@ -95,8 +95,9 @@ def run_shard_batch_writer(
 
     def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
         with storage.run_connection(run_id) as conn:
-            for entry in entries:
-                conn.execute(storage.prepare_insert_event(entry))
+            # Multi-row INSERTs, within SQLite's limit of bound variables per statement.
+            for start in range(0, len(entries), 200):
+                conn.execute(storage.prepare_insert_event_batch(entries[start : start + 200]))
 
     return write
 
