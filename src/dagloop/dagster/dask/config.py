@@ -37,11 +37,11 @@ DASK_CONFIG_FIELD = dg.Field(
                 ),
                 "steps_per_worker": dg.Field(
                     int,
-                    default_value=64,
+                    default_value=512,
                     description=(
                         "With 'processes': how many steps one worker process hosts at once "
-                        "(its Dask thread slots and step threads). With 'address' the "
-                        "workers' own nthreads applies."
+                        "(its Dask task slots; async steps share the worker's loop, so this "
+                        "costs no threads). With 'address' the workers' own nthreads applies."
                     ),
                 ),
                 "events_written_by": dg.Field(
@@ -83,7 +83,7 @@ DASK_CONFIG_FIELD = dg.Field(
 class DaskConfig:
     address: str | None
     processes: int | None
-    steps_per_worker: int = 64
+    steps_per_worker: int = 512
     placement: Placement = "cluster"
     events_written_by: Literal["run", "workers"] = "run"
 
@@ -104,7 +104,7 @@ class DaskConfig:
             raise ExecutorConfigError("dask.address", address, "expected a scheduler address")
         if processes is not None and processes < 1:
             raise ExecutorConfigError("dask.processes", processes, "expected a positive integer")
-        slots = value.get("steps_per_worker", 64)
+        slots = value.get("steps_per_worker", 512)
         if slots < 1:
             raise ExecutorConfigError("dask.steps_per_worker", slots, "expected a positive integer")
         return cls(
