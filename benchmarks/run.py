@@ -1,4 +1,4 @@
-"""dagloop benchmarks: ``python run.py [--quick] [--suite dagster,hosting,engine,dask]``.
+"""dagloop benchmarks: ``python run.py [--quick] [--suite dagster,hosting,engine,dask,dask_cpu]``.
 
 Run through ``make bench`` / ``make bench-quick`` (from the repository root), which build
 the benchmark environment in ``benchmarks/.venv`` first. See benchmarks/README.md.
@@ -21,6 +21,7 @@ from harness.suites import (
     SUITES,
     can_merge,
     context,
+    merge_cases,
     merge_instances,
     now,
 )
@@ -45,10 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         "comma-separated subset of ephemeral,sqlite,postgres; their cases replace those of "
         "an existing results file of the same mode (for dask: and the same N and S)",
     )
-    ap.add_argument("--n", type=int, default=None, help="dask suite: mapped steps N")
-    ap.add_argument("--sleep", type=float, default=None, help="dask suite: seconds per step S")
+    ap.add_argument("--n", type=int, default=None, help="dask suites: mapped steps N")
     ap.add_argument(
-        "--repeats", type=int, default=None, help="dask suite: runs of every case (rounds)"
+        "--sleep", type=float, default=None, help="dask suite: seconds per step S (not dask_cpu)"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="dask suites: runs of every case (rounds)"
+    )
+    ap.add_argument(
+        "--headline",
+        action="store_true",
+        help="dagster suite: only the cases of issue 4's targets (dagloop and "
+        "dagster-async-executor, S=3, N=300 (3 runs) and 1000); they replace the same cases of "
+        "the existing dagster.json, whose other cases and c0 (lower bound) are kept",
     )
     ap.add_argument(
         "--results", default=os.path.join(BENCH_DIR, "results"), help="output directory"
@@ -80,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     with context(args.quick, need_pg, lambda m: console.print(m, highlight=False)) as ctx:
         ctx.instances = instances
         ctx.n, ctx.sleep, ctx.repeats = args.n, args.sleep, args.repeats
+        ctx.headline = args.headline
         if ctx.pg is not None:
             base["versions"]["postgresql"] = ctx.pg.version()
         for s in suites:
@@ -92,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             }
             old_path = os.path.join(args.results, f"{s}.json")
-            if instances and s in MERGEABLE and os.path.exists(old_path):
+            if s == "dagster" and args.headline and os.path.exists(old_path):
+                with open(old_path) as f:
+                    old = json.load(f)
+                if can_merge(old, res):
+                    res = merge_cases(old, res)
+            elif instances and s in MERGEABLE and os.path.exists(old_path):
                 with open(old_path) as f:
                     old = json.load(f)
                 if can_merge(old, res):

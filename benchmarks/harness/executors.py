@@ -82,11 +82,13 @@ EXECUTORS: dict[str, ExecutorSpec] = {
         # The `dask` suite (issue 6): one run's steps spread over 2 local worker processes.
         # Neither is flagged needs_persistent_instance: that suite attempts every instance
         # and records why a mode cannot run there.
+        # steps_per_worker is set explicitly (dagloop's default is 64): each worker process
+        # hosts up to 512 steps at once, so N = 1000 S = 3 runs without waves of 64.
         ExecutorSpec(
             key="dagloop_dask2",
-            label="dagloop dask processes=2",
+            label="dagloop dask processes=2 steps_per_worker=512",
             target="dagloop.dagster:async_executor",
-            config={"dask": {"processes": 2}},
+            config={"dask": {"processes": 2, "steps_per_worker": 512}},
             package="dagloop",
         ),
         # Dagster's own Dask executor on a LocalCluster of 2 worker processes. dagster-dask

@@ -14,7 +14,7 @@ from rich.table import Table
 from harness.engines import ENGINES
 from harness.executors import EXECUTORS
 
-SUITE_ORDER = ["dagster", "hosting", "engine", "dask"]
+SUITE_ORDER = ["dagster", "hosting", "engine", "dask", "dask_cpu"]
 INST_LABEL = {"ephemeral": "ephemeral", "sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 
@@ -182,7 +182,8 @@ def _rows_dask(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     ]
     rows = []
     for inst in p["instances"]:
-        cell = {t["col"]: t for t in res.get("targets", []) if t["id"].startswith(f"dask.{inst}.")}
+        prefix = f"{res['suite']}.{inst}."
+        cell = {t["col"]: t for t in res.get("targets", []) if t["id"].startswith(prefix)}
         row = [INST_LABEL.get(inst, inst)]
         row += [fmt_dask_wall(by.get((m, inst))) for m in modes]
         row += [_verdict(cell[col]) if col in cell else "-" for col in ratio_cols]
@@ -191,8 +192,21 @@ def _rows_dask(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             row.append(f"{c['peak_rss_tree_mb']:.0f} MB" if c and c.get("ok") else "-")
         rows.append(row)
     runs = "/".join(str(r) for r in sorted({c.get("runs", 1) for c in res["cases"]}))
+    if p.get("cpu_iterations"):
+        per_step = p.get("cpu_seconds_per_step")
+        cost = f" (~{per_step * 1000:.0f} ms here)" if per_step else ""
+        shape = (
+            f"dask_cpu: CPU-BOUND variant, fan-out N={p['n']}, each mapped op a sync op "
+            f"burning {p['cpu_iterations']} iterations of pure-Python arithmetic{cost}, "
+            "no sleep"
+        )
+    else:
+        shape = f"dask: fan-out N={p['n']}, S={p['sleep']:g} s"
+    dask2 = p.get("executor_configs", {}).get("dask2", {}).get("dask", {})
+    if "steps_per_worker" in dask2:
+        shape += f"; dask2 with steps_per_worker={dask2['steps_per_worker']}"
     title = (
-        f"dask: fan-out N={p['n']}, S={p['sleep']:g} s; median wall of {runs} run(s), "
+        f"{shape}; median wall of {runs} run(s), "
         "every run in brackets, run order alternated; wall includes starting the Dask "
         "cluster; peak RSS of the whole process tree (Dask scheduler and workers included), "
         "highest of the runs"
@@ -205,6 +219,7 @@ ROWS = {
     "hosting": _rows_hosting,
     "engine": _rows_engine,
     "dask": _rows_dask,
+    "dask_cpu": _rows_dask,
 }
 
 
@@ -326,6 +341,13 @@ def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
                 f"{r['duration_s'] / 60:.1f} min, {src})"
             )
             m = r.get("merged_with")
+            if m and "cases_kept" in m:
+                parts.append(
+                    f"  (only the headline cases re-run; every other case and c0 kept from an "
+                    f"earlier run: `{m['command']}`, {m['started']}, dagloop commit "
+                    f"{(m.get('git') or {}).get('commit', '?')}; the minutes above are the sum)"
+                )
+                m = m.get("merged_with")
             if m:
                 parts.append(
                     f"  (instances {', '.join(m['instances_kept'])} kept from an earlier run: "

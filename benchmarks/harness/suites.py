@@ -37,6 +37,7 @@ class Ctx:
     n: int | None = None  # --n, --sleep, --repeats: override the dask suite's defaults
     sleep: float | None = None
     repeats: int | None = None
+    headline: bool = False  # --headline: the dagster suite's target cases only
 
 
 @contextlib.contextmanager
@@ -223,7 +224,15 @@ def measure_c0(ctx: Ctx, instance: str, ns: list[int]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- dagster suite
 
 
+#: --headline: the cases behind issue 4's targets (N = 300 is run 3 times, as in full mode)
+HEADLINE = {"n": [300, 1000], "sleep": [3.0], "executors": ["dagloop", "dagster_async_executor"]}
+
+
 def dagster_suite(ctx: Ctx) -> dict[str, Any]:
+    if ctx.headline:  # no in-process runs: c0 (the lower bound) is kept from the earlier file
+        instances = ctx.instances or INSTANCES
+        ns, sleeps, executors = HEADLINE["n"], HEADLINE["sleep"], HEADLINE["executors"]
+        return run_dagster_suite(ctx, instances, ns, sleeps, executors, {}, 3)
     if ctx.quick:
         instances = ["ephemeral"]
         ns = [20, 300]
@@ -233,9 +242,21 @@ def dagster_suite(ctx: Ctx) -> dict[str, Any]:
         ns = [1, 5, 20, 100, 300, 1000]
         limits = {}
     target_repeats = 1 if ctx.quick else 3
-    repeat_ns = {300}
     executors = ["dagloop", "dagster_async_executor", "in_process", "multiprocess"]
     sleeps = [3.0, 0.0]
+    return run_dagster_suite(ctx, instances, ns, sleeps, executors, limits, target_repeats)
+
+
+def run_dagster_suite(
+    ctx: Ctx,
+    instances: list[str],
+    ns: list[int],
+    sleeps: list[float],
+    executors: list[str],
+    limits: dict[str, int],
+    target_repeats: int,
+) -> dict[str, Any]:
+    repeat_ns = {300}
     cases: list[dict[str, Any]] = []
     for instance in instances:
         ctx.log(f"[dagster] instance={instance}")
@@ -265,9 +286,13 @@ def dagster_suite(ctx: Ctx) -> dict[str, Any]:
             )
     add_ratios(cases, ctx.c0)
     targets = dagster_targets(cases, instances)
+    params: dict[str, Any] = {"instances": instances, "n": ns, "sleep": sleeps}
+    params["executors"] = executors
+    if ctx.headline:
+        params["headline"] = True
     return {
         "suite": "dagster",
-        "params": {"instances": instances, "n": ns, "sleep": sleeps, "executors": executors},
+        "params": params,
         "executors": {k: EXECUTORS[k].label for k in executors},
         "c0": {k: v for k, v in ctx.c0.items() if k in instances},
         "cases": cases,
@@ -417,11 +442,41 @@ def hosting_comparisons(
 
 
 def can_merge(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Same suite and mode (and for the dask suite the same N and S)."""
+    """Same suite and mode (and for the dask suites the same N, S and CPU work)."""
     same = [old.get(k) == new.get(k) for k in ("suite", "mode")]
-    if new["suite"] == "dask":
-        same += [old["params"].get(k) == new["params"][k] for k in ("n", "sleep")]
+    if new["suite"] in ("dask", "dask_cpu"):
+        same += [
+            old["params"].get(k) == new["params"].get(k) for k in ("n", "sleep", "cpu_iterations")
+        ]
     return all(same)
+
+
+def merge_cases(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Fold a ``--headline`` run of the dagster suite into the earlier full result: its cases
+    replace the cases of the same (executor, instance, N, S); every other case, c0 (so the
+    lower bound) and the parameters are kept; ratios and verdicts are recomputed."""
+    key = lambda c: (c["executor"], c["instance"], c["n"], c["sleep"])  # noqa: E731
+    redone = {key(c) for c in new["cases"]}
+    cases = [c for c in old["cases"] if key(c) not in redone] + new["cases"]
+    for c in cases:
+        for k in [k for k in c if k.startswith("ratio_")] + ["lower_bound"]:
+            c.pop(k, None)
+    c0 = {**old.get("c0", {}), **new["c0"]}
+    add_ratios(cases, c0)
+    instances = old["params"]["instances"]
+    merged = {**new, "cases": cases, "c0": c0}
+    merged["params"] = {**old["params"], "headline_redone": new["params"]}
+    merged["targets"] = dagster_targets(cases, instances)
+    merged["merged_with"] = {
+        "command": old["command"],
+        "started": old["started"],
+        "git": old.get("git"),
+        "cases_kept": "every case but the headline ones re-run (and c0)",
+        "duration_s": old["duration_s"],
+        "merged_with": old.get("merged_with"),
+    }
+    merged["duration_s"] = round(old["duration_s"] + new["duration_s"], 1)
+    return merged
 
 
 def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -435,7 +490,7 @@ def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             c.pop(k, None)
     merged = {**new, "cases": cases}
     merged["params"] = {**new["params"], "instances": order}
-    if new["suite"] == "dask":
+    if new["suite"] in ("dask", "dask_cpu"):
         add_dask_ratios(cases)
     else:
         c0 = {**{k: v for k, v in old.get("c0", {}).items() if k not in redone}, **new["c0"]}
@@ -453,9 +508,9 @@ def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     elif new["suite"] == "hosting":
         p = new["params"]
         merged["comparisons"] = hosting_comparisons(cases, order, p["sleep"], p["n"])
-    elif new["suite"] == "dask":
+    elif new["suite"] in ("dask", "dask_cpu"):
         p = new["params"]
-        merged["targets"] = dask_targets(cases, order, p["n"], p["sleep"])
+        merged["targets"] = dask_targets(cases, order, p["n"], p["sleep"], p)
     return merged
 
 
@@ -640,6 +695,9 @@ DASK_MODES: dict[str, str] = {
     "dae": "dagster_async_executor",
     "dagster_dask": "dagster_dask",
 }
+#: the CPU-bound variant (suite ``dask_cpu``): dagster-dask is left out, it cannot run the
+#: dynamic fan-out at all (recorded by the I/O-bound ``dask`` suite)
+DASK_CPU_MODES = ["loop", "dask2", "dae"]
 #: issue 6's targets: (mode, reference mode, limit of mode's wall / reference's wall)
 DASK_TARGETS: list[tuple[str, str, float]] = [("dask2", "loop", 0.6), ("dask2", "dae", 0.5)]
 #: what is kept of every run of a case
@@ -665,6 +723,15 @@ class DaskParams:
     n: int
     sleep: float
     repeats: int
+    cpu_iterations: int = 0  # > 0: the CPU-bound variant (suite dask_cpu)
+
+    @property
+    def suite(self) -> str:
+        return "dask_cpu" if self.cpu_iterations else "dask"
+
+    @property
+    def modes(self) -> list[str]:
+        return DASK_CPU_MODES if self.cpu_iterations else list(DASK_MODES)
 
     @classmethod
     def from_ctx(cls, ctx: Ctx) -> DaskParams:
@@ -676,57 +743,108 @@ class DaskParams:
             repeats=ctx.repeats or (1 if quick else 2),
         )
 
+    @classmethod
+    def cpu_from_ctx(cls, ctx: Ctx) -> DaskParams:
+        """The CPU-bound variant: no sleep; SQLite and PostgreSQL (dask2 cannot run on the
+        ephemeral instance); N = 300 (quick: 50, SQLite only)."""
+        from jobs.cpu import CPU_ITERATIONS
+
+        quick = ctx.quick
+        return cls(
+            instances=ctx.instances or (["sqlite"] if quick else ["sqlite", "postgres"]),
+            n=ctx.n or (50 if quick else 300),
+            sleep=0.0,
+            repeats=ctx.repeats or (1 if quick else 2),
+            cpu_iterations=CPU_ITERATIONS,
+        )
+
     @property
     def timeout(self) -> float:
         """Budget of one run: cluster start-up plus 0.6 s a step (the slowest mode measured
-        needs ~0.2 s a step on PostgreSQL); past it the run is hung."""
-        return 120 + self.sleep + 0.6 * self.n
+        needs ~0.2 s a step on PostgreSQL; the CPU-bound variant adds ~0.04 s a step, run
+        one at a time on one process); past it the run is hung."""
+        return 120 + self.sleep + (0.8 if self.cpu_iterations else 0.6) * self.n
+
+    def describe(self) -> str:
+        """'N=300, CPU-bound 500000 iterations' or 'N=1000, S=3'."""
+        if self.cpu_iterations:
+            return f"N={self.n}, CPU-bound {self.cpu_iterations} iterations/step"
+        return f"N={self.n}, S={self.sleep:g}"
 
 
-def dask_round(rep: int) -> list[str]:
+def dask_round(rep: int, modes: list[str] | None = None) -> list[str]:
     """The modes of round ``rep``, in alternating order, so that drift hits all alike."""
-    modes = list(DASK_MODES)
+    modes = list(DASK_MODES) if modes is None else list(modes)
     return modes if rep % 2 == 0 else modes[::-1]
 
 
 def dask_suite(ctx: Ctx) -> dict[str, Any]:
-    """Issue 6: one run's steps on one loop vs spread over 2 Dask worker processes."""
-    p = DaskParams.from_ctx(ctx)
+    """Issue 6: one run's steps on one loop vs spread over 2 Dask worker processes
+    (dagloop's dask2 mode with ``steps_per_worker: 512``, see harness/executors.py)."""
+    return run_dask_suite(ctx, DaskParams.from_ctx(ctx))
+
+
+def dask_cpu_suite(ctx: Ctx) -> dict[str, Any]:
+    """Issue 6, CPU-bound variant: the same fan-out, the mapped op a sync op burning a fixed
+    amount of pure-Python CPU (``jobs.cpu.burn``) instead of sleeping."""
+    return run_dask_suite(ctx, DaskParams.cpu_from_ctx(ctx))
+
+
+def run_dask_suite(ctx: Ctx, p: DaskParams) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "instances": p.instances,
+        "n": p.n,
+        "sleep": p.sleep,
+        "repeats": p.repeats,
+    }
+    if p.cpu_iterations:
+        from jobs.cpu import burn_seconds
+
+        # what one mapped step's work costs here, timed in the harness' own process
+        params["cpu_iterations"] = p.cpu_iterations
+        params["cpu_seconds_per_step"] = round(burn_seconds(p.cpu_iterations), 4)
+        ctx.log(
+            f"[{p.suite}] burn({p.cpu_iterations}) = "
+            f"{params['cpu_seconds_per_step'] * 1000:.1f} ms in this process"
+        )
     runs: list[dict[str, Any]] = []
     for instance in p.instances:
-        ctx.log(f"[dask] instance={instance} N={p.n} S={p.sleep:g}, {p.repeats} round(s)")
+        ctx.log(f"[{p.suite}] instance={instance} {p.describe()}, {p.repeats} round(s)")
         for rep in range(p.repeats):
-            runs += [run_dask_case(ctx, p, mode, instance, rep) for mode in dask_round(rep)]
+            runs += [
+                run_dask_case(ctx, p, mode, instance, rep) for mode in dask_round(rep, p.modes)
+            ]
     keys = dict.fromkeys((r["mode"], r["instance"]) for r in runs)
     cases = [fold_samples([r for r in runs if (r["mode"], r["instance"]) == k]) for k in keys]
     add_dask_ratios(cases)
+    params.update(
+        order=[dask_round(rep, p.modes) for rep in range(min(p.repeats, 2))],
+        statistic="median wall of the successful runs; peak RSS: highest of them",
+        executor_configs={m: EXECUTORS[DASK_MODES[m]].config for m in p.modes},
+    )
     return {
-        "suite": "dask",
+        "suite": p.suite,
         "issue": 6,
-        "params": {
-            "instances": p.instances,
-            "n": p.n,
-            "sleep": p.sleep,
-            "repeats": p.repeats,
-            "order": [dask_round(rep) for rep in range(min(p.repeats, 2))],
-            "statistic": "median wall of the successful runs; peak RSS: highest of them",
-        },
-        "executors": {m: EXECUTORS[k].label for m, k in DASK_MODES.items()},
+        "params": params,
+        "executors": {m: EXECUTORS[DASK_MODES[m]].label for m in p.modes},
         "cases": cases,
-        "targets": dask_targets(cases, p.instances, p.n, p.sleep),
+        "targets": dask_targets(cases, p.instances, p.n, p.sleep, params),
     }
 
 
 def run_dask_case(ctx: Ctx, p: DaskParams, mode: str, instance: str, rep: int) -> dict[str, Any]:
     """One run of one mode; the producer and collector are tagged to stay on the run's loop
     (only dagloop's dask mode reads the tag)."""
+    job_kwargs: dict[str, Any] = {"placement_local": True}
+    if p.cpu_iterations:
+        job_kwargs["cpu_iterations"] = p.cpu_iterations
     case = run_dagster_case(
         ctx,
         DASK_MODES[mode],
         instance,
         p.n,
         p.sleep,
-        job_kwargs={"placement_local": True},
+        job_kwargs=job_kwargs,
         timeout=p.timeout,
     )
     return {**case, "mode": mode, "repeat": rep}
@@ -790,8 +908,17 @@ def failed_runs(case: dict[str, Any]) -> str:
 
 
 def dask_targets(
-    cases: list[dict[str, Any]], instances: list[str], n: int, sleep: float
+    cases: list[dict[str, Any]],
+    instances: list[str],
+    n: int,
+    sleep: float,
+    params: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
+    """The targets of issue 6 per instance; ``params`` with ``cpu_iterations``: those of the
+    CPU-bound variant (ids ``dask_cpu.<instance>.…``)."""
+    iterations = (params or {}).get("cpu_iterations")
+    suite = "dask_cpu" if iterations else "dask"
+    what = f"CPU-bound {iterations} iterations/step" if iterations else f"S={sleep:g}"
     by = {(c["mode"], c["instance"]): c for c in cases}
     out = []
     for instance, (mode, ref, limit) in itertools.product(instances, DASK_TARGETS):
@@ -803,12 +930,12 @@ def dask_targets(
         )
         out.append(
             _target(
-                f"dask.{instance}.{mode}_vs_{ref}",
-                f"Dask N={n} S={sleep:g} {instance}: {mode} wall / {ref} wall",
+                f"{suite}.{instance}.{mode}_vs_{ref}",
+                f"Dask N={n} {what} {instance}: {mode} wall / {ref} wall",
                 c.get(f"ratio_{ref}") if c else None,
                 limit,
                 note,
-                row=f"{instance}, N={n}, S={sleep:g}",
+                row=f"{instance}, N={n}, {what}",
                 col=f"{mode} / {ref}",
             )
         )
@@ -822,6 +949,7 @@ SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "hosting": hosting_suite,
     "engine": engine_suite,
     "dask": dask_suite,
+    "dask_cpu": dask_cpu_suite,
 }
 
 
@@ -839,9 +967,10 @@ NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
     "hosting": _pg_unless_quick,
     "engine": lambda quick, instances: False,
     "dask": _pg_if_asked,  # quick mode: ephemeral and SQLite unless --instances says more
+    "dask_cpu": _pg_if_asked,  # quick mode: SQLite unless --instances says more
 }
 #: suites whose cases a run restricted with --instances merges into the earlier results
-MERGEABLE = ("dagster", "hosting", "dask")
+MERGEABLE = ("dagster", "hosting", "dask", "dask_cpu")
 
 
 def now() -> str:

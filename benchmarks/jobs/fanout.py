@@ -10,6 +10,12 @@ silently use the in-process executor whatever ``executor_def`` says).
 ``placement_local=True`` tags the producer and the collector ``dagloop/placement: local``:
 with dagloop's ``dask`` config they stay on the run's loop and only the mapped steps go to
 the cluster. Other executors ignore the tag.
+
+``cpu_iterations > 0`` makes the CPU-bound variant (the ``dask_cpu`` suite): the mapped op
+is a sync op that runs ``jobs.cpu.burn(cpu_iterations)``, pure-Python arithmetic (~40 ms for
+500,000 iterations on the 2-core benchmark machine), instead of sleeping; ``sleep`` is then
+unused. The amount of work is fixed by the iteration count, not by time, so every executor
+does the same work.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation.
@@ -17,11 +23,17 @@ import anyio
 import dagster as dg
 from harness.executors import load_executor_def
 
+from jobs.cpu import burn
+
 PLACEMENT_LOCAL = {"dagloop/placement": "local"}
 
 
 def make_job(
-    executor: str, n: int, sleep: float, placement_local: bool = False
+    executor: str,
+    n: int,
+    sleep: float,
+    placement_local: bool = False,
+    cpu_iterations: int = 0,
 ) -> dg.JobDefinition:
     edge_tags = PLACEMENT_LOCAL if placement_local else None
 
@@ -40,6 +52,16 @@ def make_job(
         context.log.info(f"[{context.op_handle}] completed")
         return item
 
+    @dg.op(name="process_item")
+    def process_item_cpu(context: dg.OpExecutionContext, item: str) -> str:
+        """Process each item from the fan-out: a sync op burning a fixed amount of CPU."""
+        context.log.info(f"[{context.op_handle}] computing...")
+        burn(cpu_iterations)
+        context.log.info(f"[{context.op_handle}] completed")
+        return item
+
+    mapped = process_item_cpu if cpu_iterations > 0 else process_item
+
     @dg.op(tags=edge_tags)
     async def collect_results(context: dg.OpExecutionContext, results: list) -> list:  # type: ignore[type-arg]
         """Collect all results from the fan-out."""
@@ -50,7 +72,7 @@ def make_job(
     @dg.job(name=f"fanout_{executor}", executor_def=load_executor_def(executor))
     def fanout_job() -> None:
         dynamic_items = create_dynamic_outputs()
-        processed = dynamic_items.map(process_item)
+        processed = dynamic_items.map(mapped)
         collect_results(processed.collect())
 
     return fanout_job
