@@ -82,8 +82,9 @@ EXECUTORS: dict[str, ExecutorSpec] = {
         # The `dask` suite (issue 6): one run's steps spread over 2 local worker processes.
         # Neither is flagged needs_persistent_instance: that suite attempts every instance
         # and records why a mode cannot run there.
-        # steps_per_worker is set explicitly (dagloop's default is 64): each worker process
-        # hosts up to 512 steps at once, so N = 1000 S = 3 runs without waves of 64.
+        # steps_per_worker is set explicitly, whatever dagloop's default (64 before commit
+        # cbc39e0, 512 since): each worker process hosts up to 512 steps at once, so
+        # N = 1000 S = 3 runs without waves of 64.
         ExecutorSpec(
             key="dagloop_dask2",
             label="dagloop dask processes=2 steps_per_worker=512",
