@@ -47,14 +47,16 @@ DASK_CONFIG_FIELD = dg.Field(
                 "events_written_by": dg.Field(
                     dg.Enum(
                         "DagloopEventsWrittenBy",
-                        [dg.EnumValue("run"), dg.EnumValue("workers")],
+                        [dg.EnumValue("auto"), dg.EnumValue("run"), dg.EnumValue("workers")],
                     ),
-                    default_value="run",
+                    default_value="auto",
                     description=(
                         "Who writes the event-log entries of steps on the cluster: 'run' "
-                        "(workers send them to the run process, which writes them in order; "
-                        "one writer, so SQLite is not contended) or 'workers' (each worker "
-                        "writes its own, as Dagster's multiprocess children do)."
+                        "(workers send them to the run process, which writes them in order, "
+                        "batched where the storage allows: one writer, so SQLite is not "
+                        "contended) or 'workers' (each worker writes its own, as Dagster's "
+                        "multiprocess children do: parallel writers for a database). "
+                        "'auto': 'run' on SQLite, 'workers' otherwise."
                     ),
                 ),
                 "placement": dg.Field(
@@ -85,7 +87,7 @@ class DaskConfig:
     processes: int | None
     steps_per_worker: int = 512
     placement: Placement = "cluster"
-    events_written_by: Literal["run", "workers"] = "run"
+    events_written_by: Literal["auto", "run", "workers"] = "auto"
 
     @classmethod
     def from_config(cls, value: Mapping[str, Any] | None) -> DaskConfig | None:
@@ -112,7 +114,7 @@ class DaskConfig:
             processes=processes,
             steps_per_worker=slots,
             placement=value.get("placement", "cluster"),
-            events_written_by=value.get("events_written_by", "run"),
+            events_written_by=value.get("events_written_by", "auto"),
         )
 
     def placement_of(self, step_key: str, tags: Mapping[str, str]) -> Placement:

@@ -24,6 +24,7 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
     ReconstructableJob,
+    run_shard_batch_writer,
     serializable_error_info_from_exc_info,
 )
 from dagloop.dagster.config import AsyncExecutorConfig
@@ -94,7 +95,7 @@ class DaskSteps:
             known_state=execution_plan.known_state,
             repository_load_data=execution_plan.repository_load_data,
             step_host=executor_config.step_host,
-            events_written_by=config.events_written_by,
+            events_written_by=_who_writes_events(config, job_context.instance),
             sync_threads=executor_config.sync_threads,
             host_threads=config.steps_per_worker,
             blocked_loop_warning_seconds=executor_config.blocked_loop_warning_seconds,
@@ -324,3 +325,13 @@ def _for_one_step(step: ExecutionStep, known: KnownExecutionState) -> KnownExecu
         ready_outputs=inputs & known.ready_outputs,
         parent_state=known.parent_state,
     )
+
+
+def _who_writes_events(config: DaskConfig, instance: dg.DagsterInstance) -> str:
+    """'auto': the run process where it writes in batches (SQLite: one writer, no lock
+    contention between processes); else the workers, in parallel (a database server
+    takes concurrent writers, and one writer of one entry at a time would be the
+    bottleneck)."""
+    if config.events_written_by != "auto":
+        return config.events_written_by
+    return "run" if run_shard_batch_writer(instance) is not None else "workers"
