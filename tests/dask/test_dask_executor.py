@@ -313,3 +313,19 @@ def test_each_entry_is_stored_once_whoever_writes_it(
         4 * jobs.WIDTH
     )
     assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+
+
+def test_auto_writer_is_the_run_on_sqlite_and_the_workers_elsewhere(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    from dagloop.dagster.dask.config import DaskConfig
+    from dagloop.dagster.dask.runner import _who_writes_events
+
+    auto = DaskConfig.from_config({"processes": 2})
+    assert auto is not None and auto.events_written_by == "auto"
+    assert _who_writes_events(auto, sqlite_instance) == "run"
+    with dg.DagsterInstance.ephemeral() as in_memory:  # no batch path: parallel writers
+        assert _who_writes_events(auto, in_memory) == "workers"
+    chosen = DaskConfig.from_config({"processes": 2, "events_written_by": "workers"})
+    assert chosen is not None
+    assert _who_writes_events(chosen, sqlite_instance) == "workers"
