@@ -465,6 +465,7 @@ def merge_cases(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     add_ratios(cases, c0)
     instances = old["params"]["instances"]
     merged = {**new, "cases": cases, "c0": c0}
+    merged["executors"] = {**old.get("executors", {}), **new["executors"]}
     merged["params"] = {**old["params"], "headline_redone": new["params"]}
     merged["targets"] = dagster_targets(cases, instances)
     merged["merged_with"] = {
