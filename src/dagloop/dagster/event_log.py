@@ -27,7 +27,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -38,6 +38,7 @@ from dagloop.dagster._internals import (
     writes_to_run_shard_only,
 )
 from dagloop.dagster.dask.messages import STORE
+from dagloop.dagster.entry_routes import route_entries, unroute_entries
 
 #: Most entries written in one transaction.
 MAX_BATCH = 500
@@ -51,18 +52,6 @@ class _Entry:
     #: Set once written, for a caller that waits.
     written: threading.Event | None = None
     error: BaseException | None = None
-
-
-@dataclass(eq=False)
-class _Interception:
-    """The wrapper installed on one instance object, shared by its runs in flight."""
-
-    original: Callable[..., None]
-    runs: dict[str, RunEventLog] = field(default_factory=dict)
-
-
-_interceptions_lock = threading.Lock()
-_interceptions: dict[int, _Interception] = {}
 
 
 class RunEventLog:
@@ -123,38 +112,13 @@ class RunEventLog:
             raise item.error
 
     def _intercept(self) -> None:
-        instance = self._instance
-        with _interceptions_lock:
-            interception = _interceptions.get(id(instance))
-            if interception is None:
-                interception = _Interception(original=instance.handle_new_event)
-                runs = interception.runs
-                original = interception.original
-
-                def handle_new_event(event: Any, *, batch_metadata: Any = None) -> None:
-                    log = runs.get(event.run_id)
-                    if log is None:
-                        original(event, batch_metadata=batch_metadata)
-                    else:
-                        log._handle_new_event(event)
-
-                instance.handle_new_event = handle_new_event  # type: ignore[method-assign]
-                _interceptions[id(instance)] = interception
-            self._store = interception.original
-            interception.runs[self._run_id] = self
-            self._intercepting = True
+        self._store = route_entries(self._instance, self._run_id, self._handle_new_event)
+        self._intercepting = True
 
     def _release(self) -> None:
-        if not self._intercepting:
-            return
-        instance = self._instance
-        with _interceptions_lock:
-            interception = _interceptions[id(instance)]
-            del interception.runs[self._run_id]
-            if not interception.runs:
-                del _interceptions[id(instance)]
-                del instance.handle_new_event  # the class's method again
-        self._intercepting = False
+        if self._intercepting:
+            unroute_entries(self._instance, self._run_id)
+            self._intercepting = False
 
     # -- the writer thread -------------------------------------------------------------
 

@@ -20,13 +20,12 @@ import dagster as dg
 
 from dagloop.dagster.dask.messages import CLOSED, STORE
 from dagloop.dagster.dask.session import RunSession, RunSpec, StepCommand
+from dagloop.dagster.entry_routes import route_entries, unroute_entries
 
 _lock = threading.Lock()
 _instances: dict[str, dg.DagsterInstance] = {}
 #: This process's open sessions, by run topic.
 _sessions: dict[str, RunSession] = {}
-#: Runs whose event-log entries are sent to the run process: run id -> sender.
-_relays: dict[str, Callable[[Any], None]] = {}
 
 
 def _instance(ref: Any) -> dg.DagsterInstance:
@@ -42,34 +41,22 @@ def _instance(ref: Any) -> dg.DagsterInstance:
             # module lock vs. a handler's lock), so resolve them once here.
             handlers = list(instance.get_yaml_python_handlers())
             instance.get_yaml_python_handlers = lambda: handlers  # type: ignore[method-assign]
-            _relay_entries_of_chosen_runs(instance)
             _instances[key] = instance
         return instance
 
 
-def _relay_entries_of_chosen_runs(instance: dg.DagsterInstance) -> None:
-    """Every entry Dagster logs for a run reaches `instance.handle_new_event` (the log
-    handler and `report_engine_event` both call it): entries of relayed runs are sent to
-    the run process, which passes them to its own `handle_new_event`."""
-    store = instance.handle_new_event
-
-    def handle_new_event(event: Any, *, batch_metadata: Any = None) -> None:
-        relay = _relays.get(event.run_id)
-        if relay is None:
-            store(event, batch_metadata=batch_metadata)
-        else:
-            relay(event)
-
-    instance.handle_new_event = handle_new_event  # type: ignore[method-assign]
-
-
 def _session(spec: RunSpec, publish: Callable[[list[Any]], None]) -> RunSession:
+    instance = _instance(spec.instance_ref)
     with _lock:
         session = _sessions.get(spec.topic)
         if session is None:
             if spec.events_written_by == "run":
-                run_id = spec.dagster_run.run_id
-                _relays[run_id] = lambda entry: publish([STORE, dg.serialize_value(entry)])
+                # The run process writes them (see dagster/event_log.py).
+                route_entries(
+                    instance,
+                    spec.dagster_run.run_id,
+                    lambda entry: publish([STORE, dg.serialize_value(entry)]),
+                )
             session = _sessions[spec.topic] = RunSession(spec, _instance, publish)
             session.start()
         return session
@@ -112,7 +99,6 @@ async def close_session(topic: str, dask_worker: Any = None) -> bool:
         await asyncio.wrap_future(session.opened)
         await asyncio.wrap_future(session.close())
     finally:
-        with _lock:
-            _relays.pop(session.spec.dagster_run.run_id, None)
+        unroute_entries(_instance(session.spec.instance_ref), session.spec.dagster_run.run_id)
         _publisher(topic, dask_worker)([CLOSED])
     return True
