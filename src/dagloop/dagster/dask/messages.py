@@ -9,7 +9,7 @@ from __future__ import annotations
 #: `[EVENT, token, serialized DagsterEvent]`: an event of a step attempt, for the run's
 #: `ActiveExecution` and the caller.
 EVENT = "event"
-#: `[END, token, events_sent, serialized error or None]`: the attempt is over; the error
+#: `[END, token, serialized error or None]`: the attempt is over; the error
 #: says the run's resources could not be opened on that worker.
 END = "end"
 #: `[STORE, serialized EventLogEntry]`: an entry for the run's event log, written by the

@@ -48,7 +48,6 @@ CLOSE_SESSIONS_SECONDS = 60.0
 @dataclass(eq=False)
 class _InFlight:
     accept: Callable[[DagsterEvent], None]
-    received: int = 0
     terminal: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     resource_error: Any = None
@@ -287,12 +286,11 @@ class DaskSteps:
         if record is None:
             return  # a step already given up on; its entries were written anyway
         if kind == END:
-            if payload[3] is not None:
-                record.resource_error = dg.deserialize_value(payload[3])
+            if payload[2] is not None:
+                record.resource_error = dg.deserialize_value(payload[2])
             record.ended.set()
             return
         event = dg.deserialize_value(payload[2], DagsterEvent)
-        record.received += 1
         if (
             event.is_step_success
             or event.is_step_failure

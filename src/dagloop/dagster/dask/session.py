@@ -205,12 +205,9 @@ class RunSession:
     async def _execute(self, command: StepCommand, mappings: Any) -> None:
         assert self._context is not None and self._hosting is not None
         publish = self._publish
-        sent = 0
 
         def accept(event: DagsterEvent) -> None:
-            nonlocal sent
             publish([EVENT, command.token, dg.serialize_value(event)])
-            sent += 1
 
         run: StepRun | None = None
         try:
@@ -232,7 +229,7 @@ class RunSession:
             pass  # Dagster reported the step failed (interrupted) before re-raising.
         finally:
             self._runs.pop(command.token, None)
-            publish([END, command.token, sent, None])
+            publish([END, command.token, None])
 
     def _step(self, key: str, mappings: Any) -> ExecutionStep:
         """The step as the orchestrator's `ActiveExecution` resolved it: a step of a
@@ -270,4 +267,4 @@ class RunSession:
         executor reports a child whose resources failed (failure or retry). The
         failure's own events are in the run's event log already."""
         error = self._open_error
-        self._publish([END, command.token, 0, dg.serialize_value(error) if error else None])
+        self._publish([END, command.token, dg.serialize_value(error) if error else None])
