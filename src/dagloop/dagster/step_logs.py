@@ -1,0 +1,292 @@
+"""Per-step stdout/stderr capture through the instance's compute log manager.
+
+Dagster's `ComputeLogManager.capture_logs` captures a whole process (it swaps file
+descriptors), so concurrent steps in one process cannot each use it. Instead, for the
+run, `sys.stdout`/`sys.stderr` become routing proxies (`runtime/stream_proxy.py`), and
+each step attempt writes through a `Route` bound in its own context to two streams the
+manager opens under the step's own log key: `[run_id, "compute_logs", <file key>]`,
+a fresh file key per attempt, exactly as a step of Dagster's multiprocess executor gets
+(its child process runs a one-step plan that captures under such a key). A
+LOGS_CAPTURED event naming that one step tells the UI where the step's logs are.
+
+The run-level capture (`manager.capture_logs`, entered by the orchestrator as before)
+keeps everything that cannot be attributed: writes outside any step, file-descriptor
+level writes (C extensions, subprocesses), hooks, steps run elsewhere (Dask).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TextIO
+
+from dagloop.dagster._internals import (
+    CapturedLogContext,
+    CloudStorageComputeLogManager,
+    ComputeIOType,
+    DagsterEvent,
+    EngineEventData,
+    ExecutionStep,
+    LocalComputeLogManager,
+    PlanExecutionContext,
+    StepExecutionContext,
+    create_compute_log_file_key,
+    serializable_error_info_from_exc_info,
+)
+from dagloop.runtime import stream_proxy
+from dagloop.runtime.stream_proxy import Route
+
+ComputeLogs = Literal["per_step", "per_run"]
+Accept = Callable[[DagsterEvent], None]
+
+
+class _Accepts(Protocol):
+    def accepts(self, step: ExecutionStep) -> bool: ...
+
+
+@dataclass(eq=False)
+class StepCapture:
+    """One step attempt's open capture."""
+
+    log_key: Sequence[str]
+    route: Route
+    _close: Callable[[], None]
+    #: Closing uploads (a cloud manager): done off the loop.
+    blocking_close: bool = False
+    closed: bool = field(default=False)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.route.close()
+        self._close()
+
+
+class StepLogs:
+    """The per-step captures of one run in this process (`open_for_run`)."""
+
+    def __init__(self, manager: Any, mode: ComputeLogs, *, mirror: tuple[TextIO, TextIO] | None):
+        self.manager = manager
+        self.mode = mode
+        self._mirror = mirror
+        self._open: set[StepCapture] = set()
+
+    @property
+    def per_step(self) -> bool:
+        return self.mode == "per_step"
+
+    def run_capture_step_keys(
+        self, steps: Iterable[ExecutionStep], remote: _Accepts | None = None
+    ) -> list[str]:
+        """The steps the run-level LOGS_CAPTURED event names. The UI shows a step the
+        first capture naming it, so with per-step capture only the steps that get none
+        here (run elsewhere) are named."""
+        return [
+            step.key
+            for step in steps
+            if not self.per_step or (remote is not None and remote.accepts(step))
+        ]
+
+    # -- one step attempt --------------------------------------------------------------
+
+    def open_step(self, context: StepExecutionContext) -> StepCapture | None:
+        """Open the step's streams under a fresh log key of the run; None when the
+        manager stores nothing (e.g. NoOpComputeLogManager)."""
+        manager = self.manager
+        log_key = manager.build_log_key_for_run(context.run_id, create_compute_log_file_key())
+        stack = ExitStack()
+        try:
+            if isinstance(manager, CloudStorageComputeLogManager):
+                # Written locally, uploaded once both streams are closed (below):
+                # the manager's own open_log_stream uploads and deletes the local files
+                # when either stream closes.
+                writer = manager.local_manager
+                finish = _finish_cloud(manager, log_key)
+                blocking = True
+            elif isinstance(manager, LocalComputeLogManager):
+                writer = manager
+                finish = _finish_local(manager, log_key)
+                blocking = False
+            else:
+                writer = manager
+                finish = _no_finish
+                blocking = True
+            out = stack.enter_context(_text_stream(writer, log_key, ComputeIOType.STDOUT))
+            err = stack.enter_context(_text_stream(writer, log_key, ComputeIOType.STDERR))
+            if out is None or err is None:
+                stack.close()
+                return None
+        except BaseException:
+            stack.close()
+            raise
+        mirror_out, mirror_err = self._mirror or (None, None)
+        route = Route(out, err, mirror_stdout=mirror_out, mirror_stderr=mirror_err)
+
+        def close() -> None:
+            self._open.discard(capture)
+            try:
+                stack.close()
+            finally:
+                finish()
+
+        capture = StepCapture(log_key, route, close, blocking_close=blocking)
+        self._open.add(capture)
+        return capture
+
+    def close_all(self) -> None:
+        """Close what is still open when the run ends (a step left running in a thread);
+        its later writes go to the run-level streams."""
+        for capture in list(self._open):
+            with contextlib.suppress(Exception):
+                capture.close()
+
+
+@asynccontextmanager
+async def step_capture(
+    logs: StepLogs | None, context: StepExecutionContext, accept: Accept
+) -> AsyncIterator[None]:
+    """For the duration of the block (the step attempt, run in this task and in the
+    greenlet or worker thread it starts), writes to sys.stdout/sys.stderr go to the
+    step's own capture; it is closed (and uploaded) however the block ends."""
+    if logs is None or not logs.per_step:
+        yield
+        return
+    try:
+        capture = logs.open_step(context)
+    except Exception:
+        accept(_setup_error(context, "setting up"))
+        capture = None
+    if capture is None:
+        yield
+        return
+    try:
+        with stream_proxy.bound(capture.route):
+            accept(
+                DagsterEvent.capture_logs(
+                    context,
+                    [context.step.key],
+                    capture.log_key,
+                    CapturedLogContext(capture.log_key),
+                )
+            )
+            yield
+    finally:
+        try:
+            if capture.blocking_close:
+                # An upload: off the loop; a cancellation here does not stop it.
+                await asyncio.shield(asyncio.to_thread(capture.close))
+            else:
+                capture.close()
+        except Exception:
+            accept(_setup_error(context, "closing"))
+
+
+@contextmanager
+def open_for_run(job_context: PlanExecutionContext, mode: ComputeLogs) -> Iterator[StepLogs]:
+    """Per-step capture for one run: installs the stream proxies for its duration.
+
+    Enter it before the run-level capture (which redirects the process's file
+    descriptors): the steps' lines are also copied to the terminal the process had,
+    as Dagster's own capture does (it tails its files to the original streams).
+    """
+    manager = job_context.instance.compute_log_manager
+    if mode != "per_step":
+        yield StepLogs(manager, mode, mirror=None)
+        return
+    with ExitStack() as stack:
+        mirror = None
+        if isinstance(manager, LocalComputeLogManager | CloudStorageComputeLogManager):
+            mirror = _terminal_copies(stack)
+        logs = StepLogs(manager, mode, mirror=mirror)
+        stack.enter_context(stream_proxy.installed())
+        stack.callback(logs.close_all)
+        yield logs
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _terminal_copies(stack: ExitStack) -> tuple[TextIO, TextIO] | None:
+    """Text streams on duplicates of the process's stdout/stderr descriptors as they are
+    now (before the run-level capture redirects them); None if there are none."""
+    try:
+        fds = (sys.stdout.fileno(), sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    streams = []
+    for fd, base in zip(fds, (sys.stdout, sys.stderr), strict=True):
+        copy = stack.enter_context(
+            open(  # noqa: SIM115 - closed by the stack
+                os.dup(fd),
+                "w",
+                encoding=getattr(base, "encoding", None) or "utf-8",
+                errors="backslashreplace",
+                closefd=True,
+            )
+        )
+        streams.append(copy)
+    return streams[0], streams[1]
+
+
+@contextmanager
+def _text_stream(manager: Any, log_key: Sequence[str], io_type: Any) -> Iterator[TextIO | None]:
+    with manager.open_log_stream(log_key, io_type) as stream:
+        if stream is None:
+            yield None
+        elif isinstance(stream, io.TextIOBase):
+            yield stream  # type: ignore[misc]
+        else:
+            text = io.TextIOWrapper(stream, encoding="utf-8", write_through=True)
+            try:
+                yield text
+            finally:
+                text.flush()
+                text.detach()
+
+
+def _touch(path: str) -> None:
+    with open(path, "a", encoding="utf-8"):
+        pass
+
+
+def _finish_local(manager: Any, log_key: Sequence[str]) -> Callable[[], None]:
+    def finish() -> None:
+        # As after `capture_logs`: the marker tells readers (the UI) the capture is over.
+        _touch(manager.complete_artifact_path(log_key))
+
+    return finish
+
+
+def _finish_cloud(manager: Any, log_key: Sequence[str]) -> Callable[[], None]:
+    def finish() -> None:
+        # What the manager does after `capture_logs` (`_on_capture_complete`).
+        _touch(manager.local_manager.complete_artifact_path(log_key))
+        manager.upload_to_cloud_storage(log_key, ComputeIOType.STDOUT)
+        manager.upload_to_cloud_storage(log_key, ComputeIOType.STDERR)
+        with contextlib.suppress(Exception):
+            manager.local_manager.delete_logs(log_key=log_key)
+
+    return finish
+
+
+def _no_finish() -> None:
+    pass
+
+
+def _setup_error(context: StepExecutionContext, doing: str) -> DagsterEvent:
+    return DagsterEvent.engine_event(
+        context,
+        f"Exception while {doing} the compute log capture of step '{context.step.key}'; "
+        "its output goes to the run's capture",
+        EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
+    )
+
+
+__all__ = ["ComputeLogs", "StepCapture", "StepLogs", "open_for_run", "step_capture"]
