@@ -4,14 +4,16 @@
 executor lives in `dagloop.dagster`.
 """
 
-from .engine.builder import GraphBuilder, NodeRef, build_dag
+from .engine.builder import GraphBuilder, NodeRef, ParameterNode, TaskManager, build_dag
 from .engine.callbacks import Callbacks
 from .engine.errors import (
     ConfigError,
     CycleError,
     DagloopError,
     DuplicateNodeError,
+    ForeignResultError,
     GraphError,
+    NodeFailures,
     NodeNotCompletedError,
     NodeTimeoutError,
     ResourceError,
@@ -43,13 +45,16 @@ __all__ = [
     "ExecutionResult",
     "ExecutionStep",
     "FanOut",
+    "ForeignResultError",
     "GraphBuilder",
     "GraphError",
+    "NodeFailures",
     "NodeNotCompletedError",
     "NodeRef",
     "NodeResult",
     "NodeStatus",
     "NodeTimeoutError",
+    "ParameterNode",
     "Pipeline",
     "ResourceError",
     "RetryPolicy",
@@ -57,6 +62,7 @@ __all__ = [
     "SelfLoopError",
     "Task",
     "TaskBindingError",
+    "TaskManager",
     "TraceRecorder",
     "TraceSpan",
     "UnknownNodeError",

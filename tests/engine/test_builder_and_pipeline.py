@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dagloop import (
+    NodeFailures,
     NodeNotCompletedError,
     NodeStatus,
     Pipeline,
@@ -88,7 +89,9 @@ def test_builder_task_options_and_failure_extraction() -> None:
     with build_dag(fail_fast=False) as g:
         bad = g.add_node(task(flaky, retry=RetryPolicy(max_attempts=2)))
         after = g.add_node(lambda x: x, bad)
-    result = g.invoke_sync()
+    with pytest.raises(NodeFailures) as raised:
+        g.invoke_sync()
+    result = raised.value.result
     assert result[bad.name].attempts == 2
     assert result[after.name].status is NodeStatus.SKIPPED
     with pytest.raises(

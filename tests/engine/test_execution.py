@@ -100,7 +100,7 @@ def test_node_starts_as_soon_as_its_own_dependencies_finish(clock: Clock) -> Non
     assert stamps["a_end"] < stamps["b_start"] < stamps["s_end"]
 
 
-def test_fail_fast_skips_descendants_and_cancels_unstarted_others(recorder: Recorder) -> None:
+def test_fail_fast_skips_descendants_and_every_other_unstarted_node(recorder: Recorder) -> None:
     dag = make_dag(
         ["bad", "child", "grandchild", "later"], [("bad", "child"), ("child", "grandchild")]
     )
@@ -123,9 +123,12 @@ def test_fail_fast_skips_descendants_and_cancels_unstarted_others(recorder: Reco
     assert result["bad"].error is error  # the original exception object
     assert result["child"].status is NodeStatus.SKIPPED
     assert result["grandchild"].status is NodeStatus.SKIPPED
-    assert result["later"].status is NodeStatus.CANCELLED
-    assert (result.failed, result.skipped, result.cancelled) == (1, 2, 1)
+    # Not started because the run stopped at a failure: SKIPPED. CANCELLED is only for
+    # a cancellation the user asked for (cancel_event).
+    assert result["later"].status is NodeStatus.SKIPPED
+    assert (result.failed, result.skipped, result.cancelled) == (1, 3, 0)
     assert recorder.names("start") == ["bad"]
+    assert sorted(recorder.names("skip")) == ["child", "grandchild", "later"]
 
 
 def test_fail_fast_lets_running_nodes_finish() -> None:
@@ -182,7 +185,7 @@ def test_best_effort_runs_independent_branches() -> None:
     assert isinstance(result["branch_a"].error, RuntimeError)
 
 
-def test_global_timeout_times_out_running_and_cancels_unstarted() -> None:
+def test_global_timeout_times_out_running_and_skips_unstarted() -> None:
     dag = make_dag(["quick", "hang", "after_hang"], [("hang", "after_hang")])
     cancelled: list[str] = []
 
@@ -206,7 +209,8 @@ def test_global_timeout_times_out_running_and_cancels_unstarted() -> None:
     assert result["hang"].status is NodeStatus.TIMED_OUT
     assert isinstance(result["hang"].error, NodeTimeoutError)
     assert "execution timeout of 0.1s" in str(result["hang"].error)
-    assert result["after_hang"].status is NodeStatus.CANCELLED
+    assert result["after_hang"].status is NodeStatus.SKIPPED
+    assert result.cancelled == 0
     assert cancelled == ["hang"], "the async task must really be cancelled"
 
 

@@ -51,7 +51,7 @@ class Callbacks:
     def on_execution_end(self, result: ExecutionResult) -> Any: ...
 
 
-_ALL_EVENTS = (*EVENTS, "on_node_expand")
+ALL_EVENTS = (*EVENTS, "on_node_expand")
 
 
 class CallbackDispatcher:
@@ -61,8 +61,8 @@ class CallbackDispatcher:
     def __init__(self, listeners: Iterable[object]) -> None:
         self._pending: set[asyncio.Task[Any]] = set()
         handlers: dict[str, tuple[Callable[..., Any], ...]] = {}
-        base_methods = {name: getattr(Callbacks, name) for name in _ALL_EVENTS}
-        for event in _ALL_EVENTS:
+        base_methods = {name: getattr(Callbacks, name) for name in ALL_EVENTS}
+        for event in ALL_EVENTS:
             found = []
             for listener in listeners:
                 method = getattr(listener, event, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 class DagloopError(Exception):
@@ -28,13 +29,15 @@ class CycleError(GraphError):
         super().__init__(f"graph has a cycle: {' -> '.join(self.cycle)}")
 
 
-class SelfLoopError(GraphError):
-    """An edge goes from a node to itself."""
+class SelfLoopError(CycleError):
+    """An edge goes from a node to itself: the shortest cycle, so `except CycleError`
+    catches it too."""
 
     def __init__(self, node: str) -> None:
         self.node = node
-        super().__init__(
-            f"edge {node!r} -> {node!r} is a self-loop; a node cannot depend on itself"
+        self.cycle = [node, node]
+        GraphError.__init__(
+            self, f"edge {node!r} -> {node!r} is a self-loop; a node cannot depend on itself"
         )
 
 
@@ -90,6 +93,37 @@ class NodeTimeoutError(DagloopError, TimeoutError):
 
 class NodeNotCompletedError(DagloopError, LookupError):
     """`extract_result` was asked for the value of a node that did not complete."""
+
+
+class ForeignResultError(GraphError):
+    """`extract_result` was given the result of another graph (or of no graph)."""
+
+
+class NodeFailures(ExceptionGroup[Exception], DagloopError):
+    """Raised by the builder style's `invoke` when nodes failed or timed out.
+
+    `exceptions` holds the original exception objects, the first failure first (as an
+    `asyncio.TaskGroup` would), so `except* ValueError` works. `result` is the
+    `ExecutionResult` of the run, for the values of the nodes that did complete.
+    """
+
+    result: Any
+    failed_nodes: list[str]
+
+    def __new__(cls, failures: Sequence[tuple[str, Exception]], result: Any = None) -> NodeFailures:
+        names = ", ".join(repr(name) for name, _ in failures[:5])
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        count = "1 node" if len(failures) == 1 else f"{len(failures)} nodes"
+        self = super().__new__(
+            cls, f"{count} failed: {names}{more}", [error for _, error in failures]
+        )
+        self.result = result
+        self.failed_nodes = [name for name, _ in failures]
+        return self
+
+    def __init__(self, failures: Sequence[tuple[str, Exception]], result: Any = None) -> None:
+        # ExceptionGroup takes (message, exceptions); __new__ has built both already.
+        super().__init__(self.message, self.exceptions)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -19,15 +19,15 @@ from .binding import (
     takes_no_parameters,
     unwrap,
 )
-from .callbacks import CallbackDispatcher
-from .errors import ConfigError, UnknownNodeError, did_you_mean
+from .callbacks import ALL_EVENTS, CallbackDispatcher
+from .errors import ConfigError, TaskBindingError, UnknownNodeError, did_you_mean
 from .graph import DAG
 from .progress import RichProgress
 from .resources import open_resources, validate_resources
 from .results import ExecutionResult
 from .retry import RetryPolicy
 from .scheduler import Scheduler
-from .validation import optional_positive_int, optional_seconds
+from .validation import optional_positive_int, optional_seconds, reject_unknown_keys
 
 #: Keyword options of the executor constructors, for `invoke(**options)` and friends.
 EXECUTOR_OPTIONS = (
@@ -37,6 +37,7 @@ EXECUTOR_OPTIONS = (
     "callbacks",
     "fail_fast",
     "enable_tracing",
+    "hooks",
     "retries",
     "progress",
     "resources",
@@ -52,16 +53,21 @@ def default_max_workers() -> int:
 class AsyncDAGExecutor:
     """Runs a `DAG` on the running event loop.
 
+    The first parameters are dagron's, in dagron's order (`AsyncDAGExecutor(dag, 4)`
+    works); the others are keyword-only. An unknown keyword is a `ConfigError`.
+
     Args:
         dag: the graph.
-        max_concurrency: most nodes running at once (async and sync together);
-            None means no limit.
         max_workers: threads for sync callables (default: min(32, CPUs + 4)).
         costs: cost hints by node name; ready nodes then start longest remaining
-            critical path first.
+            critical path first. Names that are not nodes are ignored with a warning.
         callbacks: an object (or a list of objects) with `Callbacks` methods.
         fail_fast: stop at the first failure (True) or let independent branches finish.
         enable_tracing: record every attempt; the trace is `ExecutionResult.trace`.
+        hooks: more listeners, like `callbacks` (dagron's name for plugins that
+            observe a run).
+        max_concurrency: most nodes running at once (async and sync together);
+            None means no limit.
         retries: default `RetryPolicy`, or a number of retries, for nodes without one.
         progress: show a rich progress bar.
         resources: shared resources injected by parameter name (see `resources.py`).
@@ -70,17 +76,20 @@ class AsyncDAGExecutor:
     def __init__(
         self,
         dag: DAG,
-        *,
-        max_concurrency: int | None = None,
         max_workers: int | None = None,
         costs: Mapping[str, float] | None = None,
         callbacks: object | Sequence[object] | None = None,
         fail_fast: bool = True,
         enable_tracing: bool = False,
+        hooks: object | Sequence[object] | None = None,
+        *,
+        max_concurrency: int | None = None,
         retries: RetryPolicy | int | None = None,
         progress: bool = False,
         resources: Mapping[str, Any] | None = None,
+        **unknown: Any,
     ) -> None:
+        reject_unknown_keys(unknown, EXECUTOR_OPTIONS, f"{type(self).__name__}()", _EXECUTE_CALL)
         if not isinstance(dag, DAG):
             raise ConfigError(f"expected a DAG built with DAG.builder(), got {dag!r}")
         self.dag = dag
@@ -90,7 +99,7 @@ class AsyncDAGExecutor:
         )
         self._priorities = dag.remaining_path_costs(costs) if costs is not None else None
         self.costs = dict(costs) if costs is not None else None
-        self._listeners = _listeners(callbacks)
+        self._listeners = [*_listeners(callbacks, "callbacks"), *_listeners(hooks, "hooks")]
         for flag, value in (
             ("fail_fast", fail_fast),
             ("enable_tracing", enable_tracing),
@@ -107,15 +116,17 @@ class AsyncDAGExecutor:
     async def execute(
         self,
         tasks: Mapping[str, Any],
-        *,
         timeout: float | None = None,
         cancel_event: Any = None,
+        **unknown: Any,
     ) -> ExecutionResult:
         """Run `tasks` (node name -> callable or `Task`) and wait for every node.
 
         A task receives, by parameter name, the results of its direct upstream nodes
         and the shared resources it asks for.
         """
+        if unknown:
+            reject_unknown_keys(unknown, EXECUTE_OPTIONS, "execute()", _EXECUTOR_CALL)
         extras = ExtraSlots()
         specs = self.compile_mapping(tasks, extras)
         return await self.run_compiled(specs, extras, timeout=timeout, cancel_event=cancel_event)
@@ -134,7 +145,10 @@ class AsyncDAGExecutor:
         factory = SpecFactory(self.retries)
         specs: list[CallSpec] = []
         for index, name in enumerate(names):
-            fn, options = unwrap(tasks.get(name), name)
+            given = tasks.get(name)
+            if given is None:
+                raise TaskBindingError(_no_task_message(dag, name, tasks))
+            fn, options = unwrap(given, name)
             if takes_no_parameters(fn):
                 kwargs: tuple[tuple[str, Source], ...] = ()
             else:
@@ -151,6 +165,7 @@ class AsyncDAGExecutor:
         parameter: Any = None,
         timeout: float | None = None,
         cancel_event: Any = None,
+        interrupt_on_failure: bool = False,
     ) -> ExecutionResult:
         timeout = optional_seconds(timeout, "timeout")
         if cancel_event is not None and not callable(getattr(cancel_event, "is_set", None)):
@@ -183,6 +198,7 @@ class AsyncDAGExecutor:
                     tracer=tracer,
                     timeout=timeout,
                     cancel_event=cancel_event,
+                    interrupt_on_failure=interrupt_on_failure,
                 )
                 if dispatcher.execution_start:
                     dispatcher.emit(dispatcher.execution_start, self.dag.node_count())
@@ -198,6 +214,9 @@ class AsyncDAGExecutor:
             {r.name: r for r in node_results},
             time.perf_counter() - started,
             tracer,
+            dag=self.dag,
+            parameter=parameter,
+            failure_order=scheduler.failure_order,
         )
         if dispatcher.execution_end:
             dispatcher.emit(dispatcher.execution_end, result)
@@ -205,12 +224,41 @@ class AsyncDAGExecutor:
         return result
 
 
-def _listeners(callbacks: object | Sequence[object] | None) -> list[object]:
-    if callbacks is None:
+_EXECUTE_CALL = dict.fromkeys(EXECUTE_OPTIONS, "execute()")
+_EXECUTOR_CALL = dict.fromkeys(EXECUTOR_OPTIONS, "AsyncDAGExecutor()")
+
+
+def _listeners(value: object | Sequence[object] | None, what: str) -> list[object]:
+    """Callback objects, each checked to have at least one event method: an object
+    with none (a misspelt method name, a dagron class dagloop does not know) would
+    otherwise be silently ignored."""
+    if value is None:
         return []
-    if isinstance(callbacks, list | tuple):
-        return list(callbacks)
-    return [callbacks]
+    listeners = list(value) if isinstance(value, list | tuple) else [value]
+    for listener in listeners:
+        if not any(callable(getattr(listener, event, None)) for event in ALL_EVENTS):
+            names = [n for n in dir(listener) if n.startswith("on_")]
+            hint = did_you_mean(names[0], ALL_EVENTS) if names else ""
+            raise ConfigError(
+                f"{what} object {listener!r} has none of the methods dagloop calls "
+                f"({', '.join(ALL_EVENTS)})"
+                + (f"; it has {names[0]!r}{hint}" if hint.startswith("; did you mean") else "")
+            )
+    return listeners
+
+
+def _no_task_message(dag: DAG, name: str, tasks: Mapping[str, Any]) -> str:
+    message = f"node {name!r} has no task; pass a callable for it"
+    edge = dag._implicit.get(name)
+    if edge is not None:
+        message += (
+            f" (the node was created by add_edge({edge[0]!r}, {edge[1]!r}); "
+            "if that name is a typo, fix the edge)"
+        )
+    hint = did_you_mean(name, [n for n in tasks if isinstance(n, str)])
+    if hint.startswith("; did you mean"):
+        message += hint
+    return message
 
 
 def split_options(

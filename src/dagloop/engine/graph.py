@@ -18,7 +18,9 @@ from .errors import (
     GraphError,
     SelfLoopError,
     UnknownNodeError,
+    did_you_mean,
 )
+from .validation import warn_from_caller
 
 #: Receives the upstream results of a node, by upstream name; False skips the node.
 NodePredicate = Callable[[Mapping[str, Any]], bool]
@@ -47,6 +49,7 @@ class DAG:
 
     __slots__ = (
         "_edge_predicates",
+        "_implicit",
         "_index",
         "_names",
         "_node_predicates",
@@ -63,6 +66,7 @@ class DAG:
         topo: Sequence[int],
         node_predicates: Mapping[int, NodePredicate],
         edge_predicates: Mapping[tuple[int, int], EdgePredicate],
+        implicit: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         # Private: DAGBuilder.build() is the only caller and has validated everything.
         self._names = tuple(names)
@@ -72,6 +76,8 @@ class DAG:
         self._topo = tuple(topo)
         self._node_predicates = dict(node_predicates)
         self._edge_predicates = dict(edge_predicates)
+        #: Nodes created by an edge and never declared: name -> the first such edge.
+        self._implicit = dict(implicit or {})
 
     @staticmethod
     def builder() -> DAGBuilder:
@@ -156,15 +162,30 @@ class DAG:
         return CriticalPath([self._names[i] for i in reversed(path)], best[end])
 
     def cost_vector(self, costs: Mapping[str, float] | None) -> list[float]:
-        """Validated per-index costs; nodes absent from `costs` cost 1.0."""
+        """Validated per-index costs; nodes absent from `costs` cost 1.0.
+
+        Costs are hints: a name that is not a node is reported in one warning and
+        ignored, so hints shared between graphs keep working.
+        """
         vector = [1.0] * len(self._names)
+        unknown: list[str] = []
         for name, value in (costs or {}).items():
-            index = self.index_of(name, "costs")
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"cost of node {name!r} must be a number, got {value!r}")
             if math.isnan(value) or math.isinf(value) or value < 0:
                 raise ConfigError(f"cost of node {name!r} must be finite and >= 0, got {value!r}")
-            vector[index] = float(value)
+            index = self._index.get(name)
+            if index is None:
+                unknown.append(name)
+            else:
+                vector[index] = float(value)
+        if unknown:
+            shown = ", ".join(repr(name) for name in unknown)
+            hint = did_you_mean(unknown[0], self._names) if len(unknown) == 1 else ""
+            warn_from_caller(
+                f"costs name nodes that are not in the DAG and are ignored: {shown}"
+                + (hint if hint.startswith("; did you mean") else "")
+            )
         return vector
 
     def remaining_path_costs(self, costs: Mapping[str, float] | None) -> list[float]:
@@ -183,28 +204,38 @@ class DAG:
 class DAGBuilder:
     """Collects nodes and edges; `build()` validates them and returns a `DAG`.
 
-    Nodes must be declared (`add_node`/`add_nodes`) before `build()`; an edge naming an
-    undeclared node is reported rather than silently creating it, which catches typos.
+    `add_edge` creates the nodes it names, so a graph can be written as edges alone.
+    A misspelt name then becomes a node of its own; `execute()` catches it, because
+    every node needs a task and every task must name a node (with a "did you mean").
     """
 
     def __init__(self) -> None:
         self._names: list[str] = []
         self._index: dict[str, int] = {}
+        # Nodes that only edges have named so far; `add_node` may still declare them.
+        self._implicit: dict[str, tuple[str, str]] = {}
         self._edges: dict[tuple[str, str], EdgePredicate | None] = {}
         self._node_predicates: dict[str, NodePredicate] = {}
 
     def add_node(self, name: str, *, when: NodePredicate | None = None) -> DAGBuilder:
+        if when is not None and not callable(when):
+            raise GraphError(f"predicate of node {name!r} must be callable, got {when!r}")
+        if name in self._implicit:
+            # Declared after an edge already created it: keep its place, add the predicate.
+            del self._implicit[name]
+        else:
+            self._declare(name)
+        if when is not None:
+            self._node_predicates[name] = when
+        return self
+
+    def _declare(self, name: str) -> None:
         if not isinstance(name, str) or not name:
             raise GraphError(f"node names must be non-empty strings, got {name!r}")
         if name in self._index:
             raise DuplicateNodeError(name)
-        if when is not None and not callable(when):
-            raise GraphError(f"predicate of node {name!r} must be callable, got {when!r}")
         self._index[name] = len(self._names)
         self._names.append(name)
-        if when is not None:
-            self._node_predicates[name] = when
-        return self
 
     def add_nodes(self, names: Iterable[str]) -> DAGBuilder:
         if isinstance(names, str):
@@ -216,11 +247,16 @@ class DAGBuilder:
     def add_edge(
         self, source: str, target: str, *, when: EdgePredicate | None = None
     ) -> DAGBuilder:
-        """`target` runs after `source` completes. A repeated edge is kept once."""
+        """`target` runs after `source` completes; either node is created if new.
+        A repeated edge is kept once."""
         if source == target:
             raise SelfLoopError(source)
         if when is not None and not callable(when):
             raise GraphError(f"predicate of edge {source!r} -> {target!r} must be callable")
+        for name in (source, target):
+            if name not in self._index:
+                self._declare(name)
+                self._implicit[name] = (source, target)
         key = (source, target)
         if when is not None or key not in self._edges:
             self._edges[key] = when
@@ -235,13 +271,13 @@ class DAGBuilder:
 
     def build(self) -> DAG:
         n = len(self._names)
+        index = self._index
         preds: list[list[int]] = [[] for _ in range(n)]
         succs: list[list[int]] = [[] for _ in range(n)]
         edge_predicates: dict[tuple[int, int], EdgePredicate] = {}
         for (source, target), when in self._edges.items():
-            where = f"edge {source!r} -> {target!r}"
-            s = self._lookup(source, where)
-            t = self._lookup(target, where)
+            s = index[source]
+            t = index[target]
             preds[t].append(s)
             succs[s].append(t)
             if when is not None:
@@ -249,7 +285,7 @@ class DAGBuilder:
         topo = _topological_order(preds, succs)
         if len(topo) < n:
             raise CycleError([self._names[i] for i in _find_cycle(preds, set(topo))])
-        node_predicates = {self._index[k]: v for k, v in self._node_predicates.items()}
+        node_predicates = {index[k]: v for k, v in self._node_predicates.items()}
         return DAG(
             self._names,
             [tuple(p) for p in preds],
@@ -257,13 +293,8 @@ class DAGBuilder:
             topo,
             node_predicates,
             edge_predicates,
+            dict(self._implicit),
         )
-
-    def _lookup(self, name: str, where: str) -> int:
-        try:
-            return self._index[name]
-        except (KeyError, TypeError):
-            raise UnknownNodeError(name, where, self._names) from None
 
 
 def _topological_order(preds: Sequence[list[int]], succs: Sequence[list[int]]) -> list[int]:

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import NodeNotCompletedError, UnknownNodeError
+from .errors import ConfigError, NodeNotCompletedError, UnknownNodeError
 
 if TYPE_CHECKING:
     from ..runtime.tracing import TraceRecorder
+    from .graph import DAG
 
 
 class NodeStatus(enum.Enum):
@@ -27,6 +28,10 @@ class NodeStatus(enum.Enum):
     @property
     def is_terminal(self) -> bool:
         return self not in (NodeStatus.PENDING, NodeStatus.RUNNING)
+
+    def __str__(self) -> str:
+        # `print(node.status)` shows `FAILED`, as status tables and logs spell it.
+        return self.name
 
 
 @dataclass(slots=True, eq=False)
@@ -48,12 +53,27 @@ class NodeResult:
 
 @dataclass(slots=True, eq=False)
 class ExecutionResult:
+    """What `execute()` or `invoke()` returns.
+
+    `dag` is the graph that ran (builder-style nodes check it, so a node cannot read
+    another graph's result), `parameter` the argument of `invoke` (None for
+    `execute`), `failure_order` the names of FAILED and TIMED_OUT nodes, first first.
+    """
+
     node_results: dict[str, NodeResult]
     total_duration_seconds: float
     trace: TraceRecorder | None = None
-    _counts: dict[NodeStatus, int] = field(default_factory=dict, repr=False)
+    dag: DAG | None = None
+    parameter: Any = None
+    failure_order: list[str] = field(default_factory=list, repr=False)
+    _counts: dict[NodeStatus, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.node_results, dict):
+            raise ConfigError(
+                "ExecutionResult is made by execute() and invoke(); it takes a dict of "
+                f"NodeResult by node name, got {self.node_results!r}"
+            )
         counts = dict.fromkeys(NodeStatus, 0)
         for node in self.node_results.values():
             counts[node.status] += 1
@@ -104,7 +124,17 @@ class ExecutionResult:
         return node.result
 
     def errors(self) -> Mapping[str, BaseException]:
-        return {n: r.error for n, r in self.node_results.items() if r.error is not None}
+        """The error of every node that has one: failures in the order they happened,
+        then any other node carrying an error."""
+        found: dict[str, BaseException] = {}
+        for name in self.failure_order:
+            error = self.node_results[name].error
+            if error is not None:
+                found[name] = error
+        for name, node in self.node_results.items():
+            if node.error is not None and name not in found:
+                found[name] = node.error
+        return found
 
     def __repr__(self) -> str:
         parts = [f"{s.name.lower()}={c}" for s, c in self._counts.items() if c]

@@ -104,6 +104,7 @@ class Scheduler:
         tracer: TraceRecorder | None,
         timeout: float | None,
         cancel_event: Any,
+        interrupt_on_failure: bool = False,
     ) -> None:
         self._names = dag._names
         self._preds: list[tuple[int, ...]] = list(dag._preds)
@@ -119,6 +120,11 @@ class Scheduler:
         self._tracer = tracer
         self._timeout = timeout
         self._cancel_event = cancel_event
+        # Builder style (async-dag): at a fail-fast failure, running coroutines are
+        # cancelled too, so `invoke` raises at once, as an asyncio.TaskGroup would.
+        self._interrupt_on_failure = interrupt_on_failure
+        #: Names of FAILED and TIMED_OUT nodes, in the order they ended.
+        self.failure_order: list[str] = []
         self._nodes = [
             _Node(i, name, specs[i], len(self._preds[i]), -1) for i, name in enumerate(self._names)
         ]
@@ -181,7 +187,7 @@ class Scheduler:
     def _make_ready(self, node: _Node) -> None:
         """All dependencies of `node` completed: check predicates, then queue it."""
         if self._stopping is not None:
-            self._settle(node, CANCELLED)
+            self._settle(node, self._not_started_status())
             return
         if self._has_predicates:
             try:
@@ -218,17 +224,19 @@ class Scheduler:
             # A node that ran to completion eagerly inside `_start` lands here; the
             # outer loop below picks up whatever it made ready, without recursion.
             return
-        if (
-            self._stopping is None
-            and self._cancel_event is not None
-            and self._cancel_event.is_set()
-        ):
-            self._stop("cancel_event")
         limit = self._limit
         nodes = self._nodes
+        cancel_event = self._cancel_event
         self._pumping = True
         try:
             while self._stopping is None and (limit is None or self._occupied < limit):
+                # Checked before every start, not once per pump: with eager tasks
+                # (3.12+) a node that sets the event and returns without awaiting
+                # finishes inside `_start`, and what it made ready is popped by this
+                # same loop. Only runs that pass a cancel_event pay for the check.
+                if cancel_event is not None and cancel_event.is_set():
+                    self._stop("cancel_event")
+                    break
                 if self._use_heap:
                     if not self._heap:
                         break
@@ -454,7 +462,8 @@ class Scheduler:
             values = [self._values[c] for c in parent.children or ()]
             self._finish(parent, COMPLETED, value=values)
         else:
-            self._finish(parent, CANCELLED)
+            # Some children never started because the run stopped.
+            self._finish(parent, self._not_started_status())
 
     # -- terminal states ----------------------------------------------------------------------
 
@@ -475,6 +484,7 @@ class Scheduler:
             if callbacks.node_complete:
                 callbacks.emit(callbacks.node_complete, node.name, value)
         elif status is FAILED or status is TIMED_OUT:
+            self.failure_order.append(node.name)
             if callbacks.node_error:
                 callbacks.emit(callbacks.node_error, node.name, error)
         elif status is SKIPPED:
@@ -517,18 +527,27 @@ class Scheduler:
                 self._settle(node, SKIPPED)
                 stack.extend(succs[node.index])
 
+    def _not_started_status(self) -> NodeStatus:
+        """What a node that never started ends as once the run stops: CANCELLED only
+        when the user cancelled (cancel_event, KeyboardInterrupt); after a failure or
+        the execution timeout it is SKIPPED."""
+        return CANCELLED if self._stopping in ("cancel_event", "fatal") else SKIPPED
+
     def _stop(self, reason: StopReason) -> None:
-        """Start nothing more; every node that has not started ends CANCELLED."""
+        """Start nothing more; every node that has not started ends SKIPPED or, when
+        the user cancelled, CANCELLED."""
         if self._stopping is None:
             self._stopping = reason
             self._queue.clear()
             self._heap.clear()
+            status = self._not_started_status()
             for node in list(self._nodes):
                 if node.status is PENDING:
-                    self._settle(node, CANCELLED)
-        if reason == "fatal":
-            # KeyboardInterrupt or SystemExit: the user wants out, so running
-            # coroutines are cancelled too instead of being awaited.
+                    self._settle(node, status)
+        if reason == "fatal" or (reason == "fail_fast" and self._interrupt_on_failure):
+            # KeyboardInterrupt or SystemExit: the user wants out; builder style: the
+            # failure is raised now. Either way running coroutines are cancelled
+            # instead of awaited (threads cannot be, and are abandoned).
             for index in self._running_indices():
                 node = self._nodes[index]
                 if node.status is RUNNING:
@@ -540,7 +559,7 @@ class Scheduler:
 
     def _on_deadline(self) -> None:
         """The execution timeout expired: running nodes are TIMED_OUT (coroutines are
-        cancelled; threads cannot be and are abandoned), the rest CANCELLED."""
+        cancelled; threads cannot be and are abandoned), the rest SKIPPED."""
         self._deadline_passed = True
         if self._stopping is None:
             self._stopping = "timeout"
@@ -556,7 +575,7 @@ class Scheduler:
         self._heap.clear()
         for node in list(self._nodes):
             if node.status is PENDING:
-                self._settle(node, CANCELLED)
+                self._settle(node, SKIPPED)
         for task in self._active.values():
             task.cancel()
 

@@ -13,37 +13,45 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .executor import AsyncDAGExecutor
+from .executor import EXECUTE_OPTIONS, EXECUTOR_OPTIONS, AsyncDAGExecutor
 from .graph import DAG
 from .results import ExecutionResult
 from .retry import RetryPolicy
+from .validation import reject_unknown_keys
 
 
 class DAGExecutor:
-    """Synchronous facade over `AsyncDAGExecutor`; takes the same options."""
+    """Synchronous facade over `AsyncDAGExecutor`; takes the same options, in the same
+    order (`DAGExecutor(dag, 4)` gives 4 worker threads)."""
 
     def __init__(
         self,
         dag: DAG,
-        *,
         max_workers: int | None = None,
-        max_concurrency: int | None = None,
         costs: Mapping[str, float] | None = None,
         callbacks: object | Sequence[object] | None = None,
         fail_fast: bool = True,
         enable_tracing: bool = False,
+        hooks: object | Sequence[object] | None = None,
+        *,
+        max_concurrency: int | None = None,
         retries: RetryPolicy | int | None = None,
         progress: bool = False,
         resources: Mapping[str, Any] | None = None,
+        **unknown: Any,
     ) -> None:
+        reject_unknown_keys(
+            unknown, EXECUTOR_OPTIONS, "DAGExecutor()", dict.fromkeys(EXECUTE_OPTIONS, "execute()")
+        )
         self._core = AsyncDAGExecutor(
             dag,
-            max_workers=max_workers,
+            max_workers,
+            costs,
+            callbacks,
+            fail_fast,
+            enable_tracing,
+            hooks,
             max_concurrency=max_concurrency,
-            costs=costs,
-            callbacks=callbacks,
-            fail_fast=fail_fast,
-            enable_tracing=enable_tracing,
             retries=retries,
             progress=progress,
             resources=resources,
@@ -60,11 +68,18 @@ class DAGExecutor:
     def execute(
         self,
         tasks: Mapping[str, Any],
-        *,
         timeout: float | None = None,
         cancel_event: Any = None,
+        **unknown: Any,
     ) -> ExecutionResult:
         """Run `tasks` and block until every node has a terminal status."""
+        if unknown:
+            reject_unknown_keys(
+                unknown,
+                EXECUTE_OPTIONS,
+                "execute()",
+                dict.fromkeys(EXECUTOR_OPTIONS, "DAGExecutor()"),
+            )
         result: ExecutionResult = run_sync(
             self._core.execute(tasks, timeout=timeout, cancel_event=cancel_event)
         )

@@ -26,7 +26,7 @@ class Task(Generic[P, R]):
       node and its descendants
     """
 
-    __slots__ = ("__wrapped__", "fn", "name", "retry", "timeout", "when")
+    __wrapped__: Callable[P, R]
 
     def __init__(
         self,
@@ -49,8 +49,11 @@ class Task(Generic[P, R]):
                 raise TaskBindingError(f"task name must be a non-empty string, got {name!r}")
         if when is not None and not callable(when):
             raise TaskBindingError(f"when= of task {resolved!r} must be callable, got {when!r}")
+        # __name__, __doc__, __module__, __qualname__ and __wrapped__ of the function,
+        # so help(), docs tools and other decorators see it through the task. First,
+        # so that our own attributes below win over any the function carries.
+        functools.update_wrapper(self, fn)
         self.fn: Callable[P, R] = fn
-        self.__wrapped__ = fn
         self.name: str | None = resolved
         self.timeout = optional_seconds(timeout, f"timeout of task {resolved!r}")
         self.retry = RetryPolicy.coerce(retry, f"retry of task {resolved!r}")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,8 +47,32 @@ def optional_positive_int(value: object, what: str) -> int | None:
     return None if value is None else positive_int(value, what)
 
 
-def reject_unknown_keys(given: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+def reject_unknown_keys(
+    given: Mapping[str, Any],
+    allowed: Iterable[str],
+    where: str,
+    elsewhere: Mapping[str, str] | None = None,
+) -> None:
+    """A `ConfigError` naming the first key of `given` that is not allowed. `elsewhere`
+    maps options that exist, but on another call, to that call's name."""
     allowed_set = set(allowed)
     for key in given:
-        if key not in allowed_set:
-            raise ConfigError(f"unknown option {key!r} for {where}{did_you_mean(key, allowed_set)}")
+        if key in allowed_set:
+            continue
+        if elsewhere and key in elsewhere:
+            raise ConfigError(f"{key!r} is an option of {elsewhere[key]}, not of {where}")
+        raise ConfigError(f"unknown option {key!r} for {where}{did_you_mean(key, allowed_set)}")
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def warn_from_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """`warnings.warn` attributed to the first frame outside dagloop, so the warning
+    points at the user's line whichever public entry point led here."""
+    level = 2  # 1 would be this function, 2 its caller
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
