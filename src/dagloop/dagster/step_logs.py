@@ -21,6 +21,7 @@ import contextlib
 import io
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -72,11 +73,17 @@ class StepCapture:
 class StepLogs:
     """The per-step captures of one run in this process (`open_for_run`)."""
 
+    #: How often lines written since the last flush are flushed (for the UI to follow).
+    FLUSH_SECONDS = 0.5
+
     def __init__(self, manager: Any, mode: ComputeLogs, *, mirror: tuple[TextIO, TextIO] | None):
         self.manager = manager
         self.mode = mode
         self._mirror = mirror
         self._open: set[StepCapture] = set()
+        self._local_dirs: dict[str, str | None] = {}
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     @property
     def per_step(self) -> bool:
@@ -101,6 +108,64 @@ class StepLogs:
         manager stores nothing (e.g. NoOpComputeLogManager)."""
         manager = self.manager
         log_key = manager.build_log_key_for_run(context.run_id, create_compute_log_file_key())
+        capture: StepCapture | None
+        if isinstance(manager, LocalComputeLogManager):
+            capture = self._open_local(manager, log_key)
+        else:
+            capture = self._open_through_streams(manager, log_key)
+        if capture is not None:
+            self._open.add(capture)
+            self._start_flusher()
+        return capture
+
+    def _route(self, out: TextIO, err: TextIO) -> Route:
+        mirror_out, mirror_err = self._mirror or (None, None)
+        return Route(
+            out, err, mirror_stdout=mirror_out, mirror_stderr=mirror_err, flush_lines=False
+        )
+
+    def _open_local(self, manager: Any, log_key: Sequence[str]) -> StepCapture:
+        """The local manager's files, at the paths it reads (`get_captured_local_path`),
+        each created on the step's first write to it; the `complete` marker at the end,
+        as after `capture_logs`. (`open_log_stream` would create, touch and resolve
+        every path: five opens per step instead of one to three.)"""
+        out_path, err_path, complete_path = self._local_paths(manager, log_key)
+        out, err = _LazyFile(out_path), _LazyFile(err_path)
+
+        def close() -> None:
+            self._open.discard(capture)
+            try:
+                out.close()
+                err.close()
+            finally:
+                _touch(complete_path)
+
+        capture = StepCapture(log_key, self._route(out, err), close)  # type: ignore[arg-type]
+        return capture
+
+    def _local_paths(self, manager: Any, log_key: Sequence[str]) -> tuple[str, str, str]:
+        *namespace, file_key = log_key
+        prefix = "/".join(namespace)
+        if prefix not in self._local_dirs:
+            # Resolved once per run: the manager resolves symlinks for every path.
+            probe = manager.get_captured_local_path(log_key, "out")
+            directory = os.path.dirname(probe)
+            same = probe == os.path.join(directory, f"{file_key}.out")
+            if same:
+                os.makedirs(directory, exist_ok=True)
+            self._local_dirs[prefix] = directory if same else None
+        directory = self._local_dirs[prefix]
+        if directory is None or len(file_key) > 200:
+            return (
+                manager.get_captured_local_path(log_key, "out"),
+                manager.get_captured_local_path(log_key, "err"),
+                manager.complete_artifact_path(log_key),
+            )
+        return tuple(  # type: ignore[return-value]
+            os.path.join(directory, f"{file_key}.{ext}") for ext in ("out", "err", "complete")
+        )
+
+    def _open_through_streams(self, manager: Any, log_key: Sequence[str]) -> StepCapture | None:
         stack = ExitStack()
         try:
             if isinstance(manager, CloudStorageComputeLogManager):
@@ -109,15 +174,9 @@ class StepLogs:
                 # when either stream closes.
                 writer = manager.local_manager
                 finish = _finish_cloud(manager, log_key)
-                blocking = True
-            elif isinstance(manager, LocalComputeLogManager):
-                writer = manager
-                finish = _finish_local(manager, log_key)
-                blocking = False
             else:
                 writer = manager
                 finish = _no_finish
-                blocking = True
             out = stack.enter_context(_text_stream(writer, log_key, ComputeIOType.STDOUT))
             err = stack.enter_context(_text_stream(writer, log_key, ComputeIOType.STDERR))
             if out is None or err is None:
@@ -126,8 +185,6 @@ class StepLogs:
         except BaseException:
             stack.close()
             raise
-        mirror_out, mirror_err = self._mirror or (None, None)
-        route = Route(out, err, mirror_stdout=mirror_out, mirror_stderr=mirror_err)
 
         def close() -> None:
             self._open.discard(capture)
@@ -136,16 +193,32 @@ class StepLogs:
             finally:
                 finish()
 
-        capture = StepCapture(log_key, route, close, blocking_close=blocking)
-        self._open.add(capture)
+        capture = StepCapture(log_key, self._route(out, err), close, blocking_close=True)
         return capture
+
+    def _start_flusher(self) -> None:
+        if self._flusher is not None:
+            return
+        self._flusher = threading.Thread(
+            target=self._flush_periodically, name="dagloop-step-logs", daemon=True
+        )
+        self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(self.FLUSH_SECONDS):
+            for capture in list(self._open):
+                with contextlib.suppress(Exception):
+                    capture.route.flush_if_dirty()
 
     def close_all(self) -> None:
         """Close what is still open when the run ends (a step left running in a thread);
         its later writes go to the run-level streams."""
+        self._stop.set()
         for capture in list(self._open):
             with contextlib.suppress(Exception):
                 capture.close()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
 
 
 @asynccontextmanager
@@ -251,17 +324,33 @@ def _text_stream(manager: Any, log_key: Sequence[str], io_type: Any) -> Iterator
                 text.detach()
 
 
+class _LazyFile:
+    """A text file (append, UTF-8) opened on the first write: a step that never writes
+    to stdout gets no stdout file (readers treat a missing file as empty)."""
+
+    __slots__ = ("_file", "_path")
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._file: TextIO | None = None
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 def _touch(path: str) -> None:
     with open(path, "a", encoding="utf-8"):
         pass
-
-
-def _finish_local(manager: Any, log_key: Sequence[str]) -> Callable[[], None]:
-    def finish() -> None:
-        # As after `capture_logs`: the marker tells readers (the UI) the capture is over.
-        _touch(manager.complete_artifact_path(log_key))
-
-    return finish
 
 
 def _finish_cloud(manager: Any, log_key: Sequence[str]) -> Callable[[], None]:

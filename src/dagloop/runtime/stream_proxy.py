@@ -29,10 +29,12 @@ class Route:
 
     `stdout`/`stderr` are text streams; `mirror_stdout`/`mirror_stderr` optionally get a
     copy of every write (e.g. the terminal). Writes are serialised by a lock (a step may
-    write from several threads); a line is flushed when it ends, so readers see it.
+    write from several threads). With `flush_lines` a line is flushed when it ends;
+    otherwise whoever reads along calls `flush_if_dirty()` now and then (a flush per
+    line is a write system call per line).
     """
 
-    __slots__ = ("_lock", "_mirrors", "_targets", "closed")
+    __slots__ = ("_dirty", "_flush_lines", "_lock", "_mirrors", "_targets", "closed")
 
     def __init__(
         self,
@@ -41,28 +43,34 @@ class Route:
         *,
         mirror_stdout: TextIO | None = None,
         mirror_stderr: TextIO | None = None,
+        flush_lines: bool = True,
     ) -> None:
         self._targets = (stdout, stderr)
         self._mirrors = (mirror_stdout, mirror_stderr)
+        self._flush_lines = flush_lines
         self._lock = threading.Lock()
+        self._dirty = False
         self.closed = False
 
     def write(self, which: int, text: str, fallback: TextIO) -> None:
         """Write `text` to stream `which` (0 stdout, 1 stderr); to `fallback` once closed."""
         with self._lock:
             if not self.closed:
+                flush = self._flush_lines and "\n" in text
                 target = self._targets[which]
                 target.write(text)
-                if "\n" in text:
+                if flush:
                     target.flush()
                 mirror = self._mirrors[which]
                 if mirror is not None:
                     try:
                         mirror.write(text)
-                        if "\n" in text:
+                        if flush:
                             mirror.flush()
                     except (OSError, ValueError):
                         pass  # the terminal went away; the capture still has the line
+                if not flush:
+                    self._dirty = True
                 return
         fallback.write(text)
 
@@ -70,6 +78,19 @@ class Route:
         with self._lock:
             if not self.closed:
                 self._targets[which].flush()
+
+    def flush_if_dirty(self) -> None:
+        """Flush what was written since the last flush (for readers following along)."""
+        if not self._dirty:
+            return
+        with self._lock:
+            if self.closed or not self._dirty:
+                return
+            self._dirty = False
+            for stream in (*self._targets, *self._mirrors):
+                if stream is not None:
+                    with suppress(OSError, ValueError):
+                        stream.flush()
 
     def close(self) -> None:
         """Flush and stop routing; later writes from this context go to the fallback.
