@@ -1,23 +1,19 @@
-"""The run's event log while dagloop runs it: entries written behind in batches on
-SQLite, in the order they were logged, nothing lost; asset events readable at once.
+"""The run's event log while dagloop runs it: entries written behind in batches (SQLite,
+PostgreSQL, in memory), in the order they were logged, nothing lost; asset events
+readable at once. Each test runs on the storages of `storage_instance` (tests/conftest.py).
 
 No `from __future__ import annotations`: Dagster inspects `context` annotations.
 """
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from dagloop.dagster import async_executor
-from tests.dagster.conftest import (
-    assert_every_started_step_ended,
-    persistent_sqlite_instance,
-    run_job,
-)
+from tests.dagster.conftest import assert_every_started_step_ended, run_job
 
 ET = dg.DagsterEventType
 WIDTH = 40
@@ -47,19 +43,14 @@ def logging_job():
     add_up(spread().map(logs_twice).collect())
 
 
-@pytest.fixture
-def sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    yield from persistent_sqlite_instance(tmp_path)
-
-
 def _records(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogRecord]:
     return list(instance.get_records_for_run(run_id, limit=100_000).records)
 
 
 def test_every_entry_is_written_once_and_in_logging_order(
-    sqlite_instance: dg.DagsterInstance,
+    storage_instance: dg.DagsterInstance,
 ) -> None:
-    instance = sqlite_instance
+    instance = storage_instance
     outcome = run_job(logging_job, instance)
     assert outcome.success
     records = _records(instance, outcome.run_id)
@@ -119,18 +110,19 @@ def asset_reader_job() -> dg.JobDefinition:
 
 
 def test_asset_events_are_readable_by_downstream_steps_of_the_run(
-    instance: dg.DagsterInstance, tmp_path: Path
+    storage_instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     config = {"resources": {"io_manager": {"config": {"base_dir": str(tmp_path / "io")}}}}
-    outcome = run_job(asset_reader_job, instance, config)
+    outcome = run_job(asset_reader_job, storage_instance, config)
     assert outcome.success
     assert outcome.step_keys(ET.STEP_SUCCESS) == {"upstream_asset", "reads_upstream_record"}
 
 
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
 def test_concurrent_runs_on_one_instance_keep_their_own_entries(
-    sqlite_instance: dg.DagsterInstance,
+    storage_instance: dg.DagsterInstance,
 ) -> None:
-    instance = sqlite_instance
+    instance = storage_instance
     outcomes: list = []
 
     def one_run(on: dg.DagsterInstance) -> None:

@@ -39,10 +39,12 @@ def _failure_text(outcome: RunOutcome) -> str:
     return "\n".join(f"{e.message} {e.event_specific_data!r}" for e in outcome.events)
 
 
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
 def test_fan_out_runs_on_both_workers_and_collect_runs_locally(
-    address: str, sqlite_instance: dg.DagsterInstance
+    address: str, storage_instance: dg.DagsterInstance
 ) -> None:
-    outcome = run_job(jobs.fanout, sqlite_instance, _on(address), outputs=("collect",))
+    instance = storage_instance
+    outcome = run_job(jobs.fanout, instance, _on(address), outputs=("collect",))
     assert outcome.success
     collected = outcome.outputs["collect"]
     assert collected["values"] == list(range(1, jobs.WIDTH + 1))
@@ -50,13 +52,13 @@ def test_fan_out_runs_on_both_workers_and_collect_runs_locally(
     assert len(collected["pids"]) == 2 and os.getpid() not in collected["pids"]
     assert collected["collector_pid"] == os.getpid()
     # Each event is stored once (by the worker) though the caller received it too.
-    successes = _stored(sqlite_instance, outcome.run_id, E.STEP_SUCCESS)
+    successes = _stored(instance, outcome.run_id, E.STEP_SUCCESS)
     assert sorted(successes) == sorted(set(successes))
     assert set(successes) == outcome.step_keys(E.STEP_SUCCESS)
     assert len(successes) == 2 + 2 * jobs.WIDTH + 1
     # The six 0.5 s async steps overlapped: each worker hosts several steps at once.
     spans: dict[str, list[float]] = {}
-    for record in sqlite_instance.all_logs(outcome.run_id):
+    for record in instance.all_logs(outcome.run_id):
         event = record.dagster_event
         if event is None or "slow_async" not in (event.step_key or ""):
             continue
@@ -65,7 +67,7 @@ def test_fan_out_runs_on_both_workers_and_collect_runs_locally(
     assert len(spans) == jobs.WIDTH
     first_end = min(end for _, end in spans.values())
     assert sum(1 for start, _ in spans.values() if start < first_end) >= 4
-    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+    assert_every_started_step_ended(instance, outcome.run_id)
 
 
 def test_events_reach_the_caller_live(address: str, sqlite_instance: dg.DagsterInstance) -> None:
@@ -294,29 +296,31 @@ def test_reexecution_from_failure_runs_only_the_failed_mapped_step(
     assert_every_started_step_ended(sqlite_instance, again.run_id)
 
 
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
 @pytest.mark.parametrize("writer", ["run", "workers"])
 def test_each_entry_is_stored_once_whoever_writes_it(
-    writer: str, address: str, sqlite_instance: dg.DagsterInstance
+    writer: str, address: str, storage_instance: dg.DagsterInstance
 ) -> None:
+    instance = storage_instance
     config = _on(address)
     config["execution"]["config"]["dask"]["events_written_by"] = writer
-    outcome = run_job(jobs.fanout, sqlite_instance, config)
+    outcome = run_job(jobs.fanout, instance, config)
     assert outcome.success
-    successes = _stored(sqlite_instance, outcome.run_id, E.STEP_SUCCESS)
+    successes = _stored(instance, outcome.run_id, E.STEP_SUCCESS)
     assert sorted(successes) == sorted(set(successes))
     assert len(successes) == 2 + 2 * jobs.WIDTH + 1
     # Worker-side entries (user logs, step events) are there, before the run's end.
-    records = list(sqlite_instance.all_logs(outcome.run_id))
+    records = list(instance.all_logs(outcome.run_id))
     assert records[-1].dagster_event is not None
     assert records[-1].dagster_event.event_type == E.RUN_SUCCESS
     assert sum(1 for r in records if r.step_key and r.step_key.startswith("slow_async[")) >= (
         4 * jobs.WIDTH
     )
-    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+    assert_every_started_step_ended(instance, outcome.run_id)
 
 
-def test_auto_writer_is_the_run_on_sqlite_and_the_workers_elsewhere(
-    sqlite_instance: dg.DagsterInstance,
+def test_auto_writer_is_the_run_where_the_storage_takes_batches(
+    sqlite_instance: dg.DagsterInstance, postgres_instance: dg.DagsterInstance
 ) -> None:
     from dagloop.dagster.dask.config import DaskConfig
     from dagloop.dagster.dask.runner import _who_writes_events
@@ -324,8 +328,9 @@ def test_auto_writer_is_the_run_on_sqlite_and_the_workers_elsewhere(
     auto = DaskConfig.from_config({"processes": 2})
     assert auto is not None and auto.events_written_by == "auto"
     assert _who_writes_events(auto, sqlite_instance) == "run"
-    with dg.DagsterInstance.ephemeral() as in_memory:  # no batch path: parallel writers
-        assert _who_writes_events(auto, in_memory) == "workers"
+    assert _who_writes_events(auto, postgres_instance) == "run"
+    with dg.DagsterInstance.ephemeral() as in_memory:
+        assert _who_writes_events(auto, in_memory) == "run"
     chosen = DaskConfig.from_config({"processes": 2, "events_written_by": "workers"})
     assert chosen is not None
     assert _who_writes_events(chosen, sqlite_instance) == "workers"

@@ -10,6 +10,7 @@ any name disappears.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from dagster._core.definitions.executor_definition import (
 )
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.event_api import EventLogCursor
 from dagster._core.events import (
     ASSET_CHECK_EVENTS,
     ASSET_EVENTS,
@@ -60,7 +62,7 @@ from dagster._core.execution.step_dependency_config import (
 )
 from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.base import Executor
-from dagster._core.storage.event_log import SqlEventLogStorageTable
+from dagster._core.storage.event_log import InMemoryEventLogStorage, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._utils.error import serializable_error_info_from_exc_info
@@ -98,12 +100,16 @@ def run_shard_batch_writer(
     per entry, ~4-7 ms here; one transaction for 100 entries costs ~0.25 ms an entry.
     Its event watcher polls the run's shard, so no notification is skipped.
 
-    PostgreSQL's opens a connection (no pool) and runs an INSERT and a NOTIFY per entry;
-    see `_postgres_batch_writer`. Exact types only: a subclass may store differently.
+    PostgreSQL's opens a connection (no pool) and runs an INSERT and a NOTIFY per entry
+    (~9 ms here; batched ~0.6-0.9 ms), see `_postgres_batch_writer`; the in-memory
+    storage of ephemeral instances ~0.9 ms (batched ~0.3), see `_in_memory_batch_writer`.
+    Exact types only: a subclass may store differently.
     """
     storage = instance.event_log_storage
     if type(storage) is SqliteEventLogStorage:
         return _sqlite_batch_writer(storage)
+    if type(storage) is InMemoryEventLogStorage:
+        return _in_memory_batch_writer(storage)
     postgres = _postgres_event_log()
     if postgres is not None and type(storage) is postgres.PostgresEventLogStorage:
         return _postgres_batch_writer(storage, postgres.CHANNEL_NAME)
@@ -152,6 +158,29 @@ def _postgres_batch_writer(
                     payload = inserted.c.run_id + "_" + sa.cast(inserted.c.id, sa.Text)
                     notify = sa.select(sa.func.pg_notify(channel, payload))
                     conn.execute(notify.order_by(inserted.c.id))
+
+    return write
+
+
+def _in_memory_batch_writer(storage: Any) -> Callable[[str, Sequence[EventLogEntry]], None]:
+    """The ephemeral instance's event log is an in-memory SQLite database; its
+    `store_event` takes a lock, opens a connection, runs two PRAGMAs, a transaction and
+    an INSERT per entry (~0.8 ms here), then counts the entry in `_storage_id` and calls
+    the run's watchers (`watch`) with that cursor. Here: one connection, transaction and
+    multi-row INSERT per 200 entries, then the same counting and calls, entry by entry."""
+
+    def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
+        with storage.run_connection(run_id) as conn:
+            for start in range(0, len(entries), 200):
+                conn.execute(storage.prepare_insert_event_batch(entries[start : start + 200]))
+        for entry in entries:
+            storage._storage_id += 1
+            cursor = str(EventLogCursor.from_storage_id(storage._storage_id))
+            for handler in list(storage._handlers[entry.run_id]):
+                try:
+                    handler(entry, cursor)
+                except Exception:  # as store_event does: one watcher must not stop the run
+                    logging.exception("Exception in callback for event watch on run %s.", run_id)
 
     return write
 
