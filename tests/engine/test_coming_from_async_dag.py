@@ -306,6 +306,7 @@ def test_the_parameter_type_reaches_type_checkers(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
+    assert "No module named mypy" not in completed.stderr, "mypy is a dev dependency"
     errors = [line for line in completed.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, completed.stdout + completed.stderr
     assert 'Argument 1 to "invoke" of "TaskManager" has incompatible type "str"' in errors[0]
