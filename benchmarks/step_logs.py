@@ -6,7 +6,8 @@ Runs with the project's own virtual environment (no alternatives needed). The jo
 the `dagster` suite's fan-out (async producer, N mapped async ops sleeping S seconds
 with two `context.log` calls each, collect) with dagloop's `async_executor`, once with
 `compute_logs: per_step` (each step's stdout/stderr captured on its own) and once with
-`compute_logs: per_run` (one capture for the run: dagloop before issue 12). Every run
+`compute_logs: per_run` (one capture for the run: dagloop before issue 12, and still
+the default). Every run
 is a fresh process on a fresh persistent SQLite instance; wall is `execute_job` alone.
 The modes alternate within a round (order reversed every other round); the table shows
 the median over rounds. Writes `benchmarks/results/step_logs.json`.

@@ -142,11 +142,11 @@ def test_no_op_manager_still_runs(ephemeral_instance: dg.DagsterInstance) -> Non
 
 def test_config_key() -> None:
     config = AsyncExecutorConfig.from_config({"retries": {"enabled": {}}})
-    assert config.compute_logs == "per_step"
-    config = AsyncExecutorConfig.from_config(
-        {"retries": {"enabled": {}}, "compute_logs": "per_run"}
-    )
     assert config.compute_logs == "per_run"
+    config = AsyncExecutorConfig.from_config(
+        {"retries": {"enabled": {}}, "compute_logs": "per_step"}
+    )
+    assert config.compute_logs == "per_step"
 
 
 # -- the stream proxy alone -------------------------------------------------------------

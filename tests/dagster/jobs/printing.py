@@ -72,7 +72,10 @@ def gather(async_names: list[str], sync_names: list[str]) -> int:
     return len(async_names) + len(sync_names)
 
 
-@dg.job(executor_def=async_executor.configured({"sync_threads": SYNC_STEPS}))
+PER_STEP = {"compute_logs": "per_step"}
+
+
+@dg.job(executor_def=async_executor.configured({"sync_threads": SYNC_STEPS, **PER_STEP}))
 def printing_job():
     gather(
         spread_async().map(print_async).collect(),
@@ -104,7 +107,7 @@ def sync_prints_then_fails() -> None:
     raise ValueError("sync boom")
 
 
-@dg.job(executor_def=async_executor)
+@dg.job(executor_def=async_executor.configured(PER_STEP))
 def ending_badly_job():
     prints_then_fails()
     prints_then_hangs()
@@ -116,6 +119,6 @@ async def one() -> None:
     print(marker("one", 0))
 
 
-@dg.job(executor_def=async_executor.configured({"compute_logs": "per_run"}))
+@dg.job(executor_def=async_executor)  # the default: compute_logs: per_run
 def per_run_job():
     one()
