@@ -1,11 +1,20 @@
-"""Issue 5 load case: a 10,000-step dynamic fan-out through dagloop's executor.
+"""Issues 5 and 10 load case: an N-step dynamic fan-out (async producer, N mapped async
+no-op ops, a collector; `jobs.fanout`) through one executor on one storage, console
+logging at WARNING. Reported: success (read back from the instance), wall time, steps
+per second, the process's peak RSS (ru_maxrss) and the machine's load. Run in a fresh
+interpreter (this script) so the peak is its own.
 
-An async producer yields N dynamic outputs, N mapped async no-op ops, one collector, on
-an ephemeral instance. Reported: success, wall time, steps per second and the process's
-peak RSS (ru_maxrss). Runs in a fresh interpreter (this script) so the peak is its own.
+    benchmarks/.venv/bin/python benchmarks/dagster_load.py                     # dagloop, ephemeral
+    benchmarks/.venv/bin/python benchmarks/dagster_load.py --instance postgres
+    benchmarks/.venv/bin/python benchmarks/dagster_load.py --executor in_process --instance sqlite
+    benchmarks/.venv/bin/python benchmarks/dagster_load.py --instance postgres --tracemalloc 10
 
-    .venv/bin/python benchmarks/dagster_load.py            # N = 10,000 (~3-5 min on 2 cores)
-    .venv/bin/python benchmarks/dagster_load.py --n 2000
+`--tracemalloc K` traces allocations (slower: its wall is not comparable) and keeps the
+top K source lines of the snapshot holding the most memory, sampled every 15 s and at
+the end of the run. PostgreSQL: a throw-away server (harness/postgres.py).
+
+results/dagster_load.json holds one case per (executor, instance, traced or not); a run
+replaces its own case and keeps the others.
 """
 
 import argparse
@@ -13,49 +22,139 @@ import json
 import os
 import resource
 import sys
+import tempfile
+import threading
 import time
+import tracemalloc
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--executor", default="dagloop", choices=["dagloop", "in_process"])
+    parser.add_argument(
+        "--instance", default="ephemeral", choices=["ephemeral", "sqlite", "postgres"]
+    )
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="K")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "dagster_load.json")
     args = parser.parse_args()
 
-    os.environ["DAGLOOP_FANOUT"] = str(args.n)
-    os.environ["DAGLOOP_SLEEP"] = "0"
-    sys.path.insert(0, str(HERE.parent / "examples"))
+    sys.path.insert(0, str(HERE))
+    os.chdir(HERE)
     import dagster as dg
-    from quickstart import fanout_job
+    from harness.dagster_case import check_run, make_instance
+    from harness.postgres import pg_server
 
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with dg.DagsterInstance.ephemeral() as instance:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dagloop-load-"))
+        pg_url = None
+        if args.instance == "postgres":
+            pg_url = stack.enter_context(pg_server()).create_database("load")
+        instance = make_instance(args.instance, tmp, pg_url)
+        recon = dg.build_reconstructable_job(
+            "jobs.fanout",
+            "make_job",
+            reconstructable_kwargs={"executor": args.executor, "n": args.n, "sleep": 0.0},
+            reconstructor_working_directory=str(HERE),
+        )
+        tracer = _Tracer(args.tracemalloc) if args.tracemalloc else None
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        with dg.execute_job(
-            dg.reconstructable(fanout_job), instance=instance, run_config=quiet
-        ) as result:
-            wall = time.perf_counter() - started
-            collected = result.output_for_node("collect_results") if result.success else None
+        result = dg.execute_job(recon, instance=instance, run_config=QUIET)
+        wall = time.perf_counter() - started
+        traced = tracer.stop() if tracer else None
+        checked = check_run(instance, result, args.n)
+        instance.dispose()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report = {
-        "case": "dynamic fan-out, ephemeral instance, dagloop async_executor",
+    case: dict[str, Any] = {
+        "case": f"dynamic fan-out, {args.instance} instance, {args.executor}",
+        "executor": args.executor,
+        "instance": args.instance,
         "n": args.n,
         "steps": args.n + 2,
-        "success": result.success,
-        "collected": collected,
+        "success": checked["ok"],
+        **{k: v for k, v in checked.items() if k != "ok"},
         "wall_seconds": round(wall, 2),
         "ms_per_step": round(1000 * wall / (args.n + 2), 2),
         "peak_rss_mb": round(peak_mb, 1),
-        "load_average_1m": os.getloadavg()[0],
-        "command": f"{Path(sys.executable).name} benchmarks/dagster_load.py --n {args.n}",
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "command": "benchmarks/.venv/bin/python benchmarks/dagster_load.py "
+        + " ".join(sys.argv[1:]),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
-    return 0 if result.success and collected == args.n else 1
+    if traced is not None:
+        case["tracemalloc"] = traced
+    _save(args.json, case)
+    print(json.dumps(case, indent=2))
+    return 0 if checked["ok"] else 1
+
+
+class _Tracer:
+    """tracemalloc, with the snapshot of the highest traced total (sampled every 15 s)."""
+
+    def __init__(self, top: int) -> None:
+        self._top = top
+        self._best: tuple[int, Any] | None = None
+        self._stop = threading.Event()
+        tracemalloc.start(1)
+        self._thread = threading.Thread(target=self._sample_every, args=(15.0,), daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        current, _ = tracemalloc.get_traced_memory()
+        if self._best is None or current > self._best[0]:
+            self._best = (current, tracemalloc.take_snapshot())
+
+    def _sample_every(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            self._sample()
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert self._best is not None
+        total, snapshot = self._best
+        mb = 1024 * 1024
+        return {
+            "traced_peak_mb": round(peak / mb, 1),
+            "snapshot_total_mb": round(total / mb, 1),
+            "top_lines": [
+                {
+                    "where": str(stat.traceback[0]),
+                    "mb": round(stat.size / mb, 2),
+                    "blocks": stat.count,
+                }
+                for stat in snapshot.statistics("lineno")[: self._top]
+            ],
+            "top_files": [
+                {"file": str(stat.traceback[0].filename), "mb": round(stat.size / mb, 2)}
+                for stat in snapshot.statistics("filename")[: self._top]
+            ],
+        }
+
+
+def _save(path: Path, case: dict[str, Any]) -> None:
+    cases: list[dict[str, Any]] = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        cases = old.get("cases", []) if isinstance(old, dict) and "cases" in old else [old]
+    key = (case["executor"], case["instance"], "tracemalloc" in case)
+
+    def key_of(c: dict[str, Any]) -> tuple[Any, ...]:
+        return (c.get("executor", "dagloop"), c.get("instance", "ephemeral"), "tracemalloc" in c)
+
+    cases = [c for c in cases if key_of(c) != key] + [case]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cases": cases}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,23 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             config={"dask": {"processes": 2, "steps_per_worker": 512}},
             package="dagloop",
         ),
+        # The `storage` suite (issue 10): who writes the cluster steps' entries.
+        ExecutorSpec(
+            key="dagloop_dask2_run",
+            label="dagloop dask processes=2, events_written_by=run",
+            target="dagloop.dagster:async_executor",
+            config={"dask": {"processes": 2, "steps_per_worker": 512, "events_written_by": "run"}},
+            package="dagloop",
+        ),
+        ExecutorSpec(
+            key="dagloop_dask2_workers",
+            label="dagloop dask processes=2, events_written_by=workers",
+            target="dagloop.dagster:async_executor",
+            config={
+                "dask": {"processes": 2, "steps_per_worker": 512, "events_written_by": "workers"}
+            },
+            package="dagloop",
+        ),
         # Dagster's own Dask executor on a LocalCluster of 2 worker processes. dagster-dask
         # forces threads_per_worker=1 ("Dagster is not thread-safe"); the dashboard is off,
         # as in dagloop's `processes: K` cluster.

@@ -13,8 +13,9 @@ from rich.table import Table
 
 from harness.engines import ENGINES
 from harness.executors import EXECUTORS
+from harness.storage_suite import rows_storage
 
-SUITE_ORDER = ["dagster", "hosting", "engine", "dask", "dask_cpu"]
+SUITE_ORDER = ["dagster", "hosting", "engine", "dask", "dask_cpu", "storage"]
 INST_LABEL = {"ephemeral": "ephemeral", "sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 
@@ -220,6 +221,7 @@ ROWS = {
     "engine": _rows_engine,
     "dask": _rows_dask,
     "dask_cpu": _rows_dask,
+    "storage": rows_storage,
 }
 
 

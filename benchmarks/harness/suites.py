@@ -21,6 +21,7 @@ from harness.engines import BASELINE, ENGINES
 from harness.executors import EXECUTORS, availability
 from harness.postgres import PgServer, pg_server
 from harness.proc import run_case
+from harness.storage_suite import storage_suite
 
 # --------------------------------------------------------------------------- context
 
@@ -951,6 +952,7 @@ SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "engine": engine_suite,
     "dask": dask_suite,
     "dask_cpu": dask_cpu_suite,
+    "storage": storage_suite,
 }
 
 
@@ -969,6 +971,7 @@ NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
     "engine": lambda quick, instances: False,
     "dask": _pg_if_asked,  # quick mode: ephemeral and SQLite unless --instances says more
     "dask_cpu": _pg_if_asked,  # quick mode: SQLite unless --instances says more
+    "storage": lambda quick, instances: instances is None or "postgres" in instances,
 }
 #: suites whose cases a run restricted with --instances merges into the earlier results
 MERGEABLE = ("dagster", "hosting", "dask", "dask_cpu")

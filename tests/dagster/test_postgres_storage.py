@@ -249,7 +249,7 @@ def test_a_failed_batch_writes_nothing(
     run_id = str(uuid.uuid4())
     good = [e._replace(run_id=run_id) for e in logged_entries if writes_to_run_shard_only(e)]
     too_long = good[0]._replace(run_id="x" * 300)  # run_id is VARCHAR(255)
-    entries = good * 300 + [too_long]  # more than one INSERT in the transaction
+    entries = good * 300 + [too_long]  # more rows than one INSERT statement takes
     with pytest.raises(Exception, match="too long"):
         write(run_id, entries)
     assert _rows(db, run_id) == []

@@ -53,10 +53,11 @@ DASK_CONFIG_FIELD = dg.Field(
                     description=(
                         "Who writes the event-log entries of steps on the cluster: 'run' "
                         "(workers send them to the run process, which writes them in order, "
-                        "batched where the storage allows: one writer, so SQLite is not "
-                        "contended) or 'workers' (each worker writes its own, as Dagster's "
-                        "multiprocess children do: parallel writers for a database). "
-                        "'auto': 'run' on SQLite, 'workers' otherwise."
+                        "in batches: one transaction for many entries, and SQLite is not "
+                        "contended) or 'workers' (each worker writes its own, one "
+                        "transaction per entry, as Dagster's multiprocess children do). "
+                        "'auto': 'run' where the run process writes in batches (SQLite, "
+                        "PostgreSQL), 'workers' on other storages."
                     ),
                 ),
                 "placement": dg.Field(
