@@ -65,18 +65,19 @@ def test_sigint_cancels_in_flight_async_steps(instance: dg.DagsterInstance) -> N
     result, returned = _execute(instance)
 
     assert not result.success
-    # The async steps slept 60 s; they were cancelled, and only the 1 s sync op was waited for.
+    # The async steps slept 60 s and were cancelled; the 10 s sync op was interrupted in
+    # its worker thread between two of its 0.1 s sleeps.
     assert returned - stamps["fired"] < 5
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
     failures = {e.step_key: e for e in result.all_events if e.event_type == E.STEP_FAILURE}
-    assert set(failures) == {f"slow[{i}]" for i in range(long_running.WIDTH)}
+    assert set(failures) == {f"slow[{i}]" for i in range(long_running.WIDTH)} | {"sync_loop"}
     assert all(
         e.step_failure_data.error.cls_name == "DagsterExecutionInterruptedError"
         for e in failures.values()
     )
     successes = {e.step_key for e in result.all_events if e.event_type == E.STEP_SUCCESS}
-    assert successes == {"spread", "short_sync"}
+    assert successes == {"spread"}
     assert_every_started_step_ended(instance, result.run_id)
     _assert_nothing_left_running()
 
@@ -136,7 +137,7 @@ def test_sigterm_to_the_cli_run_worker(tmp_path: Path, monkeypatch: pytest.Monke
             (run,) = instance.get_runs()
             assert elapsed < 10
             assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-            assert _count(instance, run.run_id, E.STEP_FAILURE) == long_running.WIDTH
+            assert _count(instance, run.run_id, E.STEP_FAILURE) == long_running.WIDTH + 1
             assert_every_started_step_ended(instance, run.run_id)
     finally:
         if process.poll() is None:

@@ -2,8 +2,9 @@
 that step's lines.
 
 Needs Debian's chromium (/usr/bin/chromium, or $DAGLOOP_CHROMIUM) and the `playwright`
-Python package (extra `ui`); skipped without them unless DAGLOOP_REQUIRE_UI=1 (set by
-`make test-ui`, which installs chromium when missing). The screenshot is saved as
+Python package (extra `ui`). Run by `make test-ui` (which installs chromium when missing,
+and which `.ci/run` calls); `make test` leaves it out. Without them it fails, naming what
+is missing: it never skips itself. The screenshot is saved as
 `step_stdout.png` in the test's temp dir (its path is printed).
 """
 
@@ -58,11 +59,8 @@ def _requirements() -> str | None:
 @pytest.fixture(scope="module", autouse=True)
 def _ui_available() -> None:
     missing = _requirements()
-    if missing is None:
-        return
-    if os.environ.get("DAGLOOP_REQUIRE_UI") == "1":
-        pytest.fail(missing)
-    pytest.skip(missing)
+    if missing is not None:
+        pytest.fail(f"{missing}: run it with `make test-ui`, which installs chromium")
 
 
 def _free_port() -> int:

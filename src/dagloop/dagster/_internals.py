@@ -11,6 +11,7 @@ any name disappears.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from dagster._core.events import (
     EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
     PIPELINE_EVENTS,
     DagsterEvent,
+    DagsterEventType,
     EngineEventData,
 )
 from dagster._core.events.log import EventLogEntry
@@ -33,6 +35,7 @@ from dagster._core.execution.api import (
     ExecuteRunWithPlanIterable,
     create_execution_plan,
     execute_plan_iterator,
+    execute_run_iterator,
 )
 from dagster._core.execution.compute_logs import create_compute_log_file_key
 from dagster._core.execution.context.system import (
@@ -62,8 +65,13 @@ from dagster._core.execution.step_dependency_config import (
 )
 from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.base import Executor
+from dagster._core.storage.cloud_storage_compute_log_manager import (
+    CloudStorageComputeLogManager,
+)
+from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
 from dagster._core.storage.event_log import InMemoryEventLogStorage, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster._utils.interrupts import pop_captured_interrupt
@@ -75,6 +83,33 @@ def step_failure_for_interrupt(step_context: StepExecutionContext, exc_info: Any
         step_context, exc_info, error_source=ErrorSource.INTERRUPT
     )
     return event
+
+
+def warning_engine_event(
+    step_context: StepExecutionContext, message: str, data: EngineEventData
+) -> DagsterEvent:
+    """An engine event of a step, logged at WARNING (Dagster logs engine events at
+    DEBUG, which a console or UI filtered to warnings hides)."""
+    event = DagsterEvent(
+        event_type_value=DagsterEventType.ENGINE_EVENT.value,
+        job_name=step_context.job_name,
+        step_handle=step_context.step.handle,
+        node_handle=step_context.step.node_handle,
+        step_kind_value=step_context.step.kind.value,
+        logging_tags=step_context.event_tags,
+        event_specific_data=data,
+        message=message,
+        pid=os.getpid(),
+    )
+    step_context.log.log_dagster_event(level=logging.WARNING, msg=message, dagster_event=event)
+    return event
+
+
+def event_listeners(instance: Any, run_id: str) -> list[Callable[[EventLogEntry], None]]:
+    """The in-process subscribers of a run's entries (`instance.add_event_listener`), which
+    `handle_new_event` calls after storing an entry."""
+    subscribers: Any = instance._subscribers
+    return list(subscribers.get(run_id, ()))
 
 
 #: Event types whose `store_event` or `instance.handle_new_event` writes more than the
@@ -209,6 +244,9 @@ def writes_to_run_shard_only(entry: EventLogEntry) -> bool:
 
 __all__ = [
     "ActiveExecution",
+    "CapturedLogContext",
+    "CloudStorageComputeLogManager",
+    "ComputeIOType",
     "DagsterEvent",
     "DagsterExecutionInterruptedError",
     "EngineEventData",
@@ -219,6 +257,7 @@ __all__ = [
     "Executor",
     "InstanceConcurrencyContext",
     "KnownExecutionState",
+    "LocalComputeLogManager",
     "PlanExecutionContext",
     "PlanExecutionContextManager",
     "PlanOrchestrationContext",
@@ -230,7 +269,9 @@ __all__ = [
     "create_compute_log_file_key",
     "create_execution_plan",
     "dagster_event_sequence_for_step",
+    "event_listeners",
     "execute_plan_iterator",
+    "execute_run_iterator",
     "get_retries_config",
     "get_step_dependency_config_field",
     "get_tag_concurrency_limits_config",
@@ -240,5 +281,6 @@ __all__ = [
     "serializable_error_info_from_exc_info",
     "step_failure_for_interrupt",
     "trigger_hooks",
+    "warning_engine_event",
     "writes_to_run_shard_only",
 ]

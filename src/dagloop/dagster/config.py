@@ -25,7 +25,11 @@ StepHost = Literal["greenlet", "thread"]
 STEP_TIMEOUT_TAG = "dagloop/step_timeout_seconds"
 
 
+EventLogWrites = Literal["batched", "direct"]
+
+
 def default_sync_threads() -> int:
+    """Resolved where the run executes (the run worker), not where the job is defined."""
     return min(32, (os.cpu_count() or 1) + 4)
 
 
@@ -39,11 +43,12 @@ EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = {
         ),
     ),
     "sync_threads": dg.Field(
-        int,
-        default_value=default_sync_threads(),
+        dg.Noneable(int),
+        default_value=None,
         description=(
             "Worker threads for steps whose compute function is synchronous; they run "
-            "there so they never block the event loop."
+            "there so they never block the event loop. Unset: min(32, CPUs + 4) of the "
+            "machine the run executes on."
         ),
     ),
     "tag_concurrency_limits": get_tag_concurrency_limits_config(),
@@ -62,8 +67,9 @@ EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = {
         default_value=None,
         description=(
             f"Default time budget of a step; the op tag '{STEP_TIMEOUT_TAG}' overrides it. "
-            "An async step over budget is cancelled and fails; a sync step over budget is "
-            "reported (threads cannot be interrupted)."
+            "A step over budget fails: an async step is cancelled at its current await, a "
+            "sync step is interrupted at its next Python bytecode (or abandoned after "
+            "termination_grace_seconds if it is stuck in C code)."
         ),
     ),
     "blocked_loop_warning_seconds": dg.Field(
@@ -78,11 +84,32 @@ EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = {
         float,
         default_value=5.0,
         description=(
-            "On termination, how long to wait for steps running in worker threads to "
-            "return before they are reported failed and left behind."
+            "How long a step running synchronous code in a worker thread gets to stop "
+            "after it was interrupted (termination, step timeout) before it is reported "
+            "failed and abandoned: nothing it does afterwards reaches the run."
+        ),
+    ),
+    "event_log_writes": dg.Field(
+        dg.Enum("DagloopEventLogWrites", [dg.EnumValue("batched"), dg.EnumValue("direct")]),
+        default_value="batched",
+        description=(
+            "'batched': one writer thread stores the run's step events and logs behind, "
+            "many per transaction, and a step starts only once the entries of the steps "
+            "before it are stored. 'direct': Dagster's own behaviour, one write per entry "
+            "in the logging thread, every entry durable before the step goes on."
         ),
     ),
     "step_dependency_config": get_step_dependency_config_field(),
+    "compute_logs": dg.Field(
+        dg.Enum("DagloopComputeLogs", [dg.EnumValue("per_step"), dg.EnumValue("per_run")]),
+        default_value="per_run",
+        description=(
+            "'per_step': what a step writes to sys.stdout/sys.stderr goes to its own "
+            "compute log (its stdout/stderr tabs in the UI); the rest goes to the run's. "
+            "'per_run' (default): one capture for the whole run, as Dagster's in-process "
+            "executor; per-step capture costs a file or two and an event per step."
+        ),
+    ),
     "dask": DASK_CONFIG_FIELD,
 }
 
@@ -108,9 +135,28 @@ def _positive_int(config: Mapping[str, Any], key: str) -> int | None:
 
 def _positive_seconds(config: Mapping[str, Any], key: str) -> float | None:
     value = config.get(key)
-    if value is not None and (math.isnan(value) or value <= 0 or math.isinf(value)):
+    if value is not None and not (math.isfinite(value) and value > 0):
         raise ExecutorConfigError(key, value, "expected a positive, finite number of seconds")
     return None if value is None else float(value)
+
+
+def step_budget(op_name: str, step_key: str, tags: Mapping[str, str]) -> float | None:
+    """The time budget an op's tag sets, None if untagged; a bad value names the op."""
+    tagged = tags.get(STEP_TIMEOUT_TAG)
+    if tagged is None:
+        return None
+    try:
+        budget = float(tagged)
+    except ValueError:
+        budget = math.nan
+    if not (math.isfinite(budget) and budget > 0):
+        raise dg.DagsterInvalidConfigError(
+            f"Op '{op_name}' (step '{step_key}'): tag '{STEP_TIMEOUT_TAG}' must be a positive, "
+            f"finite number of seconds, got {tagged!r}.",
+            [],
+            tagged,
+        )
+    return budget
 
 
 @dataclass(frozen=True)
@@ -123,18 +169,20 @@ class AsyncExecutorConfig:
     step_timeout_seconds: float | None = None
     blocked_loop_warning_seconds: float = 0.5
     termination_grace_seconds: float = 5.0
+    event_log_writes: EventLogWrites = "batched"
     step_dependency_config: StepDependencyConfig = field(
         default_factory=StepDependencyConfig.default
     )
     dask: DaskConfig | None = None
+    compute_logs: Literal["per_step", "per_run"] = "per_run"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AsyncExecutorConfig:
         sync_threads = _positive_int(config, "sync_threads")
         grace = config.get("termination_grace_seconds", 5.0)
-        if math.isnan(grace) or grace < 0:
+        if not (math.isfinite(grace) and grace >= 0):
             raise ExecutorConfigError(
-                "termination_grace_seconds", grace, "expected zero or more seconds"
+                "termination_grace_seconds", grace, "expected zero or more, finite seconds"
             )
         retries = RetryMode.from_config(config["retries"])
         assert retries is not None, "the retries field has a default"
@@ -148,8 +196,10 @@ class AsyncExecutorConfig:
             blocked_loop_warning_seconds=_positive_seconds(config, "blocked_loop_warning_seconds")
             or 0.5,
             termination_grace_seconds=float(grace),
+            event_log_writes=config.get("event_log_writes", "batched"),
             step_dependency_config=StepDependencyConfig.from_config(
                 config.get("step_dependency_config")
             ),
             dask=DaskConfig.from_config(config.get("dask")),
+            compute_logs=config.get("compute_logs", "per_run"),
         )

@@ -4,7 +4,7 @@ Every entry Dagster logs for a run reaches `instance.handle_new_event` (the log 
 and `report_engine_event` both call it). `route_entries` replaces that method on the
 instance object, once for all the runs routed through it, and sends a routed run's
 entries to its handler; other runs' entries are stored as before. When the last route
-of an instance is removed, the class's method is back.
+of an instance is removed, what the instance had before is back.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ Store = Callable[..., None]
 class _Routes:
     store: Store
     handlers: dict[str, EntryHandler] = field(default_factory=dict)
+    #: What the instance object itself held before (someone else's wrapper), if anything.
+    shadowed: Store | None = None
 
 
 _lock = threading.Lock()
@@ -39,7 +41,10 @@ def route_entries(instance: dg.DagsterInstance, run_id: str, handler: EntryHandl
     with _lock:
         routes = _routes.get(id(instance))
         if routes is None:
-            routes = _routes[id(instance)] = _Routes(store=instance.handle_new_event)
+            routes = _routes[id(instance)] = _Routes(
+                store=instance.handle_new_event,
+                shadowed=vars(instance).get("handle_new_event"),
+            )
             instance.handle_new_event = _dispatcher(routes)  # type: ignore[method-assign]
         routes.handlers[run_id] = handler
         return routes.store
@@ -52,7 +57,10 @@ def unroute_entries(instance: dg.DagsterInstance, run_id: str) -> None:
             return
         if not routes.handlers:
             del _routes[id(instance)]
-            del instance.handle_new_event  # the class's method again
+            if routes.shadowed is not None:
+                instance.handle_new_event = routes.shadowed  # type: ignore[method-assign]
+            else:
+                del instance.handle_new_event  # the class's method again
 
 
 def _dispatcher(routes: _Routes) -> Store:

@@ -4,29 +4,42 @@ Dagster writes every entry as it is logged, each in its own transaction; on SQLi
 is an engine, a connection and an fsync per entry (~4-7 ms here), most of a step's
 bookkeeping. While a run executes, `RunEventLog` takes over the writes of that run in
 this process: one thread writes them in the order they were logged, and entries that
-arrive together go into one transaction where the storage allows it (SQLite run shards,
-see `_internals.run_shard_batch_writer`), ~0.25 ms an entry.
+arrive together go into one transaction where the storage allows it
+(`_internals.run_shard_batch_writer`).
 
-* Step events and logs (entries stored in the run's own shard only) are written
-  behind: the caller does not wait. Nothing in a run's execution reads them back while
-  the run executes (readiness, retries and dynamic mappings come from Dagster's
-  `ActiveExecution`; inputs from IO managers); other readers see them milliseconds late.
+* Step events and logs are written behind: the caller does not wait. Nothing in a
+  run's execution reads them back while a step runs (readiness, retries and dynamic
+  mappings come from Dagster's `ActiveExecution`; inputs from IO managers). Before a
+  step starts, the orchestrator awaits `barrier()`, so the STEP_SUCCESS of every step
+  it depends on is stored: a process killed at any point loses no success that a
+  later step relied on.
 * Every other entry (asset and asset-check events, run status) is written after all
-  entries before it, and the caller waits for it, as it does without dagloop, so an
-  asset event is readable before the step that logged it goes on.
+  entries before it, and the caller waits for it, as it does without dagloop.
+* In-process listeners (`instance.add_event_listener`) are called for every entry once
+  it is stored, batched or not.
+* A write that fails is retried with backoff for a few seconds. An entry that still
+  cannot be stored is never dropped silently: the caller that waits gets the error,
+  and `on_failure` is told, so the run fails with the storage error.
+* Entries logged by a thread the orchestrator abandoned (`quarantine`) are dropped,
+  even after the run's end, so a step cut off by termination never writes into the
+  run again.
 * Entries sent by Dask workers (`STORE` messages) join the same queue, and any other
   worker message is handed back to the loop only once everything before it is written.
 
-With storages that cannot batch (PostgreSQL, in-memory) only the Dask part is active.
+`event_log_writes: direct` keeps Dagster's own behaviour (every entry stored in the
+thread that logs it, before it goes on), with the same retries, failure reporting and
+quarantine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +47,7 @@ import dagster as dg
 
 from dagloop.dagster._internals import (
     EventLogEntry,
+    event_listeners,
     run_shard_batch_writer,
     writes_to_run_shard_only,
 )
@@ -42,8 +56,16 @@ from dagloop.dagster.entry_routes import route_entries, unroute_entries
 
 #: Most entries written in one transaction.
 MAX_BATCH = 500
+#: How long a failed write is retried (waits of 0.05, 0.2, 0.8, 2 s...): storage back
+#: within that loses nothing. A storage that retries on its own (dagster-postgres
+#: reconnects for ~6 s) gets one attempt of its own length.
+RETRY_SECONDS = 3.8
 
 Message = list[Any]
+
+
+class EventLogWriteError(dg.DagsterError):
+    """Entries of a run could not be stored in its event log."""
 
 
 @dataclass(eq=False)
@@ -54,26 +76,46 @@ class _Entry:
     error: BaseException | None = None
 
 
+@dataclass(eq=False)
+class _Barrier:
+    done: Callable[[], object]
+
+
 class RunEventLog:
     def __init__(
         self,
         instance: dg.DagsterInstance,
         run_id: str,
         loop: asyncio.AbstractEventLoop,
+        *,
+        batched: bool = True,
+        on_failure: Callable[[EventLogWriteError], None] | None = None,
     ) -> None:
         self._instance = instance
         self._run_id = run_id
         self._loop = loop
-        self._write_batch = run_shard_batch_writer(instance)
+        self._write_batch = run_shard_batch_writer(instance) if batched else None
         self._store: Callable[..., None] = instance.handle_new_event
         self._dispatch: Callable[[Message], None] = lambda message: None
-        self._queue: queue.SimpleQueue[_Entry | Message | None] = queue.SimpleQueue()
+        self._on_failure = on_failure
+        self._queue: queue.SimpleQueue[_Entry | _Barrier | Message | None] = queue.SimpleQueue()
         self._pending: list[EventLogEntry] = []
+        #: Entries given up on, tried once more when the run ends.
+        self._lost: list[EventLogEntry] = []
         self._thread = threading.Thread(target=self._main, name="dagloop-event-writer", daemon=True)
-        self._intercepting = False
-        #: Entries written, and write calls used for them (for tests and benchmarks).
+        self._routed = False
+        self._closed = False
+        #: Guards the quarantine and the queue's counters against the logging threads.
+        self._lock = threading.Lock()
+        self._quarantined: set[int] = set()
+        self._queued_behind = 0
+        self._barrier_mark = 0
+        #: The first entries that could not be stored, as the run's failure.
+        self.failure: EventLogWriteError | None = None
+        #: Entries written, write calls used for them, entries of abandoned threads dropped.
         self.entries_written = 0
         self.writes = 0
+        self.dropped = 0
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
 
@@ -82,19 +124,65 @@ class RunEventLog:
         if dispatch is not None:
             self._dispatch = dispatch
         self._thread.start()
-        if self._write_batch is not None:
-            self._intercept()
+        self._store = route_entries(self._instance, self._run_id, self._handle_new_event)
+        self._routed = True
 
     async def aclose(self) -> None:
-        """Stop taking the run's writes, write everything received, stop the thread."""
-        self._release()
+        """Write everything received, stop the thread. Entries logged afterwards are
+        stored directly, except those of quarantined threads, which stay dropped until
+        those threads are done."""
+        with self._lock:
+            self._closed = True
+            release = not self._quarantined
+        if release:
+            self._unroute()
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
+
+    async def barrier(self) -> None:
+        """Wait until every entry queued so far is stored (or given up on)."""
+        with self._lock:
+            mark = self._queued_behind
+        if mark == self._barrier_mark or not self._thread.is_alive():
+            return
+        done = self._loop.create_future()
+
+        def resolve() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self._queue.put(_Barrier(lambda: self._loop.call_soon_threadsafe(resolve)))
+        await done
+        self._barrier_mark = max(self._barrier_mark, mark)
+
+    # -- abandoned threads -------------------------------------------------------------
+
+    def quarantine(self, thread_id: int) -> None:
+        """Drop every entry the thread logs from now on (its step was abandoned)."""
+        with self._lock:
+            self._quarantined.add(thread_id)
+
+    def release_thread(self, thread_id: int) -> None:
+        """The thread's step code has returned: what it logs next belongs to other work."""
+        with self._lock:
+            if thread_id not in self._quarantined:
+                return
+            self._quarantined.discard(thread_id)
+            release = self._closed and not self._quarantined
+        if release:
+            self._unroute()
+
+    def _unroute(self) -> None:
+        if self._routed:
+            self._routed = False
+            unroute_entries(self._instance, self._run_id)
 
     # -- producers ---------------------------------------------------------------------
 
     def put_worker_message(self, message: Message) -> None:
         """A message from a Dask worker (any thread); decoded by the writer thread."""
+        with self._lock:
+            self._queued_behind += 1
         self._queue.put(message)
 
     def _handle_new_event(self, entry: EventLogEntry) -> None:
@@ -102,23 +190,32 @@ class RunEventLog:
         if threading.current_thread() is self._thread:
             self._store(entry)
             return
-        if self._write_batch is not None and writes_to_run_shard_only(entry):
-            self._queue.put(_Entry(entry))
+        with self._lock:
+            if threading.get_ident() in self._quarantined:
+                self.dropped += 1
+                return
+            # Without a batch path (or once closed) an entry is stored by the thread
+            # that logs it, as Dagster does: the writer thread would gain nothing.
+            queued = not self._closed and self._write_batch is not None
+            if queued and writes_to_run_shard_only(entry):
+                self._queued_behind += 1
+                self._queue.put(_Entry(entry))
+                return
+            if queued:
+                item = _Entry(entry, written=threading.Event())
+                self._queue.put(item)
+        if not queued:
+            self._write_now(entry)
             return
-        item = _Entry(entry, written=threading.Event())
-        self._queue.put(item)
         item.written.wait()  # type: ignore[union-attr]
         if item.error is not None:
             raise item.error
 
-    def _intercept(self) -> None:
-        self._store = route_entries(self._instance, self._run_id, self._handle_new_event)
-        self._intercepting = True
-
-    def _release(self) -> None:
-        if self._intercepting:
-            unroute_entries(self._instance, self._run_id)
-            self._intercepting = False
+    def _write_now(self, entry: EventLogEntry) -> None:
+        try:
+            self._write(lambda: self._store(entry), 1)
+        except Exception as exc:
+            raise self._fail(exc, [entry]) from exc
 
     # -- the writer thread -------------------------------------------------------------
 
@@ -134,18 +231,41 @@ class RunEventLog:
                 except queue.Empty:
                     break
             held: list[Message] = []
+            barriers: list[_Barrier] = []
             for item in items:
                 if item is None:
                     stopping = True
                 elif isinstance(item, _Entry):
                     self._take(item)
+                elif isinstance(item, _Barrier):
+                    barriers.append(item)
                 elif item[0] == STORE:
                     self._take(_Entry(dg.deserialize_value(item[1], EventLogEntry)))
                 else:
                     held.append(item)
             self._flush()
+            for barrier in barriers:
+                barrier.done()
             if held:
                 self._loop.call_soon_threadsafe(self._dispatch_all, held)
+        self._write_lost()
+
+    def _write_lost(self) -> None:
+        """At the run's end, one more bounded try at the entries that could not be
+        stored: after a short outage the run still fails, but its log is complete."""
+        lost, self._lost = self._lost, []
+        if not lost:
+            return
+        try:
+            if self._write_batch is not None:
+                write_batch = self._write_batch
+                self._write(lambda: write_batch(self._run_id, lost), len(lost), retry=True)
+                self._notify_listeners(lost)
+            else:
+                for entry in lost:
+                    self._write(lambda entry=entry: self._store(entry), 1, retry=True)  # type: ignore[misc]
+        except Exception as exc:
+            sys.stderr.write(f"dagloop: {len(lost)} event-log entries stay lost: {exc!r}\n")
 
     def _dispatch_all(self, messages: list[Message]) -> None:
         for message in messages:
@@ -163,9 +283,9 @@ class RunEventLog:
             return
         self._flush()
         try:
-            self._write(lambda: self._store(item.entry), 1)
-        except BaseException as exc:
-            item.error = exc
+            self._write(lambda: self._store(item.entry), 1, retry=self.failure is None)
+        except Exception as exc:
+            item.error = self._fail(exc, [item.entry])
         finally:
             if item.written is not None:
                 item.written.set()
@@ -177,16 +297,61 @@ class RunEventLog:
         write_batch = self._write_batch
         assert write_batch is not None
         try:
-            self._write(lambda: write_batch(self._run_id, entries), len(entries))
+            self._write(
+                lambda: write_batch(self._run_id, entries), len(entries), retry=self.failure is None
+            )
         except Exception:
-            # As Dagster does when a batch fails: fall back to one write per entry.
-            for entry in entries:
+            # As Dagster does when a batch fails: one write per entry, so that one entry
+            # the storage rejects does not take the others with it. Once one of those
+            # fails too, the storage is down: the rest are not tried one by one.
+            for index, entry in enumerate(entries):
                 try:
-                    self._write(lambda entry=entry: self._store(entry), 1)  # type: ignore[misc]
+                    self._write(lambda entry=entry: self._store(entry), 1, retry=False)  # type: ignore[misc]
                 except Exception as exc:
-                    sys.stderr.write(f"dagloop: writing an event-log entry failed: {exc!r}\n")
+                    self._fail(exc, entries[index:])
+                    return
+            return
+        self._notify_listeners(entries)
 
-    def _write(self, write: Callable[[], None], count: int) -> None:
-        write()
+    def _notify_listeners(self, entries: Sequence[EventLogEntry]) -> None:
+        listeners = event_listeners(self._instance, self._run_id)
+        for entry in entries:
+            for listener in listeners:
+                listener(entry)
+
+    def _write(self, write: Callable[[], None], count: int, *, retry: bool = True) -> None:
+        deadline = time.monotonic() + (RETRY_SECONDS if retry else 0.0)
+        delay = 0.05
+        while True:
+            try:
+                write()
+                break
+            except Exception:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 4, 2.0)
         self.entries_written += count
         self.writes += 1
+
+    def _fail(self, error: Exception, lost: Sequence[EventLogEntry]) -> EventLogWriteError:
+        steps = sorted({entry.step_key for entry in lost if entry.step_key})
+        named = f" (steps: {', '.join(steps[:10])}{', ...' if len(steps) > 10 else ''})"
+        failure = EventLogWriteError(
+            f"dagloop could not store {len(lost)} event-log entr"
+            f"{'y' if len(lost) == 1 else 'ies'} of run {self._run_id}"
+            f"{named if steps else ''}: {error!r}. "
+            "The run is failed so that it is not reported successful with entries "
+            "missing; re-execute it from failure once the storage is back."
+        )
+        sys.stderr.write(f"dagloop: {failure}\n")
+        self._lost.extend(lost)
+        with self._lock:
+            first = self.failure is None
+            if first:
+                self.failure = failure
+        if first and self._on_failure is not None:
+            on_failure = self._on_failure
+            with contextlib.suppress(RuntimeError):  # a closed loop: the run is over
+                self._loop.call_soon_threadsafe(on_failure, failure)
+        return failure

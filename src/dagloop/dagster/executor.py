@@ -22,8 +22,8 @@ from dagloop.dagster._internals import (
     multiple_process_executor_requirements,
 )
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
-from dagloop.dagster.event_log import RunEventLog
-from dagloop.dagster.orchestrator import Orchestrator
+from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
+from dagloop.dagster.orchestrator import Orchestrator, check_op_tags
 from dagloop.runtime.loop_driver import iterate_on_loop
 
 
@@ -54,6 +54,8 @@ class AsyncExecutor(Executor):
         self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
         config = self._config
+        # Bad op tags fail the run here, before resources are opened or any step runs.
+        check_op_tags(execution_plan)
         step_keys = execution_plan.step_keys_to_execute
         yield DagsterEvent.engine_event(
             plan_context,
@@ -86,7 +88,19 @@ class AsyncExecutor(Executor):
     def _run_on_loop(
         self, job_context: PlanExecutionContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
-        event_log = RunEventLog(job_context.instance, job_context.run_id, job_context.event_loop)
+        orchestrator: Orchestrator | None = None
+
+        def event_log_failed(error: EventLogWriteError) -> None:
+            if orchestrator is not None:
+                orchestrator.fail_run(error)
+
+        event_log = RunEventLog(
+            job_context.instance,
+            job_context.run_id,
+            job_context.event_loop,
+            batched=self._config.event_log_writes == "batched",
+            on_failure=event_log_failed,
+        )
         remote = None
         if self._config.dask is not None:
             from dagloop.dagster.dask.runner import DaskSteps
@@ -94,7 +108,7 @@ class AsyncExecutor(Executor):
             remote = DaskSteps(
                 self._config.dask, job_context, execution_plan, self, self._config, event_log
             )
-        orchestrator = Orchestrator(job_context, execution_plan, self._config, remote)
+        orchestrator = Orchestrator(job_context, execution_plan, self._config, remote, event_log)
 
         async def main(emit: Callable[[DagsterEvent], None]) -> None:
             event_log.start(dispatch=remote.dispatch if remote is not None else None)
@@ -114,6 +128,8 @@ class AsyncExecutor(Executor):
             finally:
                 # Every entry of the run is written before the executor reports its end.
                 await event_log.aclose()
+            if event_log.failure is not None:
+                raise event_log.failure
             if event_log.entries_written:
                 emit(
                     DagsterEvent.engine_event(
@@ -148,7 +164,7 @@ def async_executor(init_context: dg.InitExecutorContext) -> AsyncExecutor:
     or ``async_executor.configured({"max_concurrent": 50})``. Config keys:
     ``max_concurrent``, ``sync_threads``, ``tag_concurrency_limits``, ``retries``,
     ``step_host``, ``step_timeout_seconds``, ``blocked_loop_warning_seconds``,
-    ``termination_grace_seconds``, ``dask`` (scale steps out to a Dask cluster; see
-    docs/dask.md).
+    ``termination_grace_seconds``, ``event_log_writes``, ``compute_logs``, ``dask`` (scale
+    steps out to a Dask cluster; see docs/dask.md).
     """
     return AsyncExecutor(AsyncExecutorConfig.from_config(init_context.executor_config))

@@ -8,6 +8,7 @@ only starts what it hands out, as soon as it hands it out, and reports back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -30,9 +31,13 @@ from dagloop.dagster._internals import (
     pop_captured_interrupt,
     serializable_error_info_from_exc_info,
     step_failure_for_interrupt,
+    warning_engine_event,
 )
-from dagloop.dagster.config import STEP_TIMEOUT_TAG, AsyncExecutorConfig
+from dagloop.dagster.config import AsyncExecutorConfig, step_budget
+from dagloop.dagster.dask.config import PLACEMENT_TAG, PLACEMENTS
+from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
+from dagloop.dagster.step_logs import open_for_run
 from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
 
 #: How often the orchestrator looks for a captured SIGINT/SIGTERM while idle.
@@ -91,6 +96,23 @@ class RemoteSteps(Protocol):
         ...
 
 
+def check_op_tags(execution_plan: ExecutionPlan) -> None:
+    """Reject a bad value of any op tag dagloop reads, naming the op and the tag, before
+    any step of the run starts (dynamic steps included: their tags are their op's)."""
+    for step in execution_plan.step_dict.values():
+        op_name = step.node_handle.name
+        tags = step.tags or {}
+        step_budget(op_name, step.key, tags)
+        placement = tags.get(PLACEMENT_TAG)
+        if placement is not None and placement not in PLACEMENTS:
+            raise dg.DagsterInvalidConfigError(
+                f"Op '{op_name}' (step '{step.key}'): tag '{PLACEMENT_TAG}' must be one of "
+                f"{', '.join(repr(p) for p in PLACEMENTS)}, got {placement!r}.",
+                [],
+                placement,
+            )
+
+
 class Orchestrator:
     def __init__(
         self,
@@ -98,6 +120,7 @@ class Orchestrator:
         execution_plan: ExecutionPlan,
         config: AsyncExecutorConfig,
         remote: RemoteSteps | None = None,
+        event_log: RunEventLog | None = None,
     ) -> None:
         self._job_context = job_context
         self._plan = execution_plan
@@ -110,20 +133,33 @@ class Orchestrator:
         self._stopping = False
         self._interrupt_requested: str | None = None
         self._raised: BaseException | None = None
+        self._event_log = event_log
         self._hosting = StepHosting(
-            self._loop, sync_threads=config.sync_threads, host_threads=config.max_concurrent
+            self._loop,
+            sync_threads=config.sync_threads,
+            host_threads=config.max_concurrent,
+            thread_left=event_log.release_thread if event_log is not None else None,
         )
         self._last_cancel_poll = 0.0
+        self._cancel_poll_failures = 0
         self._remote = remote
         self._remote_runs: dict[StepRun, KnownExecutionState] = {}
+        #: Every step task ever started, so none can outlive the orchestrator.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- entry points ------------------------------------------------------------------
 
     def request_interrupt(self, why: str) -> None:
-        """Ask the run to stop: in-flight async steps are cancelled, nothing new starts."""
+        """Ask the run to stop: in-flight steps are interrupted, nothing new starts."""
         if self._interrupt_requested is None:
             self._interrupt_requested = why
         self._wakeup.set()
+
+    def fail_run(self, error: BaseException) -> None:
+        """Stop the run and end it with `error` (e.g. its event log cannot be written)."""
+        if self._raised is None:
+            self._raised = error
+        self.request_interrupt(f"{type(error).__name__}: {error}")
 
     async def run(self, emit: Callable[[DagsterEvent], None]) -> None:
         self._emit = emit
@@ -161,12 +197,26 @@ class Orchestrator:
                     )
                     raise DagsterExecutionInterruptedError()
         finally:
+            # Last resort (a failure while winding down): no step task may outlive us.
+            await self._reap_tasks()
             bridge.uninstall()
             self._hosting.shutdown()
 
     # -- scheduling loop ---------------------------------------------------------------
 
     async def _schedule(self, active: ActiveExecution) -> None:
+        """Run the plan. Whatever raises here (a bug, a storage error, the orchestrator's
+        own cancellation), every step in flight is interrupted and awaited first, so
+        each one that started ends with exactly one terminal event."""
+        try:
+            await self._schedule_steps(active)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError | GeneratorExit) and self._raised is None:
+                self._raised = exc
+            await self._wind_down(active, f"the orchestrator raised {type(exc).__name__}")
+            raise
+
+    async def _schedule_steps(self, active: ActiveExecution) -> None:
         job_context = self._job_context
         while True:
             self._poll_for_interrupts()
@@ -174,7 +224,14 @@ class Orchestrator:
                 self._begin_stopping(active, self._interrupt_requested)
 
             if not self._stopping:
-                for step in active.get_steps_to_execute():
+                steps = active.get_steps_to_execute()
+                if steps and self._event_log is not None:
+                    # What these steps depend on is stored before they start: a crash
+                    # from here on never loses a success that a later step relied on.
+                    await self._event_log.barrier()
+                for step in steps:
+                    if self._interrupt_requested is not None:
+                        break  # handed out but never started: the run is interrupted
                     self._start(step, active)
                 self._emit_all(active.concurrency_event_iterator(job_context))
             self._emit_all(active.plan_events_iterator(job_context))
@@ -182,6 +239,23 @@ class Orchestrator:
             if not self._running and (self._stopping or active.is_complete):
                 return
             await self._wakeup.wait(self._idle_timeout(active))
+
+    async def _wind_down(self, active: ActiveExecution, why: str) -> None:
+        with contextlib.suppress(Exception):
+            if not self._stopping:
+                self._begin_stopping(active, why)
+        while self._running:
+            try:
+                await self._wakeup.wait(INTERRUPT_POLL_SECONDS)
+            except asyncio.CancelledError:
+                continue  # cancelled again while winding down: keep waiting for the steps
+
+    async def _reap_tasks(self) -> None:
+        pending = [task for task in self._tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _idle_timeout(self, active: ActiveExecution) -> float:
         timeout = INTERRUPT_POLL_SECONDS
@@ -193,14 +267,51 @@ class Orchestrator:
 
     def _poll_for_interrupts(self) -> None:
         if pop_captured_interrupt():
-            self.request_interrupt("received a termination signal")
+            self._on_signal()
         now = time.monotonic()
         poll_due = now - self._last_cancel_poll >= CANCEL_POLL_SECONDS
         if self._interrupt_requested is None and poll_due:
             self._last_cancel_poll = now
-            run = self._job_context.instance.get_run_by_id(self._job_context.run_id)
-            if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
+            if self._run_is_canceling():
                 self.request_interrupt("the run was marked CANCELING")
+
+    def _run_is_canceling(self) -> bool:
+        """One look at the run's status; a storage error is retried at the next poll."""
+        try:
+            run = self._job_context.instance.get_run_by_id(self._job_context.run_id)
+        except Exception as exc:
+            self._cancel_poll_failures += 1
+            if self._cancel_poll_failures == 1:
+                with contextlib.suppress(Exception):
+                    self._job_context.log.warning(
+                        "dagloop async executor: reading the run's status failed "
+                        f"({exc!r}); retrying every {CANCEL_POLL_SECONDS:g} s"
+                    )
+            return False
+        self._cancel_poll_failures = 0
+        return run is not None and run.status == dg.DagsterRunStatus.CANCELING
+
+    def _on_signal(self) -> None:
+        """SIGINT/SIGTERM. A run marked CANCELING (the UI's Terminate) stops. Otherwise,
+        as in the in-process executor, the interrupt is raised in the code that runs: a
+        step whose RetryPolicy turns it into a retry carries on, and any step that
+        re-raises it stops the run."""
+        if self._stopping:
+            return
+        if not self._running or self._run_is_canceling():
+            self.request_interrupt("received a termination signal")
+            return
+        in_flight = sorted(run.key for run in self._running)
+        self._emit(
+            DagsterEvent.engine_event(
+                self._job_context,
+                "dagloop async executor: received an interrupt - raising it in "
+                f"{len(in_flight)} in-flight step(s)",
+                EngineEventData.interrupted(in_flight),
+            )
+        )
+        for run in list(self._running):
+            self._interrupt(run, DagsterExecutionInterruptedError())
 
     def _begin_stopping(self, active: ActiveExecution, why: str) -> None:
         self._stopping = True
@@ -213,31 +324,39 @@ class Orchestrator:
                 EngineEventData.interrupted(in_flight),
             )
         )
-        uninterruptible = [
-            run for run in self._running if not run.cancel(DagsterExecutionInterruptedError())
-        ]
-        if uninterruptible:
-            self._loop.call_later(
-                self._config.termination_grace_seconds, self._abandon_threads, uninterruptible
-            )
+        for run in list(self._running):
+            self._interrupt(run, DagsterExecutionInterruptedError())
 
-    def _abandon_threads(self, runs: Iterable[StepRun]) -> None:
-        """Report steps stuck in worker threads as failed once the grace period is over."""
-        for run in runs:
-            if run.finished:
-                continue
-            run.abandoned = True
+    def _interrupt(self, run: StepRun, reason: BaseException) -> None:
+        """Interrupt a step; one running code in a worker thread that is still running
+        `termination_grace_seconds` later is abandoned."""
+        if run.cancel(reason) and run.in_thread:
+            self._loop.call_later(self._config.termination_grace_seconds, self._abandon, run)
+
+    def _abandon(self, run: StepRun) -> None:
+        """Give up on a thread-hosted step that did not stop: report it failed (its one
+        terminal event), and drop everything its thread does from now on."""
+        if run.finished:
+            return
+        run.abandoned = True
+        if self._event_log is not None:
+            run.section.while_inside(self._event_log.quarantine)
+        grace = self._config.termination_grace_seconds
+        with contextlib.suppress(Exception):
             self._emit(
-                DagsterEvent.engine_event(
+                warning_engine_event(
                     run.context,
-                    f"Step '{run.key}' was still running synchronous code in a worker thread "
-                    f"{self._config.termination_grace_seconds:g} s after termination was "
-                    "requested; it is reported failed and its thread is left to finish.",
+                    f"Op '{run.op_name}' (step '{run.key}') was still running synchronous "
+                    f"code {grace:g} s after it was interrupted: it is reported failed and "
+                    "abandoned. Nothing it does from now on reaches this run, and its "
+                    "thread does not keep the process alive.",
                     EngineEventData.interrupted([run.key]),
                 )
             )
-            self._fail_from_orchestrator(run, DagsterExecutionInterruptedError())
-            self._finish(run)
+        self._fail_from_orchestrator(run, run.cancel_reason or DagsterExecutionInterruptedError())
+        self._finish(run)
+        if run.task is not None:
+            run.task.cancel()
 
     # -- steps -------------------------------------------------------------------------
 
@@ -247,34 +366,27 @@ class Orchestrator:
         remote = self._remote is not None and self._remote.accepts(step)
         # A remote step is awaited by its task, which is cancelled like a greenlet's.
         host = "greenlet" if remote else choose_host(context, self._config.step_host)
+        budget = step_budget(step.node_handle.name, step.key, step.tags)
         run = StepRun(
             step=step,
             context=context,
             host=host,
-            budget=self._budget_for(step),
+            budget=budget if budget is not None else self._config.step_timeout_seconds,
             report_hold=self._report_hold,
         )
         self._running.add(run)
         if remote:
             self._remote_runs[run] = known_state
         run.task = self._loop.create_task(self._execute(run), name=f"dagloop-step:{step.key}")
+        self._tasks.add(run.task)
+        run.task.add_done_callback(lambda task: self._task_done(run, task))
 
-    def _budget_for(self, step: ExecutionStep) -> float | None:
-        tagged = step.tags.get(STEP_TIMEOUT_TAG)
-        if tagged is None:
-            return self._config.step_timeout_seconds
-        try:
-            budget = float(tagged)
-        except ValueError:
-            budget = float("nan")
-        if not budget > 0:
-            raise dg.DagsterInvalidConfigError(
-                f"Op tag '{STEP_TIMEOUT_TAG}' of step '{step.key}' must be a positive number "
-                f"of seconds, got {tagged!r}.",
-                [],
-                tagged,
-            )
-        return budget
+    def _task_done(self, run: StepRun, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not run.finished and not run.abandoned:
+            # Cancelled before its coroutine ever ran (so `_execute` could not end it).
+            self._ensure_terminal(run, run.cancel_reason or DagsterExecutionInterruptedError())
+            self._finish(run)
 
     async def _execute(self, run: StepRun) -> None:
         if run.budget is not None:
@@ -296,16 +408,20 @@ class Orchestrator:
             if run not in self._remote_runs and self._hosting.has_hooks(run):
                 await self._hosting.run_hooks(run, lambda event: self._accept(run, event))
         except _INTERRUPTS as exc:
+            self._ensure_terminal(run, exc)
             # Dagster re-raises interrupts after reporting the step failed. One we did
-            # not cause (user code raising KeyboardInterrupt) stops the run, as it does
-            # in the in-process executor.
+            # not cause (user code raising KeyboardInterrupt), or a signal's interrupt
+            # that no RetryPolicy absorbed, stops the run, as in the in-process executor.
             if not self._stopping:
                 self._raised = self._raised or exc
                 self.request_interrupt(f"step '{run.key}' raised {type(exc).__name__}")
         except asyncio.CancelledError:
-            # Only reachable if the orchestrator itself is being torn down.
-            raise
+            if run.abandoned:
+                return  # given up on; its failure is reported
+            self._ensure_terminal(run, run.cancel_reason or DagsterExecutionInterruptedError())
+            raise  # the orchestrator itself is being torn down
         except BaseException as exc:
+            self._ensure_terminal(run, exc)
             if self._raised is None:
                 self._raised = exc
             self.request_interrupt(f"step '{run.key}' raised {type(exc).__name__}")
@@ -313,16 +429,25 @@ class Orchestrator:
             if not run.abandoned:
                 self._finish(run)
 
+    def _ensure_terminal(self, run: StepRun, error: BaseException) -> None:
+        """An attempt that ends without a terminal event (interrupted outside Dagster's
+        own handler, or before it started) is reported failed here, once."""
+        if not run.reported_terminal and not run.abandoned:
+            self._fail_from_orchestrator(run, error)
+
     def _finish(self, run: StepRun) -> None:
         if run.finished:
             return
         run.finished = True
-        if run.deadline_timer is not None:
-            run.deadline_timer.cancel()
-        self._verify(run)
         self._running.discard(run)
         self._remote_runs.pop(run, None)
         self._wakeup.set()
+        if run.deadline_timer is not None:
+            run.deadline_timer.cancel()
+        try:
+            self._verify(run)
+        except Exception as exc:  # e.g. the error it logs cannot be stored
+            self._raised = self._raised or exc
 
     def _verify(self, run: StepRun) -> None:
         """Once per attempt: a step that ended without a terminal event is abandoned.
@@ -351,19 +476,7 @@ class Orchestrator:
     def _expire(self, run: StepRun) -> None:
         budget = run.budget
         assert budget is not None
-        error = StepTimeoutError(run.step.node_handle.name, run.key, budget)
-        if run.cancel(error):
-            return
-        if run.host is None and not run.finished:
-            self._emit(
-                DagsterEvent.engine_event(
-                    run.context,
-                    f"Step '{run.key}' is over its time budget of {budget:g} s. It runs "
-                    "synchronous code in a worker thread, which cannot be interrupted; it "
-                    "keeps running and will end on its own.",
-                    EngineEventData(),
-                )
-            )
+        self._interrupt(run, StepTimeoutError(run.op_name, run.key, budget))
 
     def _report_hold(self, run: StepRun, held: float) -> None:
         # Called on the loop thread only: greenlet switches and coroutine resumes.
@@ -372,12 +485,22 @@ class Orchestrator:
             self._emit(warning)
 
     def _fail_from_orchestrator(self, run: StepRun, error: BaseException) -> None:
-        try:
-            raise error
-        except BaseException:
-            event = step_failure_for_interrupt(run.context, sys.exc_info())
-        self._emit(event)
+        if run.reported_terminal:
+            return
+        run.reported_terminal = True
         assert self._active is not None
+        try:
+            try:
+                raise error
+            except BaseException:
+                event = step_failure_for_interrupt(run.context, sys.exc_info())
+        except EventLogWriteError:
+            # The failure could not even be logged: the run fails with the storage error
+            # (reported by the event log); Dagster marks the step's state unknown.
+            run.verified = True
+            self._active.verify_complete(self._job_context, run.key)
+            return
+        self._emit(event)
         self._active.handle_event(event)
 
     # -- plumbing ----------------------------------------------------------------------
@@ -391,7 +514,11 @@ class Orchestrator:
         executor does."""
         job_context = self._job_context
         manager = job_context.instance.compute_log_manager
-        step_keys = [step.key for step in self._plan.get_steps_to_execute_in_topo_order()]
+        # Per-step capture (dagster/step_logs.py): before the run's capture takes the fds.
+        step_logs = stack.enter_context(open_for_run(job_context, self._config.compute_logs))
+        self._hosting.step_logs = step_logs
+        steps = self._plan.get_steps_to_execute_in_topo_order()
+        step_keys = step_logs.run_capture_step_keys(steps, self._remote)
         file_key = create_compute_log_file_key()
         log_key = manager.build_log_key_for_run(job_context.run_id, file_key)
         try:

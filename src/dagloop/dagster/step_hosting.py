@@ -7,6 +7,7 @@ hosted the same way wherever it runs.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 import dagster as dg
@@ -16,7 +17,9 @@ from dagloop.dagster._internals import (
     EngineEventData,
     dagster_event_sequence_for_step,
     trigger_hooks,
+    warning_engine_event,
 )
+from dagloop.dagster.step_logs import StepLogs, step_capture
 from dagloop.dagster.step_run import StepRun
 from dagloop.runtime.greenbridge import run_in_greenlet
 from dagloop.runtime.threads import WorkerThreads
@@ -36,20 +39,35 @@ class StepHosting:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, *, sync_threads: int, host_threads: int | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        sync_threads: int,
+        host_threads: int | None,
+        thread_left: Callable[[int], None] | None = None,
     ) -> None:
         self._loop = loop
+        #: Told the id of a worker thread whose step code has returned (or was cut off).
+        self._thread_left = thread_left or (lambda thread_id: None)
         self._sync = WorkerThreads(sync_threads, name="dagloop-sync")
         # A thread-hosted async step holds its thread while its coroutine awaits on the
         # loop, so those get one thread per step in flight, not the sync pool.
         self._hosts = WorkerThreads(host_threads or MAX_HOSTED_STEP_THREADS, name="dagloop-host")
 
+    #: Per-step stdout/stderr capture of the run (set by the orchestrator); None: none.
+    step_logs: StepLogs | None = None
+
     async def run_step(self, run: StepRun, accept: Accept) -> None:
+        # Its stdout/stderr go to its own capture (dagster/step_logs.py) while it runs.
+        async with step_capture(self.step_logs, run.context, accept):
+            await self._run_step(run, accept)
+
+    async def _run_step(self, run: StepRun, accept: Accept) -> None:
         """Run the step to its end. Dagster reports the step's own errors as events; an
         interrupt (the step was cancelled) is re-raised after its failure was reported."""
         if run.in_thread:
             pool = self._sync if run.host is None else self._hosts
-            await pool.run(_step_body, run, self._threadsafe(accept))
+            await pool.run(self._thread_step_body, run, self._threadsafe(accept))
         else:
             await run_in_greenlet(_step_body, run, accept, hooks=run, on_cancel=run.cancellation)
 
@@ -65,6 +83,18 @@ class StepHosting:
     def shutdown(self) -> None:
         self._sync.shutdown(wait=False)
         self._hosts.shutdown(wait=False)
+
+    def _thread_step_body(self, run: StepRun, deliver: Accept) -> None:
+        """`_step_body` in a worker thread, inside the section the orchestrator may
+        interrupt (termination, time budget)."""
+        run.section.enter()
+        try:
+            if run.cancel_reason is not None:  # cancelled while it waited for a thread
+                raise run.cancel_reason
+            _step_body(run, deliver)
+        finally:
+            run.section.leave()
+            self._thread_left(threading.get_ident())
 
     def _threadsafe(self, accept: Accept) -> Accept:
         call_soon = self._loop.call_soon_threadsafe
@@ -93,10 +123,10 @@ def blocked_loop_warning(run: StepRun, held: float, threshold: float) -> Dagster
     without awaiting, or None when that is under `threshold`."""
     if held < threshold:
         return None
-    return DagsterEvent.engine_event(
+    return warning_engine_event(
         run.context,
-        f"Step '{run.key}' blocked the event loop for {held:.2f} s without awaiting "
-        f"(threshold {threshold:g} s): every other step on that loop waited. Move "
+        f"Op '{run.op_name}' (step '{run.key}') blocked the event loop for {held:.2f} s "
+        f"without awaiting (threshold {threshold:g} s): every other step on that loop waited. Move "
         "blocking calls out of `async def` ops (use a sync op, or "
         "`await anyio.to_thread.run_sync(...)`).",
         EngineEventData(metadata={"held_seconds": dg.MetadataValue.float(held)}),

@@ -23,8 +23,12 @@ from dagloop.dagster._internals import (
 from dagloop.dagster.config import StepHost
 from dagloop.runtime.greenbridge import await_, in_bridged_greenlet
 from dagloop.runtime.loop_hold import HoldTimed
+from dagloop.runtime.thread_interrupt import InterruptibleSection, exception_class
 
 T = TypeVar("T")
+
+#: How often a step's worker thread is looked at again for a safe point to interrupt it.
+INTERRUPT_RETRY_SECONDS = 0.005
 
 #: The step whose code is running (in its greenlet or worker thread), so that its
 #: awaits are timed and cancelled with it.
@@ -94,6 +98,8 @@ class StepRun:
     #: Set when the orchestrator gave up on a thread-hosted step; its late events are dropped.
     abandoned: bool = False
     deadline_timer: asyncio.TimerHandle | None = None
+    #: The stretch of a worker thread in which this step's code runs (thread-hosted).
+    section: InterruptibleSection = field(default_factory=InterruptibleSection)
     _thread_awaits: set[concurrent.futures.Future[Any]] = field(default_factory=set)
     _inner_sigint: Any = None
     _outer_sigint: Any = None
@@ -106,24 +112,46 @@ class StepRun:
     def in_thread(self) -> bool:
         return self.host != "greenlet"
 
+    @property
+    def op_name(self) -> str:
+        return self.step.node_handle.name
+
     def cancellation(self, _: BaseException) -> BaseException:
         """What a cancellation of this step's task becomes inside Dagster's step code."""
         assert self.cancel_reason is not None, "a step task is only cancelled through cancel()"
         return self.cancel_reason
 
     def cancel(self, reason: BaseException) -> bool:
-        """Stop the step at its current await with `reason`; False if it cannot be."""
+        """Stop the step with `reason`: at its current await (async code), or at the next
+        Python bytecode of its worker thread (sync code). False if it was not signalled
+        (already finished or cancelled)."""
         if self.finished or self.cancel_reason is not None:
             return False
         self.cancel_reason = reason
-        if self.in_thread:
-            for future in list(self._thread_awaits):
-                future.cancel()
-            # A synchronous op cannot be interrupted; its awaits (if any) were cancelled.
-            return self.host == "thread"
-        assert self.task is not None
-        self.task.cancel()
+        if not self.in_thread:
+            assert self.task is not None
+            self.task.cancel()
+            return True
+        awaiting = list(self._thread_awaits)
+        for future in awaiting:
+            future.cancel()
+        if not awaiting:
+            # Not waiting for the loop: the thread runs synchronous code (the op itself,
+            # or an IO manager). The exception is raised there, as Dagster raises an
+            # interrupt in the main thread. A step whose thread has not entered its
+            # section yet sees `cancel_reason` when it does.
+            self.section.request_interrupt(exception_class(reason))
+            self._keep_interrupting()
         return True
+
+    def _keep_interrupting(self) -> None:
+        """Deliver the interrupt once the thread runs the op's own code (not while it
+        holds a lock in logging or Dagster's bookkeeping); look again shortly."""
+        task = self.task
+        if self.finished or self.abandoned or task is None or task.done():
+            return
+        if not self.section.try_interrupt():
+            task.get_loop().call_later(INTERRUPT_RETRY_SECONDS, self._keep_interrupting)
 
     # -- greenlet switch hooks -------------------------------------------------------
     # Dagster swaps the SIGINT handler while user code runs (raise_execution_interrupts).

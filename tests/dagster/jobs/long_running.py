@@ -29,8 +29,10 @@ async def slow(item: int) -> int:
 
 
 @dg.op
-def short_sync() -> int:
-    time.sleep(1.0)
+def sync_loop() -> int:
+    """Synchronous work in short slices: interrupted within one slice, like in-process."""
+    for _ in range(100):
+        time.sleep(0.1)
     return 1
 
 
@@ -42,7 +44,7 @@ async def never_reached(values: list[int]) -> int:
 @dg.job(executor_def=async_executor)
 def long_job():
     never_reached(spread().map(slow).collect())
-    short_sync()
+    sync_loop()
 
 
 defs = dg.Definitions(jobs=[long_job])
