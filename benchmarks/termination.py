@@ -43,25 +43,30 @@ CASES = [
 ENDED = {dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}
 
 
+def _launch(job: str, home: str) -> subprocess.Popen[bytes]:
+    """`dagster job execute` of one job of `benchmarks/jobs/termination.py` in a fresh
+    SQLite DAGSTER_HOME, which this process then also opens."""
+    Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = home
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "benchmarks.jobs.termination",
+            "-j",
+            job,
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def _one(kind: str, executor: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as home:
-        Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        env = {**os.environ, "DAGSTER_HOME": home, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "dagster"),
-                "job",
-                "execute",
-                "-m",
-                "benchmarks.jobs.termination",
-                "-j",
-                f"{kind}_{executor}",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.environ["DAGSTER_HOME"] = home
+        process = _launch(f"{kind}_{executor}", home)
         try:
             with dg.DagsterInstance.get() as instance:
                 run = _wait_for_a_running_step(instance)
@@ -110,23 +115,7 @@ def _wait_for_a_running_step(instance: dg.DagsterInstance, starts: int = 2) -> d
 
 def _sigkill_loss() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as home:
-        Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        env = {**os.environ, "DAGSTER_HOME": home, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "dagster"),
-                "job",
-                "execute",
-                "-m",
-                "benchmarks.jobs.termination",
-                "-j",
-                "kill_dagloop",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.environ["DAGSTER_HOME"] = home
+        process = _launch("kill_dagloop", home)
         try:
             with dg.DagsterInstance.get() as instance:
                 run = _wait_for_a_running_step(instance, 60)

@@ -7,7 +7,6 @@ executor, whatever the job's `executor_def` says.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from typing import Any
 
 import dagster as dg
 import pytest
+
+from tests.conftest import instance_in_home
 
 
 @pytest.fixture(params=["ephemeral", "sqlite"])
@@ -41,20 +42,8 @@ def sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 def persistent_sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     """A persistent SQLite instance in a fresh DAGSTER_HOME under `tmp_path`."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        with dg.DagsterInstance.get() as inst:
-            assert inst.is_persistent
-            yield inst
-    finally:
-        if previous is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous
+    with instance_in_home(tmp_path / "dagster_home", "") as inst:
+        yield inst
 
 
 @dataclass
