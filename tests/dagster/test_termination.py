@@ -171,6 +171,32 @@ def test_sync_steps_over_their_budget_are_interrupted_or_abandoned(
     assert len(_records(sqlite_instance, outcome.run_id)) == count_before
 
 
+def test_threads_spinning_in_log_calls_are_interrupted_without_a_deadlock(
+    ephemeral_instance: dg.DagsterInstance,
+) -> None:
+    stamps = _cancel_when_started(ephemeral_instance, 1.0)
+    result = dg.execute_job(dg.reconstructable(jobs.tight_logging_job), instance=ephemeral_instance)
+    returned = time.monotonic()
+    run = ephemeral_instance.get_run_by_id(result.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
+    assert returned - stamps["requested"] < 5.0  # well within the grace period
+    records = _records(ephemeral_instance, result.run_id)
+    spinners = {f"logs_in_a_tight_loop[{i}]" for i in range(6)}
+    counts = _terminal_events_per_step(records)
+    assert {key: counts.get(key) for key in spinners} == dict.fromkeys(spinners, 1)
+    # Interrupted at a safe point, not abandoned, and no logging lock was left held:
+    # logging from another thread still goes through at once.
+    assert not any("abandoned" in (r.message or "") for r in records)
+    logged = threading.Event()
+
+    def log_once() -> None:
+        logging.getLogger("dagster").warning("logging still works")
+        logged.set()
+
+    threading.Thread(target=log_once, daemon=True).start()
+    assert logged.wait(5.0)
+
+
 # -- parity with in_process under interrupts (Dagster's own test_interrupt.py) -------------
 
 

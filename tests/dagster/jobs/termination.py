@@ -277,3 +277,25 @@ def direct_job():
 defs = dg.Definitions(
     jobs=[sync_logger_job, stuck_job, mixed_job, kill_job, teardown_job, storage_fault_job]
 )
+
+
+@dg.op(out=dg.DynamicOut(int))
+def six():
+    for i in range(6):
+        yield dg.DynamicOutput(i, mapping_key=str(i))
+
+
+@dg.op
+def logs_in_a_tight_loop(context: dg.OpExecutionContext, item: int) -> int:
+    """Almost all of its time is inside `context.log`: the interrupt must wait for the
+    few bytecodes of this loop itself, or it would leave a logging lock held."""
+    STARTED.set()
+    count = 0
+    while True:
+        context.log.debug(f"spin {item} {count}")
+        count += 1
+
+
+@dg.job(executor_def=async_executor.configured({"sync_threads": 6}))
+def tight_logging_job():
+    six().map(logs_in_a_tight_loop)
