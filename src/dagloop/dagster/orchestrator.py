@@ -34,7 +34,7 @@ from dagloop.dagster._internals import (
     warning_engine_event,
 )
 from dagloop.dagster.config import AsyncExecutorConfig, step_budget
-from dagloop.dagster.dask.config import PLACEMENT_TAG, PLACEMENTS
+from dagloop.dagster.dask.config import tagged_placement
 from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_logs import open_for_run
@@ -103,14 +103,7 @@ def check_op_tags(execution_plan: ExecutionPlan) -> None:
         op_name = step.node_handle.name
         tags = step.tags or {}
         step_budget(op_name, step.key, tags)
-        placement = tags.get(PLACEMENT_TAG)
-        if placement is not None and placement not in PLACEMENTS:
-            raise dg.DagsterInvalidConfigError(
-                f"Op '{op_name}' (step '{step.key}'): tag '{PLACEMENT_TAG}' must be one of "
-                f"{', '.join(repr(p) for p in PLACEMENTS)}, got {placement!r}.",
-                [],
-                placement,
-            )
+        tagged_placement(op_name, step.key, tags)
 
 
 class Orchestrator:

@@ -118,15 +118,20 @@ class DaskConfig:
             events_written_by=value.get("events_written_by", "auto"),
         )
 
-    def placement_of(self, step_key: str, tags: Mapping[str, str]) -> Placement:
-        tagged = tags.get(PLACEMENT_TAG)
-        if tagged is None:
-            return self.placement
-        if tagged not in PLACEMENTS:
-            raise dg.DagsterInvalidConfigError(
-                f"Op tag '{PLACEMENT_TAG}' of step '{step_key}' must be one of "
-                f"{', '.join(repr(p) for p in PLACEMENTS)}, got {tagged!r}.",
-                [],
-                tagged,
-            )
-        return tagged
+    def placement_of(self, op_name: str, step_key: str, tags: Mapping[str, str]) -> Placement:
+        return tagged_placement(op_name, step_key, tags) or self.placement
+
+
+def tagged_placement(op_name: str, step_key: str, tags: Mapping[str, str]) -> Placement | None:
+    """The placement an op's tag chooses, None if untagged; a bad value names the op."""
+    tagged = tags.get(PLACEMENT_TAG)
+    if tagged is None:
+        return None
+    if tagged not in PLACEMENTS:
+        raise dg.DagsterInvalidConfigError(
+            f"Op '{op_name}' (step '{step_key}'): tag '{PLACEMENT_TAG}' must be one of "
+            f"{', '.join(repr(p) for p in PLACEMENTS)}, got {tagged!r}.",
+            [],
+            tagged,
+        )
+    return tagged

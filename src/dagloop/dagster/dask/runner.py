@@ -172,7 +172,8 @@ class DaskSteps:
     # -- RemoteSteps -------------------------------------------------------------------
 
     def accepts(self, step: ExecutionStep) -> bool:
-        return self._config.placement_of(step.key, step.tags) == "cluster"
+        placement = self._config.placement_of(step.node_handle.name, step.key, step.tags)
+        return placement == "cluster"
 
     async def execute(
         self,
