@@ -112,10 +112,9 @@ class RunEventLog:
         self._barrier_mark = 0
         #: The first entries that could not be stored, as the run's failure.
         self.failure: EventLogWriteError | None = None
-        #: Entries written, write calls used for them, entries of abandoned threads dropped.
+        #: Entries written, and write calls used for them (for the run's summary event).
         self.entries_written = 0
         self.writes = 0
-        self.dropped = 0
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
 
@@ -192,7 +191,6 @@ class RunEventLog:
             return
         with self._lock:
             if threading.get_ident() in self._quarantined:
-                self.dropped += 1
                 return
             # Without a batch path (or once closed) an entry is stored by the thread
             # that logs it, as Dagster does: the writer thread would gain nothing.

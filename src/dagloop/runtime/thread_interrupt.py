@@ -81,10 +81,6 @@ class InterruptibleSection:
         self._requested: type[BaseException] | None = None
         self.interrupted_with: type[BaseException] | None = None
 
-    @property
-    def active(self) -> bool:
-        return self._thread_id is not None
-
     def enter(self) -> None:
         """Called by the thread that runs the section, first thing."""
         with self._lock:
@@ -135,10 +131,6 @@ class InterruptibleSection:
                 return False
             self.interrupted_with = self._requested
             return _schedule(self._thread_id, self._requested)
-
-    @property
-    def thread_id(self) -> int | None:
-        return self._thread_id
 
 
 def exception_class(template: BaseException) -> type[BaseException]:
