@@ -56,9 +56,9 @@ from dagloop.dagster.entry_routes import route_entries, unroute_entries
 
 #: Most entries written in one transaction.
 MAX_BATCH = 500
-#: How long a failed write is retried (waits of 0.05, 0.2, 0.8, 2 s...): storage back
-#: within that loses nothing. A storage that retries on its own (dagster-postgres
-#: reconnects for ~6 s) gets one attempt of its own length.
+#: How long a failed write is retried (waits of 0.05, 0.2, 0.8, 2 s, then up to the
+#: deadline): storage back within that loses nothing. A storage that retries on its own
+#: (dagster-postgres reconnects for ~6 s) gets one attempt of its own length.
 RETRY_SECONDS = 3.8
 
 Message = list[Any]
@@ -325,9 +325,11 @@ class RunEventLog:
                 write()
                 break
             except Exception:
-                if time.monotonic() + delay > deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise
-                time.sleep(delay)
+                # The last wait is cut to the deadline, so the window is used to its end.
+                time.sleep(min(delay, remaining))
                 delay = min(delay * 4, 2.0)
         self.entries_written += count
         self.writes += 1
