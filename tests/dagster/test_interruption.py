@@ -41,6 +41,11 @@ def _interrupt_when_started(action) -> dict[str, float]:
 
 
 def _assert_nothing_left_running() -> None:
+    # The pool is shut down without joining (a thread stuck in C must not hold up the
+    # run's end), so its idle threads exit on their own just after: wait for them.
+    deadline = time.monotonic() + 10
+    while dagloop_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert dagloop_threads() == [], "worker threads outlived the run"
     (loop,) = set(long_running.LOOPS)
     assert [t for t in asyncio.all_tasks(loop) if not t.done()] == []

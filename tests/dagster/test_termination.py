@@ -544,8 +544,13 @@ def test_a_bug_in_the_orchestrator_ends_every_step_in_flight(
     assert not outcome.success
     (failure,) = outcome.of_type(E.RUN_FAILURE)
     assert "a bug in the orchestrator" in str(failure.event_specific_data.error)
-    counts = _terminal_events_per_step(_records(instance, outcome.run_id))
-    assert len(counts) == 29 and set(counts.values()) == {1}
+    records = _records(instance, outcome.run_id)
+    counts = _terminal_events_per_step(records)
+    started = {r.step_key for r in _of_type(records, E.STEP_START)}
+    # Of the 29 handed out, those whose code began end once; the others never started
+    # (withdrawn while the orchestrator wound down) and report nothing.
+    assert started and len(started) <= 29
+    assert set(counts) == started and set(counts.values()) == {1}
     assert_every_started_step_ended(instance, outcome.run_id)
     assert not [e for e in errors if "already running" in e or "destroyed" in e]
 

@@ -86,22 +86,24 @@ def step_failure_for_interrupt(step_context: StepExecutionContext, exc_info: Any
 
 
 def warning_engine_event(
-    step_context: StepExecutionContext, message: str, data: EngineEventData
+    context: StepExecutionContext | PlanExecutionContext, message: str, data: EngineEventData
 ) -> DagsterEvent:
-    """An engine event of a step, logged at WARNING (Dagster logs engine events at
-    DEBUG, which a console or UI filtered to warnings hides)."""
+    """An engine event of a step (or of the run, given a plan context), logged at WARNING
+    (Dagster logs engine events at DEBUG, which a console or UI filtered to warnings
+    hides)."""
+    step = context.step if isinstance(context, StepExecutionContext) else None
     event = DagsterEvent(
         event_type_value=DagsterEventType.ENGINE_EVENT.value,
-        job_name=step_context.job_name,
-        step_handle=step_context.step.handle,
-        node_handle=step_context.step.node_handle,
-        step_kind_value=step_context.step.kind.value,
-        logging_tags=step_context.event_tags,
+        job_name=context.job_name,
+        step_handle=step.handle if step is not None else None,
+        node_handle=step.node_handle if step is not None else None,
+        step_kind_value=step.kind.value if step is not None else None,
+        logging_tags=context.event_tags if isinstance(context, StepExecutionContext) else None,
         event_specific_data=data,
         message=message,
         pid=os.getpid(),
     )
-    step_context.log.log_dagster_event(level=logging.WARNING, msg=message, dagster_event=event)
+    context.log.log_dagster_event(level=logging.WARNING, msg=message, dagster_event=event)
     return event
 
 
@@ -248,6 +250,7 @@ __all__ = [
     "CloudStorageComputeLogManager",
     "ComputeIOType",
     "DagsterEvent",
+    "DagsterEventType",
     "DagsterExecutionInterruptedError",
     "EngineEventData",
     "EventLogEntry",

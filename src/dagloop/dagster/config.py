@@ -140,6 +140,22 @@ def _positive_seconds(config: Mapping[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _tag_concurrency_limits(config: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """A limit below 1 would never let a matching step start: the run would wait for
+    ever (as it does under Dagster's multiprocess executor). Rejected up front."""
+    limits = tuple(config.get("tag_concurrency_limits") or ())
+    for index, limit in enumerate(limits):
+        value = limit.get("limit")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ExecutorConfigError(
+                f"tag_concurrency_limits[{index}].limit",
+                value,
+                f"expected a positive integer; a limit of {value!r} on tag "
+                f"'{limit.get('key')}' would never let a matching step start",
+            )
+    return limits
+
+
 def step_budget(op_name: str, step_key: str, tags: Mapping[str, str]) -> float | None:
     """The time budget an op's tag sets, None if untagged; a bad value names the op."""
     tagged = tags.get(STEP_TIMEOUT_TAG)
@@ -190,7 +206,7 @@ class AsyncExecutorConfig:
             retries=retries,
             max_concurrent=_positive_int(config, "max_concurrent"),
             sync_threads=sync_threads if sync_threads is not None else default_sync_threads(),
-            tag_concurrency_limits=tuple(config.get("tag_concurrency_limits") or ()),
+            tag_concurrency_limits=_tag_concurrency_limits(config),
             step_host=config.get("step_host", "greenlet"),
             step_timeout_seconds=_positive_seconds(config, "step_timeout_seconds"),
             blocked_loop_warning_seconds=_positive_seconds(config, "blocked_loop_warning_seconds")

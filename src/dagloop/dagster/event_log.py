@@ -23,6 +23,8 @@ arrive together go into one transaction where the storage allows it
 * Entries logged by a thread the orchestrator abandoned (`quarantine`) are dropped,
   even after the run's end, so a step cut off by termination never writes into the
   run again.
+* A second terminal event of a step attempt is dropped before it is stored
+  (`terminal_events`, see terminal_events.py).
 * Entries sent by Dask workers (`STORE` messages) join the same queue, and any other
   worker message is handed back to the loop only once everything before it is written.
 
@@ -53,6 +55,8 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.dask.messages import STORE
 from dagloop.dagster.entry_routes import route_entries, unroute_entries
+from dagloop.dagster.terminal_events import TerminalLedger
+from dagloop.runtime.thread_interrupt import checkpoint
 
 #: Most entries written in one transaction.
 MAX_BATCH = 500
@@ -110,6 +114,8 @@ class RunEventLog:
         self._quarantined: set[int] = set()
         self._queued_behind = 0
         self._barrier_mark = 0
+        #: Drops a second terminal event of a step attempt (any thread, before storing).
+        self.terminal_events = TerminalLedger()
         #: The first entries that could not be stored, as the run's failure.
         self.failure: EventLogWriteError | None = None
         #: Entries written, and write calls used for them (for the run's summary event).
@@ -186,12 +192,16 @@ class RunEventLog:
 
     def _handle_new_event(self, entry: EventLogEntry) -> None:
         """Replaces `instance.handle_new_event` for this run's entries (any thread)."""
+        checkpoint()  # a log call of a step being interrupted: stop at its next own line
         if threading.current_thread() is self._thread:
             self._store(entry)
             return
         with self._lock:
             if threading.get_ident() in self._quarantined:
                 return
+        if not self.terminal_events.admit(entry.dagster_event):
+            return
+        with self._lock:
             # Without a batch path (or once closed) an entry is stored by the thread
             # that logs it, as Dagster does: the writer thread would gain nothing.
             queued = not self._closed and self._write_batch is not None
@@ -238,7 +248,9 @@ class RunEventLog:
                 elif isinstance(item, _Barrier):
                     barriers.append(item)
                 elif item[0] == STORE:
-                    self._take(_Entry(dg.deserialize_value(item[1], EventLogEntry)))
+                    entry = dg.deserialize_value(item[1], EventLogEntry)
+                    if self.terminal_events.admit(entry.dagster_event):
+                        self._take(_Entry(entry))
                 else:
                     held.append(item)
             self._flush()

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
+from types import FrameType, TracebackType
 from typing import Protocol
 
 import dagster as dg
@@ -20,6 +22,7 @@ import dagster as dg
 from dagloop.dagster._internals import (
     ActiveExecution,
     DagsterEvent,
+    DagsterEventType,
     DagsterExecutionInterruptedError,
     EngineEventData,
     ExecutionPlan,
@@ -39,6 +42,8 @@ from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_logs import open_for_run
 from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
+from dagloop.dagster.terminal_events import TerminalLedger, is_terminal
+from dagloop.runtime.thread_interrupt import exception_class
 
 #: How often the orchestrator looks for a captured SIGINT/SIGTERM while idle.
 INTERRUPT_POLL_SECONDS = 0.1
@@ -46,6 +51,9 @@ INTERRUPT_POLL_SECONDS = 0.1
 CANCEL_POLL_SECONDS = 0.5
 
 _INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
+_ATTEMPT_OPENINGS = frozenset(
+    {DagsterEventType.STEP_START.value, DagsterEventType.STEP_RESTARTED.value}
+)
 
 
 class _Wakeup:
@@ -139,6 +147,17 @@ class Orchestrator:
         self._remote_runs: dict[StepRun, KnownExecutionState] = {}
         #: Every step task ever started, so none can outlive the orchestrator.
         self._tasks: set[asyncio.Task[None]] = set()
+        self._concurrency: InstanceConcurrencyContext | None = None
+        #: How interrupts of steps running synchronous code ended (the run's summary).
+        self._thread_interrupts: Counter[str] = Counter()
+        #: The run's stdout/stderr capture; ended early when a signal arrives.
+        self._run_capture = ExitStack()
+        #: Terminal events of step attempts that already ended, dropped before they
+        #: reached Dagster's bookkeeping (the event log drops its own, see
+        #: terminal_events.py); both are reported as warnings.
+        self.duplicate_terminal_events = 0
+        self._ledger = event_log.terminal_events if event_log is not None else TerminalLedger()
+        self._ledger.set_drop_report(self._duplicate_stored)
 
     # -- entry points ------------------------------------------------------------------
 
@@ -164,6 +183,7 @@ class Orchestrator:
                 concurrency = stack.enter_context(
                     InstanceConcurrencyContext(job_context.instance, job_context.dagster_run)
                 )
+                self._concurrency = concurrency
                 active = stack.enter_context(
                     self._plan.start(
                         retry_mode=self._config.retries,
@@ -176,6 +196,7 @@ class Orchestrator:
                 self._active = active
                 self._start_run_log_capture(stack)
                 await self._schedule(active)
+                self._report_thread_interrupts()
                 if self._raised is not None:
                     raise self._raised
                 if self._stopping:
@@ -289,36 +310,47 @@ class Orchestrator:
         as in the in-process executor, the interrupt is raised in the code that runs: a
         step whose RetryPolicy turns it into a retry carries on, and any step that
         re-raises it stops the run."""
+        # A terminal's Ctrl-C also killed the process that mirrors the run's captured
+        # output to the console: from here on the console is written directly.
+        self._end_run_log_capture()
         if self._stopping:
             return
         if not self._running or self._run_is_canceling():
             self.request_interrupt("received a termination signal")
             return
-        in_flight = sorted(run.key for run in self._running)
+        # Steps still waiting for a thread are not interrupted: they start later, as
+        # the steps after the interrupted one do in the in-process executor.
+        started = [run for run in self._running if run.started]
         self._emit(
             DagsterEvent.engine_event(
                 self._job_context,
                 "dagloop async executor: received an interrupt - raising it in "
-                f"{len(in_flight)} in-flight step(s)",
-                EngineEventData.interrupted(in_flight),
+                f"{len(started)} running step(s)",
+                EngineEventData.interrupted(sorted(run.key for run in started)),
             )
         )
-        for run in list(self._running):
+        for run in started:
             self._interrupt(run, DagsterExecutionInterruptedError())
 
     def _begin_stopping(self, active: ActiveExecution, why: str) -> None:
         self._stopping = True
         active.mark_interrupted()
-        in_flight = sorted(run.key for run in self._running)
+        # A step whose code has not begun (waiting for a thread) never begins: it ends
+        # without an event, as a step Dagster's executors never launched.
+        withdrawn = sorted(run.key for run in list(self._running) if run.withdraw())
+        in_flight = sorted(run.key for run in self._running if not run.never_started)
+        not_started = f"; {len(withdrawn)} not started will not run" if withdrawn else ""
         self._emit(
             DagsterEvent.engine_event(
                 self._job_context,
-                f"dagloop async executor: {why} - cancelling {len(in_flight)} in-flight step(s)",
+                f"dagloop async executor: {why} - cancelling {len(in_flight)} in-flight "
+                f"step(s){not_started}",
                 EngineEventData.interrupted(in_flight),
             )
         )
         for run in list(self._running):
-            self._interrupt(run, DagsterExecutionInterruptedError())
+            if not run.never_started:
+                self._interrupt(run, DagsterExecutionInterruptedError())
 
     def _interrupt(self, run: StepRun, reason: BaseException) -> None:
         """Interrupt a step; one running code in a worker thread that is still running
@@ -328,25 +360,29 @@ class Orchestrator:
 
     def _abandon(self, run: StepRun) -> None:
         """Give up on a thread-hosted step that did not stop: report it failed (its one
-        terminal event), and drop everything its thread does from now on."""
+        terminal event, with the stack where its thread was stuck), and drop everything
+        its thread does from now on."""
         if run.finished:
             return
         run.abandoned = True
+        stuck_at = run.section.current_frame()
         if self._event_log is not None:
             run.section.while_inside(self._event_log.quarantine)
         grace = self._config.termination_grace_seconds
+        where = f" It was stuck at {_describe(stuck_at)}." if stuck_at is not None else ""
         with contextlib.suppress(Exception):
             self._emit(
                 warning_engine_event(
                     run.context,
                     f"Op '{run.op_name}' (step '{run.key}') was still running synchronous "
                     f"code {grace:g} s after it was interrupted: it is reported failed and "
-                    "abandoned. Nothing it does from now on reaches this run, and its "
-                    "thread does not keep the process alive.",
+                    f"abandoned.{where} Nothing it does from now on reaches this run, and "
+                    "its thread does not keep the process alive.",
                     EngineEventData.interrupted([run.key]),
                 )
             )
-        self._fail_from_orchestrator(run, run.cancel_reason or DagsterExecutionInterruptedError())
+        reason = run.cancel_reason or DagsterExecutionInterruptedError()
+        self._fail_from_orchestrator(run, _abandoned_error(reason, run, grace, stuck_at))
         self._finish(run)
         if run.task is not None:
             run.task.cancel()
@@ -366,6 +402,7 @@ class Orchestrator:
             host=host,
             budget=budget if budget is not None else self._config.step_timeout_seconds,
             report_hold=self._report_hold,
+            remote=remote,
         )
         self._running.add(run)
         if remote:
@@ -378,12 +415,13 @@ class Orchestrator:
         self._tasks.discard(task)
         if not run.finished and not run.abandoned:
             # Cancelled before its coroutine ever ran (so `_execute` could not end it).
-            self._ensure_terminal(run, run.cancel_reason or DagsterExecutionInterruptedError())
+            if run.never_started:
+                self._unstart(run)
+            else:
+                self._ensure_terminal(run, run.cancel_reason or DagsterExecutionInterruptedError())
             self._finish(run)
 
     async def _execute(self, run: StepRun) -> None:
-        if run.budget is not None:
-            run.deadline_timer = self._loop.call_later(run.budget, self._expire, run)
         try:
             if run in self._remote_runs:
                 assert self._remote is not None
@@ -411,16 +449,62 @@ class Orchestrator:
         except asyncio.CancelledError:
             if run.abandoned:
                 return  # given up on; its failure is reported
+            if run.never_started:
+                self._unstart(run)
+                return  # withdrawn before it began: nothing to report
             self._ensure_terminal(run, run.cancel_reason or DagsterExecutionInterruptedError())
             raise  # the orchestrator itself is being torn down
         except BaseException as exc:
             self._ensure_terminal(run, exc)
+            if self._fails_its_step_only(run, exc):
+                return
             if self._raised is None:
                 self._raised = exc
             self.request_interrupt(f"step '{run.key}' raised {type(exc).__name__}")
         finally:
             if not run.abandoned:
                 self._finish(run)
+
+    def _report_thread_interrupts(self) -> None:
+        counts = self._thread_interrupts
+        interrupted = sum(counts[k] for k in ("sampled", "trapped", "abandoned", "unneeded"))
+        if not interrupted:
+            return
+        self._emit(
+            DagsterEvent.engine_event(
+                self._job_context,
+                f"dagloop async executor: interrupted {interrupted} step(s) running "
+                f"synchronous code: {counts['sampled']} at a sampled point of the op's code, "
+                f"{counts['trapped']} at the op's next line, {counts['abandoned']} abandoned, "
+                f"{counts['unneeded']} ended before it was needed",
+                EngineEventData(
+                    metadata={
+                        name: dg.MetadataValue.int(counts[name])
+                        for name in ("sampled", "trapped", "abandoned", "unneeded", "moved")
+                    }
+                ),
+            )
+        )
+
+    def _fails_its_step_only(self, run: StepRun, exc: BaseException) -> bool:
+        """A step's time budget ran out: that fails (or retries) the step and never the
+        run, even if the timeout surfaced outside Dagster's own handler. Only with
+        `raise_on_error` does it stop the run, as any step error does there."""
+        return (
+            isinstance(exc, StepTimeoutError)
+            and isinstance(run.cancel_reason, StepTimeoutError)
+            and not self._job_context.raise_on_error
+        )
+
+    def _unstart(self, run: StepRun) -> None:
+        """A step handed out by Dagster's `ActiveExecution` but withdrawn before its code
+        began: no event at all. Its pool slot (if it claimed one) is freed; it stays in
+        flight in `ActiveExecution`, which only happens while the run is stopping, and
+        the run then ends interrupted."""
+        run.verified = True
+        if self._concurrency is not None:
+            with contextlib.suppress(Exception):
+                self._concurrency.free_step(run.key)
 
     def _ensure_terminal(self, run: StepRun, error: BaseException) -> None:
         """An attempt that ends without a terminal event (interrupted outside Dagster's
@@ -437,6 +521,11 @@ class Orchestrator:
         self._wakeup.set()
         if run.deadline_timer is not None:
             run.deadline_timer.cancel()
+        if run.in_thread and run.cancel_reason is not None:
+            section = run.section
+            outcome = section.delivered_by or ("abandoned" if run.abandoned else "unneeded")
+            self._thread_interrupts[outcome] += 1
+            self._thread_interrupts["moved"] += section.moved_while_scheduling
         try:
             self._verify(run)
         except Exception as exc:  # e.g. the error it logs cannot be stored
@@ -459,12 +548,49 @@ class Orchestrator:
     def _accept(self, run: StepRun, event: DagsterEvent) -> None:
         if run.abandoned:
             return
-        self._emit(event)
-        if event.is_step_success or event.is_step_failure or event.is_step_up_for_retry:
+        if is_terminal(event):
+            if run.reported_terminal:
+                self._duplicate_accepted(run, event)
+                return
             run.reported_terminal = True
+        elif event.event_type_value in _ATTEMPT_OPENINGS:
+            self._start_budget(run)
+        self._emit(event)
         if not event.is_hook_event:  # as in-process: hook events are reported, not tracked
             assert self._active is not None
             self._active.handle_event(event)
+
+    def _start_budget(self, run: StepRun) -> None:
+        """A step's time budget counts from its STEP_START, once it has a thread: not
+        while it waits for one."""
+        if run.budget is not None and run.deadline_timer is None:
+            run.deadline_timer = self._loop.call_later(run.budget, self._expire, run)
+
+    def _duplicate_accepted(self, run: StepRun, event: DagsterEvent) -> None:
+        self.duplicate_terminal_events += 1
+        self._warn_duplicate(run.key, event.event_type_value, "was not passed on")
+
+    def _duplicate_stored(self, step_key: str, event_type: str) -> None:
+        """The event log dropped a second terminal event (called in the logging thread)."""
+        with contextlib.suppress(RuntimeError):  # a closed loop: the run is over
+            self._loop.call_soon_threadsafe(
+                self._warn_duplicate, step_key, event_type, "was not stored"
+            )
+
+    def _warn_duplicate(self, step_key: str, event_type: str, fate: str) -> None:
+        with contextlib.suppress(Exception):
+            warning_engine_event(
+                self._job_context,
+                f"dagloop async executor: a second terminal event ({event_type}) of step "
+                f"'{step_key}', whose attempt had already ended, {fate}. Each step attempt "
+                "reports exactly one of STEP_SUCCESS, STEP_FAILURE or STEP_UP_FOR_RETRY.",
+                EngineEventData(
+                    metadata={
+                        "step_key": dg.MetadataValue.text(step_key),
+                        "event_type": dg.MetadataValue.text(event_type),
+                    }
+                ),
+            )
 
     def _expire(self, run: StepRun) -> None:
         budget = run.budget
@@ -482,11 +608,14 @@ class Orchestrator:
             return
         run.reported_terminal = True
         assert self._active is not None
+        if self._ledger.has_ended(run.key):
+            # Its terminal event is stored and on its way to `_accept`, which now drops
+            # it: Dagster's bookkeeping is told the step's state is unknown instead.
+            run.verified = True
+            self._active.verify_complete(self._job_context, run.key)
+            return
         try:
-            try:
-                raise error
-            except BaseException:
-                event = step_failure_for_interrupt(run.context, sys.exc_info())
+            event = step_failure_for_interrupt(run.context, _exc_info(error))
         except EventLogWriteError:
             # The failure could not even be logged: the run fails with the storage error
             # (reported by the event log); Dagster marks the step's state unknown.
@@ -502,6 +631,26 @@ class Orchestrator:
         for event in events:
             self._emit(event)
 
+    def _end_run_log_capture(self) -> None:
+        """A signal arrived: what the run reports while its steps wind down (their
+        failures, an abandonment after the grace period) goes to the real console again.
+        The capture mirrors the run's output to the console with a `tail` process in the
+        terminal's process group, which the terminal's Ctrl-C has just killed; Dagster's
+        in-process executor ends the capture at once on an interrupt too."""
+        try:
+            self._run_capture.close()
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._emit(
+                    DagsterEvent.engine_event(
+                        self._job_context,
+                        "Exception while cleaning up compute log capture",
+                        EngineEventData(
+                            error=serializable_error_info_from_exc_info(sys.exc_info())
+                        ),
+                    )
+                )
+
     def _start_run_log_capture(self, stack: ExitStack) -> None:
         """Capture the run's stdout/stderr once for the process, as the in-process
         executor does."""
@@ -515,7 +664,8 @@ class Orchestrator:
         file_key = create_compute_log_file_key()
         log_key = manager.build_log_key_for_run(job_context.run_id, file_key)
         try:
-            log_context = stack.enter_context(manager.capture_logs(log_key))
+            self._run_capture = stack.enter_context(ExitStack())
+            log_context = self._run_capture.enter_context(manager.capture_logs(log_key))
             self._emit(DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context))
         except Exception:
             self._emit(
@@ -525,3 +675,49 @@ class Orchestrator:
                     EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
                 )
             )
+
+
+def _exc_info(
+    error: BaseException,
+) -> tuple[type[BaseException], BaseException, TracebackType | None]:
+    """`error` as `sys.exc_info()` would give it once raised, keeping the traceback it
+    already carries (an abandoned step's: where its thread was stuck)."""
+    if error.__traceback__ is not None:
+        return type(error), error, error.__traceback__
+    try:
+        raise error
+    except BaseException:
+        kind, value, traceback = sys.exc_info()
+        assert kind is not None and value is not None
+        return kind, value, traceback
+
+
+def _describe(frame: FrameType) -> str:
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _abandoned_error(
+    reason: BaseException, run: StepRun, grace: float, stuck_at: FrameType | None
+) -> BaseException:
+    """The abandoned step's failure: its interrupt (or `StepTimeoutError`), with the
+    stack of the op's code where its thread was stuck as the traceback, so the failure
+    points at the user's line rather than at the orchestrator."""
+    error = exception_class(reason)()
+    error.add_note(
+        f"Op '{run.op_name}' (step '{run.key}') did not stop within {grace:g} s of being "
+        "interrupted and was abandoned; the traceback shows where its thread was."
+    )
+    if stuck_at is None:
+        return error
+    frames: list[FrameType] = []
+    frame: FrameType | None = stuck_at
+    entry = {id(code) for code in run.section.entry_code}
+    while frame is not None:
+        frames.append(frame)
+        if id(frame.f_code) in entry:
+            break  # the op's own function: what is above it is Dagster's machinery
+        frame = frame.f_back
+    traceback: TracebackType | None = None
+    for frame in frames:  # innermost first: each links to the one it called
+        traceback = TracebackType(traceback, frame, frame.f_lasti, frame.f_lineno)
+    return error.with_traceback(traceback)

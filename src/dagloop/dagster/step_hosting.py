@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import dagster as dg
 
@@ -87,7 +87,8 @@ class StepHosting:
     def _thread_step_body(self, run: StepRun, deliver: Accept) -> None:
         """`_step_body` in a worker thread, inside the section the orchestrator may
         interrupt (termination, time budget)."""
-        run.section.enter()
+        if not run.section.enter():
+            return  # withdrawn while it waited for a thread: it never starts
         try:
             if run.cancel_reason is not None:  # cancelled while it waited for a thread
                 raise run.cancel_reason
@@ -106,11 +107,29 @@ class StepHosting:
 
 
 def _step_body(run: StepRun, deliver: Accept) -> None:
-    """Run one step's events to its end; called in its greenlet or worker thread."""
+    """Run one step's events to its end; called in its greenlet or worker thread.
+
+    Dagster's step generator reports every exception raised inside it as the step's
+    failure, exactly once. An exception raised here, between two of its events (an
+    interrupt that landed in the hand-off), is thrown into it at the event it just
+    yielded, so that Dagster reports it the same way. Never leaving the generator
+    suspended also means it is never closed by the garbage collector, where Dagster
+    would report a second failure (`GeneratorExit`) that it cannot even yield."""
     run.bind()
-    for event in dagster_event_sequence_for_step(run.context):
-        run.events.append(event)
-        deliver(event)
+    run.mark_started()
+    events: Generator[DagsterEvent, None, None] = dagster_event_sequence_for_step(run.context)  # type: ignore[assignment]
+    thrown: BaseException | None = None
+    while True:
+        try:
+            event = next(events) if thrown is None else events.throw(thrown)
+        except StopIteration:
+            return
+        thrown = None
+        try:
+            run.events.append(event)
+            deliver(event)
+        except BaseException as exc:
+            thrown = exc
 
 
 def _hooks_body(run: StepRun, deliver: Accept) -> None:

@@ -11,6 +11,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -48,11 +49,35 @@ class StepTimeoutError(Exception):
         self.budget = budget
 
 
+def _user_compute_fn(context: StepExecutionContext) -> Any:
+    """The function the user wrote: the decorated function of an `@op`/`@asset`, or the
+    compute function an `OpDefinition` was given directly."""
+    compute_fn: Any = context.op_def.compute_fn
+    return getattr(compute_fn, "decorated_fn", compute_fn)
+
+
 def compute_is_async(context: StepExecutionContext) -> bool:
     """True when the op's compute function is `async def` (coroutine or async generator)."""
-    compute_fn: Any = context.op_def.compute_fn
-    fn = getattr(compute_fn, "decorated_fn", compute_fn)
+    fn = _user_compute_fn(context)
     return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def op_entry_points(context: StepExecutionContext) -> tuple[CodeType, ...]:
+    """The code objects of the op's own compute function: a synchronous step may be
+    interrupted only inside them (and what they call), see runtime/thread_interrupt.py.
+    A decorator's wrapper (`functools.wraps`) counts, and so does what it wraps."""
+    codes: list[CodeType] = []
+    fn: Any = _user_compute_fn(context)
+    seen: set[int] = set()
+    while fn is not None and id(fn) not in seen:
+        seen.add(id(fn))
+        code = getattr(fn, "__code__", None)
+        if code is None and callable(fn):  # a callable object: its __call__
+            code = getattr(type(fn).__call__, "__code__", None)
+        if isinstance(code, CodeType):
+            codes.append(code)
+        fn = getattr(fn, "__wrapped__", None)
+    return tuple(codes)
 
 
 def uses_user_io_manager(context: StepExecutionContext) -> bool:
@@ -97,12 +122,21 @@ class StepRun:
     reported_terminal: bool = False
     #: Set when the orchestrator gave up on a thread-hosted step; its late events are dropped.
     abandoned: bool = False
+    #: Set when the step was withdrawn before its code began (`withdraw`): it never ran.
+    never_started: bool = False
+    #: Runs on a remote host (Dask): started as soon as it is handed over.
+    remote: bool = False
     deadline_timer: asyncio.TimerHandle | None = None
     #: The stretch of a worker thread in which this step's code runs (thread-hosted).
-    section: InterruptibleSection = field(default_factory=InterruptibleSection)
+    section: InterruptibleSection = field(init=False)
+    _greenlet_started: bool = False
     _thread_awaits: set[concurrent.futures.Future[Any]] = field(default_factory=set)
     _inner_sigint: Any = None
     _outer_sigint: Any = None
+
+    def __post_init__(self) -> None:
+        entry_points = op_entry_points(self.context) if self.host is None else ()
+        self.section = InterruptibleSection(entry_points)
 
     @property
     def key(self) -> str:
@@ -115,6 +149,30 @@ class StepRun:
     @property
     def op_name(self) -> str:
         return self.step.node_handle.name
+
+    @property
+    def started(self) -> bool:
+        """The step's own code began: its thread entered its section, or its greenlet
+        ran (for a remote step: it was handed over)."""
+        if self.remote:
+            return True
+        return self.section.entered if self.in_thread else self._greenlet_started
+
+    def mark_started(self) -> None:
+        """Called by the step's greenlet, first thing."""
+        self._greenlet_started = True
+
+    def withdraw(self) -> bool:
+        """Make sure a step whose code has not begun never begins (its thread never
+        picks it up, its greenlet never runs). True if it was withdrawn: it ends without
+        any event, as a step Dagster's executors never launched."""
+        if self.finished or self.never_started or self.started or self.task is None:
+            return False
+        if self.in_thread and not self.section.withdraw():
+            return False  # its thread entered just now: interrupt it instead
+        self.never_started = True
+        self.task.cancel()
+        return True
 
     def cancellation(self, _: BaseException) -> BaseException:
         """What a cancellation of this step's task becomes inside Dagster's step code."""
@@ -136,17 +194,17 @@ class StepRun:
         for future in awaiting:
             future.cancel()
         if not awaiting:
-            # Not waiting for the loop: the thread runs synchronous code (the op itself,
-            # or an IO manager). The exception is raised there, as Dagster raises an
-            # interrupt in the main thread. A step whose thread has not entered its
+            # Not waiting for the loop: the thread runs synchronous code. The exception
+            # is raised there, as Dagster raises an interrupt in the main thread, once
+            # the thread runs the op's own code. A step whose thread has not entered its
             # section yet sees `cancel_reason` when it does.
             self.section.request_interrupt(exception_class(reason))
             self._keep_interrupting()
         return True
 
     def _keep_interrupting(self) -> None:
-        """Deliver the interrupt once the thread runs the op's own code (not while it
-        holds a lock in logging or Dagster's bookkeeping); look again shortly."""
+        """Deliver the interrupt once the thread runs the op's own code (never in
+        Dagster's step machinery, a log call or a lock's plumbing); look again shortly."""
         task = self.task
         if self.finished or self.abandoned or task is None or task.done():
             return

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
+from dagloop.runtime.thread_interrupt import checkpoint
+
 Write = Callable[[str], object]
 
 
@@ -137,6 +139,7 @@ class StreamProxy(io.TextIOBase):
     # -- routed ------------------------------------------------------------------------
 
     def write(self, text: str) -> int:
+        checkpoint()  # a print in a step being interrupted: stop at its next own line
         route = _route.get()
         if route is None:
             self.underlying.write(text)

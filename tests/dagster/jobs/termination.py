@@ -39,6 +39,7 @@ def sync_logger_job():
 def blocked_in_c(context: dg.OpExecutionContext) -> int:
     """Blocked in one C call (a lock wait) that no Python-level interrupt can break."""
     STARTED.set()
+    context.log.info("stuck before the release")
     RELEASE.wait(timeout=600)
     AFTER_RELEASE.append("blocked_in_c")
     context.log.info("still here after the release")

@@ -1,0 +1,206 @@
+"""Terminate runs of `jobs/interrupts.py` at random moments and audit what they stored.
+
+Used by `test_interrupt_precision.py` (dozens of terminations in `make test`) and by
+`benchmarks/interrupt_stress.py` (hundreds, with counts in a table).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from tests.dagster.jobs import interrupts as jobs
+
+E = dg.DagsterEventType
+TERMINAL = {E.STEP_SUCCESS, E.STEP_FAILURE, E.STEP_UP_FOR_RETRY}
+OPENING = {E.STEP_START, E.STEP_RESTARTED}
+RUN_END = {E.RUN_SUCCESS, E.RUN_FAILURE, E.RUN_CANCELED}
+REPO = Path(__file__).resolve().parents[2]
+#: The stress job's `termination_grace_seconds`.
+GRACE_SECONDS = 3.0
+
+
+@dataclass
+class RunAudit:
+    """What one run's event log says about how its steps ended."""
+
+    run_id: str
+    status: str
+    #: Step attempts with more than one terminal event.
+    double_terminal: list[str] = field(default_factory=list)
+    #: Step attempts that started and never ended.
+    open_steps: list[str] = field(default_factory=list)
+    #: Step entries stored after the run's end event (or runs that ended other than once).
+    after_end: int = 0
+    #: Terminal events of steps that never started (STEP_FAILURE without STEP_START).
+    unstarted_terminal: list[str] = field(default_factory=list)
+    #: Step failures by error class.
+    failures: Counter[str] = field(default_factory=Counter)
+    #: Steps abandoned after the grace period.
+    abandoned: int = 0
+    started: int = 0
+    succeeded: int = 0
+    #: How the executor delivered interrupts to sync steps (its summary engine event):
+    #: sampled, trapped, abandoned, unneeded, moved (while being scheduled).
+    deliveries: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def exact(self) -> bool:
+        return not (
+            self.double_terminal or self.open_steps or self.after_end or self.unstarted_terminal
+        )
+
+
+def audit_run(instance: dg.DagsterInstance, run_id: str) -> RunAudit:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    audit = RunAudit(run_id=run_id, status=run.status.value)
+    attempt: dict[str, int] = {}
+    ended: Counter[tuple[str, int]] = Counter()
+    ends = 0
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
+        if event.event_type in RUN_END:
+            ends += 1
+            continue
+        if ends and record.step_key is not None:
+            audit.after_end += 1
+        key = event.step_key
+        if key is None:
+            if (record.message or "").startswith("dagloop async executor: interrupted"):
+                for name, value in event.engine_event_data.metadata.items():
+                    audit.deliveries[name] += int(value.value)
+            continue
+        if event.event_type in OPENING:
+            attempt[key] = attempt.get(key, 0) + 1
+            audit.started += 1
+        elif event.event_type in TERMINAL:
+            if key not in attempt:
+                audit.unstarted_terminal.append(key)
+            ended[(key, attempt.get(key, 0))] += 1
+            if event.event_type == E.STEP_SUCCESS:
+                audit.succeeded += 1
+            if event.event_type == E.STEP_FAILURE:
+                error = event.step_failure_data.error
+                cause = error.cause if error and error.cause else error
+                audit.failures[cause.cls_name if cause else "?"] += 1
+        elif "reported failed and abandoned" in (record.message or ""):
+            audit.abandoned += 1
+    if ends != 1:
+        audit.after_end += 1  # a run must end exactly once
+    audit.double_terminal = sorted(f"{k}#{n}" for (k, n), count in ended.items() if count > 1)
+    audit.open_steps = sorted(
+        f"{key}#{n}"
+        for key, last in attempt.items()
+        for n in range(1, last + 1)
+        if ended[(key, n)] == 0
+    )
+    return audit
+
+
+def cancel_at_random(instance: dg.DagsterInstance, rng: random.Random, latest: float) -> None:
+    """Mark the next run CANCELING (as the UI's Terminate does) at a random moment up to
+    `latest` s after one of its steps started."""
+    delay = rng.uniform(0.05, latest)
+
+    def cancel() -> None:
+        if not jobs.STARTED.wait(120):
+            return
+        time.sleep(delay)
+        (run,) = instance.get_runs(limit=1)
+        if not run.is_finished:
+            instance.report_run_canceling(run)
+
+    threading.Thread(target=cancel, daemon=True).start()
+
+
+def terminate_in_process(
+    instance: dg.DagsterInstance, rng: random.Random, latest: float = 4.0
+) -> tuple[RunAudit, float]:
+    """One run of the stress job in this process, marked CANCELING at a random moment.
+    Returns its audit and how long it took from the cancel request to return."""
+    jobs.STARTED.clear()
+    cancel_at_random(instance, rng, latest)
+    started = time.monotonic()
+    result = dg.execute_job(dg.reconstructable(jobs.stress_job), instance=instance)
+    return audit_run(instance, result.run_id), time.monotonic() - started
+
+
+@dataclass
+class SignalledRun:
+    audit: RunAudit
+    #: Seconds from the signal to the process's exit.
+    exit_seconds: float
+    returncode: int
+    #: False when the run had ended before the signal was sent.
+    signalled: bool
+    #: Locks the run's own process found held once every step had ended.
+    held_locks: list[str]
+
+
+def signal_cli_at_random(
+    home: Path, rng: random.Random, sig: int = signal.SIGTERM, latest: float = 4.0
+) -> SignalledRun:
+    """`dagster job execute` of the stress job in a child process, sent `sig` at a random
+    moment once a step started (a launcher terminating its run worker)."""
+    report = home / "held_locks.json"
+    report.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PYTHONPATH": str(REPO),
+        jobs.LOCK_REPORT_ENV: str(report),
+    }
+    command = [
+        sys.executable, "-m", "dagster", "job", "execute",
+        "-m", "tests.dagster.jobs.interrupts", "-j", "stress_job",
+    ]  # fmt: skip
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        before = {run.run_id for run in instance.get_runs()}
+        child = subprocess.Popen(
+            command, env=env, cwd=str(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        run_id = _wait_for_a_started_step(instance, before, child)
+        time.sleep(rng.uniform(0.05, latest))
+        signalled = child.poll() is None
+        sent = time.monotonic()
+        if signalled:
+            child.send_signal(sig)
+        try:
+            returncode = child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            returncode = child.wait()
+        exit_seconds = time.monotonic() - sent
+        if run_id is None:
+            (run,) = [r for r in instance.get_runs() if r.run_id not in before]
+            run_id = run.run_id
+        held = json.loads(report.read_text()) if report.exists() else ["<no report>"]
+        return SignalledRun(audit_run(instance, run_id), exit_seconds, returncode, signalled, held)
+
+
+def _wait_for_a_started_step(
+    instance: dg.DagsterInstance, before: set[str], child: subprocess.Popen[bytes]
+) -> str | None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        runs = [run for run in instance.get_runs(limit=5) if run.run_id not in before]
+        if runs:
+            records = instance.get_records_for_run(runs[0].run_id, of_type=E.STEP_START, limit=1)
+            if records.records:
+                return runs[0].run_id
+        time.sleep(0.05)
+    return None
