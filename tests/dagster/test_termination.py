@@ -179,11 +179,19 @@ def test_threads_spinning_in_log_calls_are_interrupted_without_a_deadlock(
     returned = time.monotonic()
     run = ephemeral_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
-    assert returned - stamps["requested"] < 5.0  # well within the grace period
+    # The run ended: a logging lock left held would have hung it (the steps never end on
+    # their own). Timing is not the check (6.2 s was seen on a loaded 2-core machine);
+    # that each step was interrupted rather than abandoned after the grace is, below.
+    assert returned - stamps["requested"] < 60
     records = _records(ephemeral_instance, result.run_id)
     spinners = {f"logs_in_a_tight_loop[{i}]" for i in range(6)}
     counts = _terminal_events_per_step(records)
     assert {key: counts.get(key) for key in spinners} == dict.fromkeys(spinners, 1)
+    failures = _of_type(records, E.STEP_FAILURE)
+    assert {f.step_key for f in failures} == spinners
+    assert {f.dagster_event.step_failure_data.error.cls_name for f in failures} == {
+        "DagsterExecutionInterruptedError"
+    }
     # Interrupted at a safe point, not abandoned, and no logging lock was left held:
     # logging from another thread still goes through at once.
     assert not any("abandoned" in (r.message or "") for r in records)
@@ -314,6 +322,9 @@ def _wait_for_starts(instance: dg.DagsterInstance, count: int) -> str:
     return instance.get_runs(limit=1)[0].run_id
 
 
+GRACE = 1.0  # stuck_job's termination_grace_seconds
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_the_cli_exits_within_grace_with_a_step_stuck_in_c(
     home: dg.DagsterInstance, sig: signal.Signals
@@ -324,16 +335,24 @@ def test_the_cli_exits_within_grace_with_a_step_stuck_in_c(
         time.sleep(0.3)
         fired = time.monotonic()
         process.send_signal(sig)
-        process.wait(timeout=30)
+        process.wait(timeout=60)
         elapsed = time.monotonic() - fired
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert elapsed < 1.0 + 1.0 + 0.5  # grace + 1 s, + the interpreter's exit
+    # The process exited although one step's thread is still blocked (for up to 600 s):
+    # it was abandoned after the 1 s grace. About 2 s on a quiet machine, 2.6 s was seen
+    # on a loaded one; the bound only has to tell an exit from a hang.
+    assert GRACE <= elapsed < 30
     records = _records(home, run_id)
     assert _terminal_events_per_step(records) == {"blocked_in_c": 1, "waits_async": 1}
     assert _entries_after_run_end(records) == []
+    # In order: the async step stops at its await at once; the one stuck in C is failed
+    # only once its grace is over, with a warning naming it as abandoned.
+    failed_at = {r.step_key: r.timestamp for r in _of_type(records, E.STEP_FAILURE)}
+    assert failed_at["blocked_in_c"] - failed_at["waits_async"] >= GRACE * 0.9
+    assert any("abandoned" in (r.message or "") and r.step_key == "blocked_in_c" for r in records)
 
 
 @BOTH_HOMES
