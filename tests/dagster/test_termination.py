@@ -30,6 +30,7 @@ E = dg.DagsterEventType
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {E.STEP_SUCCESS, E.STEP_FAILURE, E.STEP_UP_FOR_RETRY, E.STEP_SKIPPED}
 RUN_END = {E.RUN_SUCCESS, E.RUN_FAILURE, E.RUN_CANCELED}
+GRACE = 1.0  # stuck_job's termination_grace_seconds
 
 
 @pytest.fixture(autouse=True)
@@ -103,17 +104,20 @@ def test_a_sync_step_is_interrupted_on_termination(storage_instance: dg.DagsterI
 
     run = sqlite_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
-    # Interrupted at its next bytecode, i.e. when the current 1 s sleep returns.
-    assert returned - stamps["requested"] < 1.5 + 0.5  # + one cancel poll
+    # The op would tick for 15 s; about 1.5 s after the request on a quiet machine.
+    assert returned - stamps["requested"] < 12
     records = _records(sqlite_instance, result.run_id)
     (failure,) = _of_type(records, E.STEP_FAILURE)
     assert failure.dagster_event.step_failure_data.error.cls_name == (
         "DagsterExecutionInterruptedError"
     )
+    # Interrupted at its next bytecode, when its current 1 s sleep returned: not abandoned
+    # after the 5 s grace, and it stopped ticking.
+    assert not any("abandoned" in (r.message or "") for r in records)
     assert _of_type(records, E.STEP_OUTPUT) == []
     assert _entries_after_run_end(records) == []
     ticks = [r for r in records if r.user_message.startswith("tick ")]
-    assert 2 <= len(ticks) <= 5
+    assert 2 <= len(ticks) < 12
     assert_every_started_step_ended(sqlite_instance, result.run_id)
 
 
@@ -127,7 +131,9 @@ def test_a_step_stuck_in_c_is_abandoned_after_the_grace_period(
     returned = time.monotonic()
     run = sqlite_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
-    assert returned - stamps["requested"] < 1.0 + 1.5  # grace + polls
+    # Cut off after the 1 s grace (about 1.5 s after the request on a quiet machine),
+    # not after the 600 s the step would block.
+    assert GRACE <= returned - stamps["requested"] < 30
 
     records = _records(sqlite_instance, result.run_id)
     assert _terminal_events_per_step(records) == {"blocked_in_c": 1, "waits_async": 1}
@@ -242,6 +248,8 @@ with dg.DagsterInstance.ephemeral() as instance:
     )
     types = {e.event_type_value for e in result.all_events}
     assert "STEP_FAILURE" in types and "PIPELINE_FAILURE" in types, types
+    # Interrupted between two 0.1 s sleeps, not abandoned after the grace.
+    assert not any("abandoned" in (e.message or "") for e in result.all_events)
 print("run ended")
 """
 
@@ -268,7 +276,7 @@ def test_sigint_tears_resources_down_and_the_process_exits(tmp_path: Path) -> No
     assert process.returncode == 0, err[-3000:]
     assert "run ended" in out
     assert cleaned.read_text() == "cleaned"
-    assert elapsed < 5
+    assert elapsed < 30  # about 1 s on a quiet machine; the op spins forever
 
 
 # -- nothing keeps the process alive --------------------------------------------------
@@ -322,9 +330,6 @@ def _wait_for_starts(instance: dg.DagsterInstance, count: int) -> str:
     return instance.get_runs(limit=1)[0].run_id
 
 
-GRACE = 1.0  # stuck_job's termination_grace_seconds
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_the_cli_exits_within_grace_with_a_step_stuck_in_c(
     home: dg.DagsterInstance, sig: signal.Signals
@@ -368,13 +373,16 @@ def test_sigterm_with_300_async_and_20_sync_steps_in_flight(home: dg.DagsterInst
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert elapsed < 5 + 1  # grace + 1 s
+    # The steps would run 60 s; a few seconds on a quiet machine.
+    assert elapsed < 45
     records = _records(home, run_id)
     run = home.get_run_by_id(run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
     counts = _terminal_events_per_step(records)
     assert len(counts) == jobs.MIXED_ASYNC + jobs.MIXED_SYNC + 2
     assert set(counts.values()) == {1}
+    # The 20 sync steps loop in 0.1 s sleeps: each was interrupted, none abandoned.
+    assert not any("abandoned" in (r.message or "") for r in records)
     assert _entries_after_run_end(records) == []
 
 
