@@ -1,6 +1,7 @@
 """The quickstart fan-out: an async producer, N mapped async ops, one collector.
 
-Run it with `make demo`, or `dagster job execute -f examples/quickstart.py -j fanout_job`.
+Run it with `make demo`, `dg launch -f examples/quickstart.py --job fanout_job`, or
+`dagster job execute -f examples/quickstart.py -j fanout_job`.
 """
 
 import os

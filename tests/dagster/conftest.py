@@ -1,8 +1,9 @@
 """Fixtures for running real Dagster runs with dagloop's executor.
 
-Jobs must be run with `dg.execute_job(dg.reconstructable(job), ...)`: the
-`execute_in_process()` and `materialize()` shortcuts always use Dagster's in-process
-executor, whatever the job's `executor_def` says.
+Jobs are run with `dg.execute_job(dg.reconstructable(job), ...)` or
+`dagloop.dagster.execute_in_process(job)`: Dagster's own `job.execute_in_process()` and
+`materialize()` shortcuts always use Dagster's in-process executor, whatever the job's
+`executor_def` says.
 """
 
 from __future__ import annotations

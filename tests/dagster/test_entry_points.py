@@ -1,9 +1,10 @@
-"""Issue 2, item 10: the real entry points, as a user runs them.
+"""The real entry points, as a user runs them.
 
-`dagster job execute -f examples/<file>.py -j <job>` and a run launched through the
-`dagster dev` webserver with the GraphQL client, each in subprocesses with their own
-temporary DAGSTER_HOME. Each test then opens that instance and checks the run's event
-log for dagloop's engine event, so a silent fallback to another executor would fail.
+`dagster job execute -f examples/<file>.py -j <job>`, `dg launch -f ... --job ...`, and
+a run launched through the `dagster dev` webserver with the GraphQL client, each in
+subprocesses with their own temporary DAGSTER_HOME. Each test then opens that instance
+and checks the run's event log for dagloop's engine event, so a silent fallback to
+another executor would fail.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +28,9 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 REPO = Path(__file__).resolve().parents[2]
-DAGSTER = REPO / ".venv" / "bin" / "dagster"
+# The `dagster` command of the environment running the tests, wherever its venv is.
+DAGSTER = Path(sys.executable).parent / "dagster"
+DG = Path(sys.executable).parent / "dg"
 ENGINE_MARK = "Executing steps on one asyncio event loop"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
@@ -47,7 +51,13 @@ def _dagster_home(tmp_path: Path) -> Path:
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, **FAST_ENV, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        **FAST_ENV,
+        "DAGSTER_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+        "DAGSTER_DG_UPDATE_CHECK_ENABLED": "0",  # no look-up of dg's newest release
+    }
 
 
 def _engine_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -105,13 +115,23 @@ CLI_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("example", "job_name", "expected_steps"), CLI_CASES)
+def _cli_command(cli: str, example: str, job_name: str) -> list[str]:
+    if cli == "dg":  # Dagster's current CLI (dagster-dg-cli)
+        return [str(DG), "launch", "-f", example, "--job", job_name]
+    return [str(DAGSTER), "job", "execute", "-f", example, "-j", job_name]
+
+
+@pytest.mark.parametrize(
+    ("cli", "example", "job_name", "expected_steps"),
+    [pytest.param("dagster", *case.values, id=f"dagster-{case.id}") for case in CLI_CASES]
+    + [pytest.param("dg", *CLI_CASES[0].values, id="dg-launch-quickstart")],
+)
 def test_dagster_job_execute_cli(
-    tmp_path: Path, example: str, job_name: str, expected_steps: set[str]
+    tmp_path: Path, cli: str, example: str, job_name: str, expected_steps: set[str]
 ) -> None:
     home = _dagster_home(tmp_path)
     completed = subprocess.run(
-        [str(DAGSTER), "job", "execute", "-f", example, "-j", job_name],
+        _cli_command(cli, example, job_name),
         cwd=REPO,
         env=_env(home),
         capture_output=True,

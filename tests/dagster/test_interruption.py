@@ -71,8 +71,9 @@ def test_sigint_cancels_in_flight_async_steps(instance: dg.DagsterInstance) -> N
 
     assert not result.success
     # The async steps slept 60 s and were cancelled; the 10 s sync op was interrupted in
-    # its worker thread between two of its 0.1 s sleeps.
-    assert returned - stamps["fired"] < 5
+    # its worker thread between two of its 0.1 s sleeps, not abandoned after the grace.
+    assert returned - stamps["fired"] < 30  # about 0.5 s on a quiet machine
+    assert not any("abandoned" in (e.message or "") for e in result.all_events)
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
     failures = {e.step_key: e for e in result.all_events if e.event_type == E.STEP_FAILURE}
@@ -95,7 +96,8 @@ def test_run_marked_canceling_is_canceled(sqlite_instance: dg.DagsterInstance) -
     stamps = _interrupt_when_started(cancel)
     result, returned = _execute(sqlite_instance)
 
-    assert returned - stamps["fired"] < 5
+    assert returned - stamps["fired"] < 30  # about 1 s on a quiet machine
+    assert not any("abandoned" in (e.message or "") for e in result.all_events)
     run = sqlite_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
     assert_every_started_step_ended(sqlite_instance, result.run_id)
@@ -136,11 +138,11 @@ def test_sigterm_to_the_cli_run_worker(tmp_path: Path, monkeypatch: pytest.Monke
             time.sleep(0.3)
             fired = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+            process.wait(timeout=60)
             elapsed = time.monotonic() - fired
 
             (run,) = instance.get_runs()
-            assert elapsed < 10
+            assert elapsed < 30  # the steps would run 60 s
             assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
             assert _count(instance, run.run_id, E.STEP_FAILURE) == long_running.WIDTH + 1
             assert_every_started_step_ended(instance, run.run_id)

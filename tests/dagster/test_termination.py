@@ -30,6 +30,7 @@ E = dg.DagsterEventType
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {E.STEP_SUCCESS, E.STEP_FAILURE, E.STEP_UP_FOR_RETRY, E.STEP_SKIPPED}
 RUN_END = {E.RUN_SUCCESS, E.RUN_FAILURE, E.RUN_CANCELED}
+GRACE = 1.0  # stuck_job's termination_grace_seconds
 
 
 @pytest.fixture(autouse=True)
@@ -103,17 +104,20 @@ def test_a_sync_step_is_interrupted_on_termination(storage_instance: dg.DagsterI
 
     run = sqlite_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
-    # Interrupted at its next bytecode, i.e. when the current 1 s sleep returns.
-    assert returned - stamps["requested"] < 1.5 + 0.5  # + one cancel poll
+    # The op would tick for 15 s; about 1.5 s after the request on a quiet machine.
+    assert returned - stamps["requested"] < 12
     records = _records(sqlite_instance, result.run_id)
     (failure,) = _of_type(records, E.STEP_FAILURE)
     assert failure.dagster_event.step_failure_data.error.cls_name == (
         "DagsterExecutionInterruptedError"
     )
+    # Interrupted at its next bytecode, when its current 1 s sleep returned: not abandoned
+    # after the 5 s grace, and it stopped ticking.
+    assert not any("abandoned" in (r.message or "") for r in records)
     assert _of_type(records, E.STEP_OUTPUT) == []
     assert _entries_after_run_end(records) == []
     ticks = [r for r in records if r.user_message.startswith("tick ")]
-    assert 2 <= len(ticks) <= 5
+    assert 2 <= len(ticks) < 12
     assert_every_started_step_ended(sqlite_instance, result.run_id)
 
 
@@ -127,7 +131,9 @@ def test_a_step_stuck_in_c_is_abandoned_after_the_grace_period(
     returned = time.monotonic()
     run = sqlite_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
-    assert returned - stamps["requested"] < 1.0 + 1.5  # grace + polls
+    # Cut off after the 1 s grace (about 1.5 s after the request on a quiet machine),
+    # not after the 600 s the step would block.
+    assert GRACE <= returned - stamps["requested"] < 30
 
     records = _records(sqlite_instance, result.run_id)
     assert _terminal_events_per_step(records) == {"blocked_in_c": 1, "waits_async": 1}
@@ -179,11 +185,19 @@ def test_threads_spinning_in_log_calls_are_interrupted_without_a_deadlock(
     returned = time.monotonic()
     run = ephemeral_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
-    assert returned - stamps["requested"] < 5.0  # well within the grace period
+    # The run ended: a logging lock left held would have hung it (the steps never end on
+    # their own). Timing is not the check (6.2 s was seen on a loaded 2-core machine);
+    # that each step was interrupted rather than abandoned after the grace is, below.
+    assert returned - stamps["requested"] < 60
     records = _records(ephemeral_instance, result.run_id)
     spinners = {f"logs_in_a_tight_loop[{i}]" for i in range(6)}
     counts = _terminal_events_per_step(records)
     assert {key: counts.get(key) for key in spinners} == dict.fromkeys(spinners, 1)
+    failures = _of_type(records, E.STEP_FAILURE)
+    assert {f.step_key for f in failures} == spinners
+    assert {f.dagster_event.step_failure_data.error.cls_name for f in failures} == {
+        "DagsterExecutionInterruptedError"
+    }
     # Interrupted at a safe point, not abandoned, and no logging lock was left held:
     # logging from another thread still goes through at once.
     assert not any("abandoned" in (r.message or "") for r in records)
@@ -234,6 +248,8 @@ with dg.DagsterInstance.ephemeral() as instance:
     )
     types = {e.event_type_value for e in result.all_events}
     assert "STEP_FAILURE" in types and "PIPELINE_FAILURE" in types, types
+    # Interrupted between two 0.1 s sleeps, not abandoned after the grace.
+    assert not any("abandoned" in (e.message or "") for e in result.all_events)
 print("run ended")
 """
 
@@ -260,7 +276,7 @@ def test_sigint_tears_resources_down_and_the_process_exits(tmp_path: Path) -> No
     assert process.returncode == 0, err[-3000:]
     assert "run ended" in out
     assert cleaned.read_text() == "cleaned"
-    assert elapsed < 5
+    assert elapsed < 30  # about 1 s on a quiet machine; the op spins forever
 
 
 # -- nothing keeps the process alive --------------------------------------------------
@@ -324,16 +340,24 @@ def test_the_cli_exits_within_grace_with_a_step_stuck_in_c(
         time.sleep(0.3)
         fired = time.monotonic()
         process.send_signal(sig)
-        process.wait(timeout=30)
+        process.wait(timeout=60)
         elapsed = time.monotonic() - fired
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert elapsed < 1.0 + 1.0 + 0.5  # grace + 1 s, + the interpreter's exit
+    # The process exited although one step's thread is still blocked (for up to 600 s):
+    # it was abandoned after the 1 s grace. About 2 s on a quiet machine, 2.6 s was seen
+    # on a loaded one; the bound only has to tell an exit from a hang.
+    assert GRACE <= elapsed < 30
     records = _records(home, run_id)
     assert _terminal_events_per_step(records) == {"blocked_in_c": 1, "waits_async": 1}
     assert _entries_after_run_end(records) == []
+    # In order: the async step stops at its await at once; the one stuck in C is failed
+    # only once its grace is over, with a warning naming it as abandoned.
+    failed_at = {r.step_key: r.timestamp for r in _of_type(records, E.STEP_FAILURE)}
+    assert failed_at["blocked_in_c"] - failed_at["waits_async"] >= GRACE * 0.9
+    assert any("abandoned" in (r.message or "") and r.step_key == "blocked_in_c" for r in records)
 
 
 @BOTH_HOMES
@@ -349,13 +373,16 @@ def test_sigterm_with_300_async_and_20_sync_steps_in_flight(home: dg.DagsterInst
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert elapsed < 5 + 1  # grace + 1 s
+    # The steps would run 60 s; a few seconds on a quiet machine.
+    assert elapsed < 45
     records = _records(home, run_id)
     run = home.get_run_by_id(run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
     counts = _terminal_events_per_step(records)
     assert len(counts) == jobs.MIXED_ASYNC + jobs.MIXED_SYNC + 2
     assert set(counts.values()) == {1}
+    # The 20 sync steps loop in 0.1 s sleeps: each was interrupted, none abandoned.
+    assert not any("abandoned" in (r.message or "") for r in records)
     assert _entries_after_run_end(records) == []
 
 

@@ -17,6 +17,14 @@ def burn(seconds: float = 0.6) -> int:
     return os.getpid()
 
 
+def burn_span(seconds: float = 0.6) -> tuple[int, float, float]:
+    """`burn`, returning its process and when it started and ended (CLOCK_MONOTONIC is
+    one clock for every process of the machine)."""
+    started = time.monotonic()
+    pid = burn(seconds)
+    return pid, started, time.monotonic()
+
+
 def add(left: int, right: int) -> int:
     return left + right
 

@@ -150,7 +150,10 @@ def test_termination_cancels_cluster_steps(
     )
     returned = time.monotonic()
     assert "at" in fired
-    assert returned - fired["at"] < 8
+    # Cut off: both long steps would take 60 s; with a 2 s grace the run ends in a few
+    # seconds on a quiet machine (8.1 s was seen on a loaded one). Half the steps' own
+    # time still proves they were stopped, with room for any load.
+    assert returned - fired["at"] < 30
     run = sqlite_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
     failures = {e.step_key: e for e in result.all_events if e.event_type == E.STEP_FAILURE}

@@ -1,13 +1,33 @@
-"""dagloop's Dagster integration: ``from dagloop.dagster import async_executor``."""
+"""dagloop's Dagster integration: ``from dagloop.dagster import async_executor``.
 
-from dagloop.dagster.config import STEP_TIMEOUT_TAG, AsyncExecutorConfig
-from dagloop.dagster.executor import AsyncExecutor, async_executor
-from dagloop.dagster.step_run import StepTimeoutError
+Needs the ``dagster`` extra (``pip install "dagloop[dagster]"``); without Dagster,
+importing this package raises an ImportError that says so.
+"""
+
+from dagloop._extras import require
+
+require("dagster", extra="dagster", feature="dagloop.dagster (the Dagster executor)")
+
+# The imports below need Dagster: they come after the check above.
+from dagloop.dagster.config import (  # noqa: E402
+    STEP_TIMEOUT_TAG,
+    AsyncExecutorConfig,
+    ExecutorConfigError,
+)
+from dagloop.dagster.dask.config import PLACEMENT_TAG  # noqa: E402
+from dagloop.dagster.event_log import EventLogWriteError  # noqa: E402
+from dagloop.dagster.executor import AsyncExecutor, async_executor  # noqa: E402
+from dagloop.dagster.in_process import execute_in_process  # noqa: E402
+from dagloop.dagster.step_run import StepTimeoutError  # noqa: E402
 
 __all__ = [
+    "PLACEMENT_TAG",
     "STEP_TIMEOUT_TAG",
     "AsyncExecutor",
     "AsyncExecutorConfig",
+    "EventLogWriteError",
+    "ExecutorConfigError",
     "StepTimeoutError",
     "async_executor",
+    "execute_in_process",
 ]

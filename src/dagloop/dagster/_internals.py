@@ -18,6 +18,7 @@ from typing import Any
 from dagster._core.definitions.executor_definition import (
     multiple_process_executor_requirements,
 )
+from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.event_api import EventLogCursor
@@ -44,6 +45,11 @@ from dagster._core.execution.context.system import (
     StepExecutionContext,
 )
 from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+from dagster._core.execution.execute_in_process import (
+    core_execute_in_process,
+    merge_run_tags,
+    type_check_and_normalize_args,
+)
 from dagster._core.execution.plan.active import ActiveExecution
 from dagster._core.execution.plan.execute_plan import (
     _trigger_hook as trigger_hooks,
@@ -258,6 +264,7 @@ __all__ = [
     "ExecutionPlan",
     "ExecutionStep",
     "Executor",
+    "InMemoryJob",
     "InstanceConcurrencyContext",
     "KnownExecutionState",
     "LocalComputeLogManager",
@@ -269,6 +276,7 @@ __all__ = [
     "RetryMode",
     "StepDependencyConfig",
     "StepExecutionContext",
+    "core_execute_in_process",
     "create_compute_log_file_key",
     "create_execution_plan",
     "dagster_event_sequence_for_step",
@@ -278,12 +286,14 @@ __all__ = [
     "get_retries_config",
     "get_step_dependency_config_field",
     "get_tag_concurrency_limits_config",
+    "merge_run_tags",
     "multiple_process_executor_requirements",
     "pop_captured_interrupt",
     "run_shard_batch_writer",
     "serializable_error_info_from_exc_info",
     "step_failure_for_interrupt",
     "trigger_hooks",
+    "type_check_and_normalize_args",
     "warning_engine_event",
     "writes_to_run_shard_only",
 ]

@@ -3,10 +3,11 @@ cluster mode and the engine's `DaskBackend`."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
+
+from dagloop._extras import require
 
 
 @asynccontextmanager
@@ -17,7 +18,7 @@ async def dask_client(
     `address`, or to a local cluster of `processes` worker processes started here. On
     exit the client is closed, then the cluster it started (also when entering fails)."""
     # Typed Any: `distributed` leaves its constructors unannotated.
-    distributed: Any = importlib.import_module("distributed")
+    distributed: Any = require("distributed", extra="dask", feature="Running steps on Dask")
     async with AsyncExitStack() as stack:
         target: Any = address
         if processes is not None:
