@@ -57,6 +57,7 @@ from dagster._core.execution.plan.execute_plan import (
 from dagster._core.execution.plan.execute_plan import (
     dagster_event_sequence_for_step,
 )
+from dagster._core.execution.plan.handle import ResolvedFromDynamicStepHandle
 from dagster._core.execution.plan.instance_concurrency_context import (
     InstanceConcurrencyContext,
 )
@@ -78,6 +79,7 @@ from dagster._core.storage.compute_log_manager import CapturedLogContext, Comput
 from dagster._core.storage.event_log import InMemoryEventLogStorage, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
+from dagster._core.storage.tags import RESUME_RETRY_TAG
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster._utils.interrupts import pop_captured_interrupt
@@ -251,6 +253,7 @@ def writes_to_run_shard_only(entry: EventLogEntry) -> bool:
 
 
 __all__ = [
+    "RESUME_RETRY_TAG",
     "ActiveExecution",
     "CapturedLogContext",
     "CloudStorageComputeLogManager",
@@ -272,6 +275,7 @@ __all__ = [
     "PlanExecutionContextManager",
     "PlanOrchestrationContext",
     "ReconstructableJob",
+    "ResolvedFromDynamicStepHandle",
     "ResolvedRunConfig",
     "RetryMode",
     "StepDependencyConfig",

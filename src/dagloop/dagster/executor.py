@@ -24,6 +24,7 @@ from dagloop.dagster._internals import (
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
 from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.orchestrator import Orchestrator, check_op_tags
+from dagloop.dagster.reexecution import with_unstarted_mapped_steps
 from dagloop.runtime.loop_driver import iterate_on_loop
 
 
@@ -56,7 +57,25 @@ class AsyncExecutor(Executor):
         config = self._config
         # Bad op tags fail the run here, before resources are opened or any step runs.
         check_op_tags(execution_plan)
+        execution_plan, added = with_unstarted_mapped_steps(plan_context, execution_plan)
+        if added:
+            shown = ", ".join(added[:10]) + (", ..." if len(added) > 10 else "")
+            yield DagsterEvent.engine_event(
+                plan_context,
+                f"Re-execution from failure: also running {len(added)} step(s) that have no "
+                f"stored success in run {plan_context.dagster_run.parent_run_id} or before "
+                "(mapped steps that never started there, and what depends on them), which "
+                f"Dagster's selection leaves out: {shown}",
+                event_specific_data=EngineEventData(
+                    metadata={"added_steps": dg.MetadataValue.json(added)}
+                ),
+            )
         step_keys = execution_plan.step_keys_to_execute
+        dagster_run = plan_context.dagster_run
+        if added:
+            # Steps read `dagster_run.step_keys_to_execute` to tell their own outputs from
+            # outputs of earlier runs: the added ones store theirs in this run.
+            dagster_run = dagster_run._replace(step_keys_to_execute=list(step_keys))
         yield DagsterEvent.engine_event(
             plan_context,
             f"Executing steps on one asyncio event loop (pid: {os.getpid()}; async steps "
@@ -65,14 +84,14 @@ class AsyncExecutor(Executor):
             event_specific_data=EngineEventData.in_process(os.getpid(), step_keys),
         )
         yield from ExecuteRunWithPlanIterable(
-            execution_plan=plan_context.execution_plan,
+            execution_plan=execution_plan,
             iterator=self._run_on_loop,
             execution_context_manager=PlanExecutionContextManager(
                 job=plan_context.job,
                 retry_mode=plan_context.retry_mode,
-                execution_plan=plan_context.execution_plan,
+                execution_plan=execution_plan,
                 run_config=plan_context.run_config,
-                dagster_run=plan_context.dagster_run,
+                dagster_run=dagster_run,
                 instance=plan_context.instance,
                 raise_on_error=plan_context.raise_on_error,
                 output_capture=plan_context.output_capture,

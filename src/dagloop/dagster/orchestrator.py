@@ -475,7 +475,8 @@ class Orchestrator:
                 self._job_context,
                 f"dagloop async executor: interrupted {interrupted} step(s) running "
                 f"synchronous code: {counts['sampled']} at a sampled point of the op's code, "
-                f"{counts['trapped']} at the op's next line, {counts['abandoned']} abandoned, "
+                f"{counts['trapped']} at the op's next line, {counts['abandoned']} given up on "
+                f"after the grace period, "
                 f"{counts['unneeded']} ended before it was needed",
                 EngineEventData(
                     metadata={

@@ -1,0 +1,39 @@
+"""A fan-out whose mapped steps wait behind `max_concurrent`: terminated or killed
+mid-way, most of them never started."""
+
+import asyncio
+import threading
+
+import dagster as dg
+
+from dagloop.dagster import async_executor
+
+WIDTH = 40
+#: Set once a mapped step runs.
+STARTED = threading.Event()
+
+
+@dg.op(out=dg.DynamicOut(int))
+def fan_out():
+    for i in range(WIDTH):
+        yield dg.DynamicOutput(i, mapping_key=str(i))
+
+
+@dg.op
+async def work(item: int) -> int:
+    STARTED.set()
+    await asyncio.sleep(0.4)
+    return item
+
+
+@dg.op
+def count(values: list[int]) -> int:
+    return len(values)
+
+
+@dg.job(executor_def=async_executor.configured({"max_concurrent": 5}))
+def fan_out_job():
+    count(fan_out().map(work).collect())
+
+
+defs = dg.Definitions(jobs=[fan_out_job])

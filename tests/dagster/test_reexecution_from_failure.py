@@ -1,0 +1,126 @@
+"""Re-execution from failure redoes exactly the steps without a stored success, mapped
+steps that never started included (Dagster's own selection leaves those out)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tests.conftest import instance_in_home
+from tests.dagster.interrupt_stress import REPO
+from tests.dagster.jobs import reexecution as jobs
+
+E = dg.DagsterEventType
+RECON = dg.reconstructable(jobs.fan_out_job)
+
+
+@pytest.fixture(autouse=True)
+def reset_job_state() -> Iterator[None]:
+    jobs.STARTED.clear()
+    yield
+
+
+def _succeeded(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    return {r.step_key for r in instance.all_logs(run_id, of_type=E.STEP_SUCCESS) if r.step_key}
+
+
+def _mapped(keys: set[str]) -> set[str]:
+    return {key for key in keys if key.startswith("work[")}
+
+
+def _reexecute_from_failure(
+    instance: dg.DagsterInstance, parent_id: str
+) -> tuple[dg.JobExecutionResult, int]:
+    options = dg.ReexecutionOptions.from_failure(parent_id, instance)
+    with dg.execute_job(RECON, instance=instance, reexecution_options=options) as result:
+        return result, result.output_for_node("count")
+
+
+def _cancel_after_some_steps(instance: dg.DagsterInstance) -> None:
+    def cancel() -> None:
+        assert jobs.STARTED.wait(60)
+        time.sleep(1.0)  # two waves of five mapped steps, of forty
+        (run,) = instance.get_runs(limit=1)
+        instance.report_run_canceling(run)
+
+    threading.Thread(target=cancel, daemon=True).start()
+
+
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
+def test_a_terminated_fan_out_is_completed_by_reexecution_from_failure(
+    storage_instance: dg.DagsterInstance,
+) -> None:
+    instance = storage_instance
+    _cancel_after_some_steps(instance)
+    parent = dg.execute_job(RECON, instance=instance)
+    assert instance.get_run_by_id(parent.run_id).status == dg.DagsterRunStatus.CANCELED
+    done_before = _mapped(_succeeded(instance, parent.run_id))
+    started = {r.step_key for r in instance.all_logs(parent.run_id, of_type=E.STEP_START)}
+    assert len(done_before) > 0 and len(_mapped(started)) < jobs.WIDTH  # some never started
+
+    child, total = _reexecute_from_failure(instance, parent.run_id)
+    assert child.success
+    redone = _mapped(_succeeded(instance, child.run_id))
+    # Exactly the mapped steps without a stored success, each once, and the true count.
+    assert redone == {f"work[{i}]" for i in range(jobs.WIDTH)} - done_before
+    assert total == jobs.WIDTH
+    added = [
+        e
+        for e in child.all_events
+        if "Re-execution from failure: also running" in (e.message or "")
+    ]
+    assert len(added) == 1
+
+
+def test_a_killed_fan_out_is_completed_by_reexecution_from_failure(tmp_path: Path) -> None:
+    """SIGKILL of the run's process mid-fan-out; run monitoring (here: the test) marks
+    the run failed; re-execution from failure runs every mapped step without a success."""
+    home = tmp_path / "home"
+    with instance_in_home(home, "") as instance:
+        env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+        command = [
+            sys.executable, "-m", "dagster", "job", "execute",
+            "-m", "tests.dagster.jobs.reexecution", "-j", "fan_out_job",
+        ]  # fmt: skip
+        child_process = subprocess.Popen(
+            command, env=env, cwd=str(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(limit=1)
+            if runs and len(_mapped(_succeeded(instance, runs[0].run_id))) >= 10:
+                break
+            time.sleep(0.05)
+        os.kill(child_process.pid, signal.SIGKILL)
+        child_process.wait(timeout=30)
+        (parent,) = instance.get_runs(limit=1)
+        instance.report_run_failed(parent)
+        done_before = _mapped(_succeeded(instance, parent.run_id))
+        assert 10 <= len(done_before) < jobs.WIDTH
+
+        child, total = _reexecute_from_failure(instance, parent.run_id)
+        assert child.success
+        redone = _mapped(_succeeded(instance, child.run_id))
+        assert redone | done_before == {f"work[{i}]" for i in range(jobs.WIDTH)}
+        assert total == jobs.WIDTH
+
+
+def test_a_step_selection_of_the_users_own_is_left_as_selected(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    instance = sqlite_instance
+    _cancel_after_some_steps(instance)
+    parent = dg.execute_job(RECON, instance=instance)
+    options = dg.ReexecutionOptions(parent_run_id=parent.run_id, step_selection=["work[39]"])
+    child = dg.execute_job(RECON, instance=instance, reexecution_options=options)
+    assert child.success
+    assert _succeeded(instance, child.run_id) == {"work[39]"}
