@@ -20,10 +20,12 @@ from dagloop.dagster._internals import (
     RetryMode,
     StepDependencyConfig,
     multiple_process_executor_requirements,
+    share_scoped_resources,
 )
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
 from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.orchestrator import Orchestrator, check_op_tags
+from dagloop.runtime.gc_tuning import tuned_gc
 from dagloop.runtime.loop_driver import iterate_on_loop
 
 
@@ -109,6 +111,8 @@ class AsyncExecutor(Executor):
                 self._config.dask, job_context, execution_plan, self, self._config, event_log
             )
         orchestrator = Orchestrator(job_context, execution_plan, self._config, remote, event_log)
+        # Resources are initialised by now: every step context can share them.
+        share_scoped_resources(job_context)
 
         async def main(emit: Callable[[DagsterEvent], None]) -> None:
             event_log.start(dispatch=remote.dispatch if remote is not None else None)
@@ -140,13 +144,16 @@ class AsyncExecutor(Executor):
                     )
                 )
 
-        yield from iterate_on_loop(
-            job_context.event_loop,
-            main,
-            on_interrupt=lambda exc: orchestrator.request_interrupt(
-                f"{type(exc).__name__} reached the event loop"
-            ),
-        )
+        # The plan and the resources are set up: what is alive now stays alive for the
+        # whole run, so the collector need not scan it again while the steps run.
+        with tuned_gc():
+            yield from iterate_on_loop(
+                job_context.event_loop,
+                main,
+                on_interrupt=lambda exc: orchestrator.request_interrupt(
+                    f"{type(exc).__name__} reached the event loop"
+                ),
+            )
 
 
 def _requirements(config: Any) -> Any:
