@@ -222,10 +222,15 @@ class Orchestrator:
                     # What these steps depend on is stored before they start: a crash
                     # from here on never loses a success that a later step relied on.
                     await self._event_log.barrier()
+                # One known state for the steps handed out together (nothing changes it
+                # between them): building it checks every ready output, so one per step
+                # made a fan-out of N steps cost O(N^2).
+                known_state = active.get_known_state() if steps else None
                 for step in steps:
                     if self._interrupt_requested is not None:
                         break  # handed out but never started: the run is interrupted
-                    self._start(step, active)
+                    assert known_state is not None
+                    self._start(step, active, known_state)
                 self._emit_all(active.concurrency_event_iterator(job_context))
             self._emit_all(active.plan_events_iterator(job_context))
 
@@ -353,8 +358,9 @@ class Orchestrator:
 
     # -- steps -------------------------------------------------------------------------
 
-    def _start(self, step: ExecutionStep, active: ActiveExecution) -> None:
-        known_state = active.get_known_state()
+    def _start(
+        self, step: ExecutionStep, active: ActiveExecution, known_state: KnownExecutionState
+    ) -> None:
         context = self._job_context.for_step(step, known_state)
         remote = self._remote is not None and self._remote.accepts(step)
         # A remote step is awaited by its task, which is cancelled like a greenlet's.
