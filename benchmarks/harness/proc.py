@@ -37,10 +37,15 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_case(module: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run ``python -m <module> <spec-json>`` under the benchmark interpreter."""
+def run_case(
+    module: str, spec: dict[str, Any], timeout: float, source: str | None = None
+) -> dict[str, Any]:
+    """Run ``python -m <module> <spec-json>`` under the benchmark interpreter; ``source``:
+    a directory whose ``dagloop`` package is imported instead of the installed one (a
+    snapshot of another commit's ``src``, to compare two versions in one run)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = BENCH_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    paths = [BENCH_DIR, *([source] if source else []), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.setdefault("PYTHONHASHSEED", "0")
     env["DAGSTER_DISABLE_TELEMETRY"] = "1"
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
