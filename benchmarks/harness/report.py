@@ -13,7 +13,7 @@ from rich.table import Table
 
 from harness.engines import ENGINES
 from harness.executors import EXECUTORS
-from harness.storage_suite import rows_storage
+from harness.suite_storage import rows_storage
 
 SUITE_ORDER = ["dagster", "hosting", "engine", "dask", "dask_cpu", "storage"]
 INST_LABEL = {"ephemeral": "ephemeral", "sqlite": "SQLite", "postgres": "PostgreSQL"}
