@@ -139,6 +139,8 @@ class Orchestrator:
         self._remote_runs: dict[StepRun, KnownExecutionState] = {}
         #: Every step task ever started, so none can outlive the orchestrator.
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The known state shared by the steps started in the current scheduling round.
+        self._round_known_state: KnownExecutionState | None = None
 
     # -- entry points ------------------------------------------------------------------
 
@@ -225,12 +227,12 @@ class Orchestrator:
                 # One known state for the steps handed out together (nothing changes it
                 # between them): building it checks every ready output, so one per step
                 # made a fan-out of N steps cost O(N^2).
-                known_state = active.get_known_state() if steps else None
+                self._round_known_state = active.get_known_state() if steps else None
                 for step in steps:
                     if self._interrupt_requested is not None:
                         break  # handed out but never started: the run is interrupted
-                    assert known_state is not None
-                    self._start(step, active, known_state)
+                    self._start(step, active)
+                self._round_known_state = None
                 self._emit_all(active.concurrency_event_iterator(job_context))
             self._emit_all(active.plan_events_iterator(job_context))
 
@@ -358,9 +360,10 @@ class Orchestrator:
 
     # -- steps -------------------------------------------------------------------------
 
-    def _start(
-        self, step: ExecutionStep, active: ActiveExecution, known_state: KnownExecutionState
-    ) -> None:
+    def _start(self, step: ExecutionStep, active: ActiveExecution) -> None:
+        known_state = self._round_known_state
+        if known_state is None:
+            known_state = active.get_known_state()
         context = self._job_context.for_step(step, known_state)
         remote = self._remote is not None and self._remote.accepts(step)
         # A remote step is awaited by its task, which is cancelled like a greenlet's.
