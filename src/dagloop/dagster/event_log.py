@@ -32,8 +32,8 @@ then waits for the writer to let go (up to the 5 ms switch interval). So:
 
 * on storage the process holds in memory (ephemeral instances), there is no writer
   thread: entries are written in batches on the thread that runs the event loop, once
-  per loop iteration (or at once, by a thread that waits for its entry), and a barrier
-  is a flush;
+  per loop iteration (or at once, by a thread that waits for its entry or finds a
+  backlog), and a barrier is a flush;
 * elsewhere the writer thread is woken once per batch, not per entry: the first entry
   queued wakes it, and it gathers for `GATHER_SECONDS` more (less when a caller waits,
   a barrier is queued or the batch is full) before it writes. A SIGKILL can lose what
@@ -73,6 +73,10 @@ MAX_BATCH = 500
 #: a caller waits, a barrier is queued or the batch is full): one wake-up (and one GIL
 #: hand-off) per batch instead of per entry. Part of what a SIGKILL can lose.
 GATHER_SECONDS = 0.002
+#: In-memory storage: a thread other than the loop's that finds this many entries queued
+#: writes the queue itself (as Dagster stores every entry in the thread that logs it), so
+#: threads that log faster than the loop writes cannot bury it under a backlog.
+SELF_WRITE_BACKLOG = 64
 #: How long a failed write is retried (waits of 0.05, 0.2, 0.8, 2 s, then up to the
 #: deadline): storage back within that loses nothing. A storage that retries on its own
 #: (dagster-postgres reconnects for ~6 s) gets one attempt of its own length.
@@ -230,7 +234,7 @@ class RunEventLog:
             self._store(entry)
             return
         item: _Entry | None = None
-        first = full = False
+        first = full = backlog = False
         with self._lock:
             if threading.get_ident() in self._quarantined:
                 return
@@ -240,6 +244,7 @@ class RunEventLog:
             if queued and writes_to_run_shard_only(entry):
                 self._queued_behind += 1
                 first, full = self._append(_Entry(entry))
+                backlog = len(self._items) >= SELF_WRITE_BACKLOG
             elif queued:
                 item = _Entry(entry, written=threading.Event())
                 self._append(item)
@@ -247,7 +252,9 @@ class RunEventLog:
             self._write_now(entry)
             return
         if item is None:  # written behind
-            if first or full:
+            if self._on_loop and backlog and threading.get_ident() != self._loop_thread:
+                self._drain()
+            elif first or full:
                 self._signal(urgent=full)
             return
         if self._on_loop:
