@@ -67,6 +67,7 @@ from dagster._core.execution.step_dependency_config import (
 )
 from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.base import Executor
+from dagster._core.log_manager import DagsterLogManager
 from dagster._core.storage.cloud_storage_compute_log_manager import (
     CloudStorageComputeLogManager,
 )
@@ -266,6 +267,18 @@ def share_scoped_resources(job_context: PlanExecutionContext) -> bool:
     return True
 
 
+def replace_run_log_manager(job_context: PlanExecutionContext, manager: Any) -> Callable[[], None]:
+    """Make `manager` the run's log manager (the one `for_step` derives every step's log
+    manager from, with `with_tags`); returns what puts the old one back."""
+    previous = job_context._log_manager
+    job_context._log_manager = manager
+
+    def restore() -> None:
+        job_context._log_manager = previous
+
+    return restore
+
+
 def event_log_in_memory(instance: Any) -> bool:
     """True when the instance's event log lives in this process's memory (ephemeral
     instances): writing it costs CPU only, and a crash loses it all anyway."""
@@ -288,6 +301,7 @@ __all__ = [
     "ComputeIOType",
     "DagsterEvent",
     "DagsterExecutionInterruptedError",
+    "DagsterLogManager",
     "EngineEventData",
     "EventLogEntry",
     "ExecuteRunWithPlanIterable",
@@ -317,6 +331,7 @@ __all__ = [
     "get_tag_concurrency_limits_config",
     "multiple_process_executor_requirements",
     "pop_captured_interrupt",
+    "replace_run_log_manager",
     "run_shard_batch_writer",
     "serializable_error_info_from_exc_info",
     "share_scoped_resources",

@@ -25,6 +25,7 @@ from dagloop.dagster._internals import (
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
 from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.orchestrator import Orchestrator, check_op_tags
+from dagloop.dagster.python_logs import route_python_logs
 from dagloop.runtime.gc_tuning import tuned_gc
 from dagloop.runtime.loop_driver import iterate_on_loop
 
@@ -144,16 +145,22 @@ class AsyncExecutor(Executor):
                     )
                 )
 
+        # Many steps in flight in one process: Python log records go to the step that
+        # logged them (dagster/python_logs.py).
+        unroute_python_logs = route_python_logs(job_context)
         # The plan and the resources are set up: what is alive now stays alive for the
         # whole run, so the collector need not scan it again while the steps run.
-        with tuned_gc():
-            yield from iterate_on_loop(
-                job_context.event_loop,
-                main,
-                on_interrupt=lambda exc: orchestrator.request_interrupt(
-                    f"{type(exc).__name__} reached the event loop"
-                ),
-            )
+        try:
+            with tuned_gc():
+                yield from iterate_on_loop(
+                    job_context.event_loop,
+                    main,
+                    on_interrupt=lambda exc: orchestrator.request_interrupt(
+                        f"{type(exc).__name__} reached the event loop"
+                    ),
+                )
+        finally:
+            unroute_python_logs()
 
 
 def _requirements(config: Any) -> Any:
