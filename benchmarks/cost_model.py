@@ -46,6 +46,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {ex: [] for ex in args.executors}
     sources = dict(args.sources)
     base = {"instance": args.instance, "n": args.n, "sleep": args.sleep}
+    if args.console:
+        base["console_level"] = args.console
     timeout = 300 + args.n * 0.2
     for rnd in range(args.repeats):
         order = args.executors if rnd % 2 == 0 else args.executors[::-1]
@@ -151,6 +153,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--sleep", type=float, default=0.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--console", default=None, help="Dagster's console log level (default DEBUG)")
     ap.add_argument("--json", default=os.path.join(BENCH_DIR, "results", "cost_model.json"))
     args = ap.parse_args()
     args.executors = [e.strip() for e in args.executors.split(",") if e.strip()]
@@ -162,6 +165,7 @@ def main() -> int:
         "n": args.n,
         "sleep": args.sleep,
         "repeats": args.repeats,
+        "console_level": args.console or "DEBUG",
         "git": git,
         "command": "benchmarks/.venv/bin/python benchmarks/cost_model.py " + " ".join(sys.argv[1:]),
         "machine": meta.machine(),

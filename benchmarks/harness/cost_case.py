@@ -212,6 +212,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         exec_config = dict(EXECUTORS[executor].config)
         if exec_config:
             run_config["execution"] = {"config": exec_config}
+        if spec.get("console_level"):
+            run_config["loggers"] = {"console": {"config": {"log_level": spec["console_level"]}}}
         clocks = _Clocks()
         spy = None
         if spec["pass"] == "clocks":

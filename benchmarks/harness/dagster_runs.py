@@ -36,9 +36,11 @@ def run_dagster_case(
     sleep: float,
     job_kwargs: dict[str, Any] | None = None,
     timeout: float | None = None,
+    console_level: str | None = None,
 ) -> dict[str, Any]:
     """One fan-out run in a fresh process. ``job_kwargs`` go to ``jobs.fanout.make_job``;
-    ``timeout`` replaces the default budget (capped at 60 s in quick mode)."""
+    ``timeout`` replaces the default budget (capped at 60 s in quick mode);
+    ``console_level`` sets Dagster's console logger's level (default DEBUG)."""
     case: dict[str, Any] = {"executor": executor, "instance": instance, "n": n, "sleep": sleep}
     spec = EXECUTORS[executor]
     if spec.needs_persistent_instance and instance == "ephemeral":
@@ -56,6 +58,8 @@ def run_dagster_case(
     }
     if job_kwargs:
         child_spec["job_kwargs"] = job_kwargs
+    if console_level:
+        child_spec["console_level"] = console_level
     db = None
     if instance == "postgres":
         if ctx.pg is None:

@@ -62,9 +62,9 @@ class DaskParams:
         quick = ctx.quick
         return cls(
             instances=ctx.instances or (["ephemeral", "sqlite"] if quick else list(INSTANCES)),
-            n=ctx.n or (100 if quick else 1000),
+            n=ctx.n or (100 if quick else 300),
             sleep=(1.0 if quick else 3.0) if ctx.sleep is None else ctx.sleep,
-            repeats=ctx.repeats or (1 if quick else 2),
+            repeats=ctx.repeats or 1,
         )
 
     @classmethod
@@ -78,7 +78,7 @@ class DaskParams:
             instances=ctx.instances or (["sqlite"] if quick else ["sqlite", "postgres"]),
             n=ctx.n or (50 if quick else 300),
             sleep=0.0,
-            repeats=ctx.repeats or (1 if quick else 2),
+            repeats=ctx.repeats or 1,
             cpu_iterations=CPU_ITERATIONS,
         )
 

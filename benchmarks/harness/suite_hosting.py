@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from harness.context import INSTANCES, Ctx
+from harness.context import Ctx
 from harness.dagster_runs import add_ratios, measure_c0, run_dagster_case
 from harness.executors import EXECUTORS
 
@@ -14,7 +14,7 @@ def hosting_suite(ctx: Ctx) -> dict[str, Any]:
     if ctx.quick:
         instances, ns, sleeps = ["ephemeral"], [100], [3.0]
     else:
-        instances, ns, sleeps = ctx.instances or INSTANCES, [300], [3.0, 0.0]
+        instances, ns, sleeps = ctx.instances or ["ephemeral", "sqlite"], [300], [3.0, 0.0]
     hosts = ["dagloop_greenlet", "dagloop_thread"]
     cases: list[dict[str, Any]] = []
     for instance in instances:

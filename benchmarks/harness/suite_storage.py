@@ -39,7 +39,7 @@ def _rotated(items: list[str], round_: int) -> list[str]:
 
 def storage_suite(ctx: Ctx) -> dict[str, Any]:
     instances = ctx.instances or DEFAULT_INSTANCES
-    repeats = ctx.repeats or 3
+    repeats = ctx.repeats or 2
     runs: list[dict[str, Any]] = []
     for instance in instances:
         ctx.log(f"[storage] instance={instance}, {repeats} round(s)")

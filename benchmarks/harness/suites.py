@@ -14,6 +14,8 @@ from harness.suite_dagster import dagster_suite, dagster_targets, merge_cases
 from harness.suite_dask import add_dask_ratios, dask_cpu_suite, dask_suite, dask_targets
 from harness.suite_engine import engine_suite
 from harness.suite_hosting import hosting_comparisons, hosting_suite
+from harness.suite_scale import scale_suite
+from harness.suite_scripts import cost_suite, termination_suite
 from harness.suite_storage import storage_suite
 
 __all__ = [
@@ -76,12 +78,15 @@ def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
+    "scale": scale_suite,
+    "cost": cost_suite,
     "dagster": dagster_suite,
     "hosting": hosting_suite,
     "engine": engine_suite,
     "dask": dask_suite,
     "dask_cpu": dask_cpu_suite,
     "storage": storage_suite,
+    "termination": termination_suite,
 }
 
 
@@ -95,6 +100,9 @@ def _pg_if_asked(quick: bool, instances: list[str] | None) -> bool:
 
 #: does a suite need the PostgreSQL server, given --quick and --instances?
 NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
+    "scale": lambda quick, instances: not quick,  # the 10,000-step run on PostgreSQL
+    "cost": lambda quick, instances: False,
+    "termination": lambda quick, instances: False,
     "dagster": _pg_unless_quick,  # quick mode runs the ephemeral instance only
     "hosting": _pg_unless_quick,
     "engine": lambda quick, instances: False,
