@@ -305,7 +305,10 @@ def load_all(results_dir: str) -> list[dict[str, Any]]:
         p = os.path.join(results_dir, f"{s}.json")
         if os.path.exists(p):
             with open(p) as f:
-                out.append(json.load(f))
+                res = json.load(f)
+            # A script's own output (e.g. termination.py run alone) is not a suite result.
+            if res.get("suite") == s and "git" in res:
+                out.append(res)
     return out
 
 
