@@ -325,7 +325,8 @@ class _DeferredRoute(Route):
         self._lock = threading.Lock()
         #: Serialises opening (which logs an event, whose console line comes back here).
         self._opening = threading.RLock()
-        self._open = open_capture
+        #: Dropped when the step ends (it refers back to the capture: no cycle left).
+        self._open: Callable[[], Route | None] | None = open_capture
         self._inner: Route | None = None
         self._held: list[tuple[int, str, TextIO]] = []
         self._dirty = False
@@ -349,7 +350,7 @@ class _DeferredRoute(Route):
 
     def _opened(self) -> Route | None:
         with self._opening:
-            if self._inner is None and not self.closed:
+            if self._inner is None and not self.closed and self._open is not None:
                 inner = self._open()
                 with self._lock:
                     held, self._held = self._held, []
@@ -377,6 +378,7 @@ class _DeferredRoute(Route):
     def finish(self) -> None:
         with self._opening, self._lock:
             self.closed = True
+            self._open = None
             held, self._held = self._held, []
         for _, text, fallback in held:
             with contextlib.suppress(OSError, ValueError):
