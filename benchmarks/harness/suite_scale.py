@@ -27,8 +27,8 @@ round (order reversed every other round) and take the median of the rounds.
   against the worker processes' (`RUSAGE_CHILDREN` once the cluster closed), and the
   speed-up that share allows on 16 and 64 cores (Amdahl: 1 / (s + (1 - s) / cores)).
 
-`--quick`: one round; `fanout_10k` on SQLite only; `per_step_cost` at 10,000 instead of
-30,000 (no 30,000-step run).
+`--quick`: one round; the SQLite no-op ratio at N = 300; `fanout_10k` on SQLite only;
+`per_step_cost` at 10,000 instead of 30,000 (no 30,000-step run); no Dask share.
 """
 
 from __future__ import annotations
@@ -121,9 +121,11 @@ def scale_suite(ctx: Ctx) -> dict[str, Any]:
         # steps here, depending on the disk's other load. One round: the ratio is far
         # from its target either way, and three would take most of the hour.
         n_rounds = 1 if instance == "sqlite" else rounds
-        runs = _alternating(ctx, ["dagloop", "in_process"], instance, 1000, 0.0, n_rounds)
+        # Quick mode: 300 steps on SQLite (in_process alone would take minutes).
+        n = 300 if ctx.quick and instance == "sqlite" else 1000
+        runs = _alternating(ctx, ["dagloop", "in_process"], instance, n, 0.0, n_rounds)
         cases.append(
-            _ratio_case(name, runs, "dagloop", "in_process", instance=instance, n=1000, sleep=0.0)
+            _ratio_case(name, runs, "dagloop", "in_process", instance=instance, n=n, sleep=0.0)
         )
     ctx.log("[scale] compute_logs per_step vs per_run")
     modes = ["dagloop_per_step", "dagloop_per_run"]
