@@ -33,7 +33,6 @@ spec = {executor, instance, n, sleep, pass: "clocks" | "profile", pg_url?, profi
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import signal
@@ -42,10 +41,9 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from typing import Any
 
-from harness.proc import BENCH_DIR, emit, peak_rss_self_mb
+from harness.proc import BENCH_DIR, child_main, peak_rss_self_mb
 
 #: Owners of a sampled stack, from its innermost frame outwards: the first frame whose
 #: file matches decides (substrings of the file name, in this order per frame).
@@ -258,10 +256,4 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    spec = json.loads(sys.argv[1])
-    try:
-        res = main(spec)
-    except BaseException as e:
-        traceback.print_exc()
-        res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
-    emit(res)
+    child_main(main)

@@ -17,17 +17,14 @@ mapped steps and the collector.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
-import traceback
 from typing import Any
 
-from harness.proc import BENCH_DIR, emit, peak_rss_self_mb
+from harness.proc import BENCH_DIR, child_main, peak_rss_self_mb
 
 DAGSTER_YAML_BASE = "telemetry:\n  enabled: false\n"
 
@@ -173,10 +170,4 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    spec = json.loads(sys.argv[1])
-    try:
-        res = main(spec)
-    except BaseException as e:
-        traceback.print_exc()
-        res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
-    emit(res)
+    child_main(main)

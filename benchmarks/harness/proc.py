@@ -17,6 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -128,3 +130,15 @@ def emit(result: dict[str, Any]) -> None:
     """Child side: print the result line."""
     sys.stdout.flush()
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def child_main(main: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Child side: run `main` on the spec given as the first argument and print its result
+    line; an exception becomes a failed result (with the traceback on stderr)."""
+    spec = json.loads(sys.argv[1])
+    try:
+        result = main(spec)
+    except BaseException as e:
+        traceback.print_exc()
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+    emit(result)
