@@ -43,7 +43,7 @@ import threading
 import time
 from typing import Any
 
-from harness.proc import BENCH_DIR, child_main, peak_rss_self_mb
+from harness.proc import child_main, peak_rss_self_mb
 
 #: Owners of a sampled stack, from its innermost frame outwards: the first frame whose
 #: file matches decides (substrings of the file name, in this order per frame).
@@ -193,25 +193,12 @@ def _stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
 def main(spec: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
-    from harness.dagster_case import check_run, make_instance
-    from harness.executors import EXECUTORS
+    from harness.dagster_case import check_run, fanout_run
 
-    executor, n, sleep = spec["executor"], int(spec["n"]), float(spec["sleep"])
+    n = int(spec["n"])
     tmp = tempfile.mkdtemp(prefix="dagloop-cost-")
     try:
-        instance = make_instance(spec["instance"], tmp, spec.get("pg_url"))
-        recon = dg.build_reconstructable_job(
-            "jobs.fanout",
-            "make_job",
-            reconstructable_kwargs={"executor": executor, "n": n, "sleep": sleep},
-            reconstructor_working_directory=BENCH_DIR,
-        )
-        run_config: dict[str, Any] = {}
-        exec_config = dict(EXECUTORS[executor].config)
-        if exec_config:
-            run_config["execution"] = {"config": exec_config}
-        if spec.get("console_level"):
-            run_config["loggers"] = {"console": {"config": {"log_level": spec["console_level"]}}}
+        instance, recon, run_config = fanout_run(spec, tmp)
         clocks = _Clocks()
         spy = None
         if spec["pass"] == "clocks":

@@ -106,31 +106,40 @@ def failure_reason(events: list[Any]) -> str | None:
     return f"{where}{err.cls_name}: {text}"
 
 
-def main(spec: dict[str, Any]) -> dict[str, Any]:
+def fanout_run(spec: dict[str, Any], tmp: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The instance (in `tmp`), the reconstructable fan-out job and the run config a spec
+    asks for (executor, n, sleep, instance, pg_url?, job_kwargs?, console_level?)."""
     import dagster as dg
 
     from harness.executors import EXECUTORS
 
     executor = spec["executor"]
-    n, sleep = int(spec["n"]), float(spec["sleep"])
+    instance = make_instance(spec["instance"], tmp, spec.get("pg_url"))
+    recon = dg.build_reconstructable_job(
+        "jobs.fanout",
+        "make_job",
+        reconstructable_kwargs={
+            "executor": executor,
+            "n": int(spec["n"]),
+            "sleep": float(spec["sleep"]),
+            **spec.get("job_kwargs", {}),
+        },
+        reconstructor_working_directory=BENCH_DIR,
+    )
+    exec_config = dict(EXECUTORS[executor].config)
+    run_config: dict[str, Any] = {"execution": {"config": exec_config}} if exec_config else {}
+    if spec.get("console_level"):  # Dagster's default console logger logs at DEBUG
+        run_config["loggers"] = {"console": {"config": {"log_level": spec["console_level"]}}}
+    return instance, recon, run_config
+
+
+def main(spec: dict[str, Any]) -> dict[str, Any]:
+    import dagster as dg
+
+    n = int(spec["n"])
     tmp = tempfile.mkdtemp(prefix="dagloop-bench-dg-")
     try:
-        instance = make_instance(spec["instance"], tmp, spec.get("pg_url"))
-        recon = dg.build_reconstructable_job(
-            "jobs.fanout",
-            "make_job",
-            reconstructable_kwargs={
-                "executor": executor,
-                "n": n,
-                "sleep": sleep,
-                **spec.get("job_kwargs", {}),
-            },
-            reconstructor_working_directory=BENCH_DIR,
-        )
-        exec_config = dict(EXECUTORS[executor].config)
-        run_config: dict[str, Any] = {"execution": {"config": exec_config}} if exec_config else {}
-        if spec.get("console_level"):  # Dagster's default console logger logs at DEBUG
-            run_config["loggers"] = {"console": {"config": {"log_level": spec["console_level"]}}}
+        instance, recon, run_config = fanout_run(spec, tmp)
         gc.collect()
         prof = None
         if spec.get("profile"):
