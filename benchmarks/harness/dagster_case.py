@@ -2,7 +2,12 @@
 
 Usage: python -m harness.dagster_case '<json spec>'
 spec = {executor, n, sleep, instance: "ephemeral"|"sqlite"|"postgres", pg_url?, profile?,
-        job_kwargs?}   (job_kwargs: extra keyword arguments of jobs.fanout.make_job)
+        job_kwargs?, console_level?}   (job_kwargs: extra keyword arguments of
+        jobs.fanout.make_job; console_level: of Dagster's console logger, default DEBUG)
+
+Peak RSS: ``peak_rss_self_mb`` is this process's own high-water mark (VmHWM, the run's
+process: the run executes here); the parent also polls the whole process tree's RSS
+every 50 ms (``peak_rss_tree_mb``, which includes step processes and Dask workers).
 
 Success is read back from the instance after the timed part: the run's stored status must
 be SUCCESS and the event log must hold a STEP_SUCCESS for the producer, every one of the N
@@ -12,17 +17,14 @@ mapped steps and the collector.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
-import traceback
 from typing import Any
 
-from harness.proc import BENCH_DIR, emit, peak_rss_self_mb
+from harness.proc import BENCH_DIR, child_main, peak_rss_self_mb
 
 DAGSTER_YAML_BASE = "telemetry:\n  enabled: false\n"
 
@@ -104,29 +106,40 @@ def failure_reason(events: list[Any]) -> str | None:
     return f"{where}{err.cls_name}: {text}"
 
 
-def main(spec: dict[str, Any]) -> dict[str, Any]:
+def fanout_run(spec: dict[str, Any], tmp: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The instance (in `tmp`), the reconstructable fan-out job and the run config a spec
+    asks for (executor, n, sleep, instance, pg_url?, job_kwargs?, console_level?)."""
     import dagster as dg
 
     from harness.executors import EXECUTORS
 
     executor = spec["executor"]
-    n, sleep = int(spec["n"]), float(spec["sleep"])
+    instance = make_instance(spec["instance"], tmp, spec.get("pg_url"))
+    recon = dg.build_reconstructable_job(
+        "jobs.fanout",
+        "make_job",
+        reconstructable_kwargs={
+            "executor": executor,
+            "n": int(spec["n"]),
+            "sleep": float(spec["sleep"]),
+            **spec.get("job_kwargs", {}),
+        },
+        reconstructor_working_directory=BENCH_DIR,
+    )
+    exec_config = dict(EXECUTORS[executor].config)
+    run_config: dict[str, Any] = {"execution": {"config": exec_config}} if exec_config else {}
+    if spec.get("console_level"):  # Dagster's default console logger logs at DEBUG
+        run_config["loggers"] = {"console": {"config": {"log_level": spec["console_level"]}}}
+    return instance, recon, run_config
+
+
+def main(spec: dict[str, Any]) -> dict[str, Any]:
+    import dagster as dg
+
+    n = int(spec["n"])
     tmp = tempfile.mkdtemp(prefix="dagloop-bench-dg-")
     try:
-        instance = make_instance(spec["instance"], tmp, spec.get("pg_url"))
-        recon = dg.build_reconstructable_job(
-            "jobs.fanout",
-            "make_job",
-            reconstructable_kwargs={
-                "executor": executor,
-                "n": n,
-                "sleep": sleep,
-                **spec.get("job_kwargs", {}),
-            },
-            reconstructor_working_directory=BENCH_DIR,
-        )
-        exec_config = dict(EXECUTORS[executor].config)
-        run_config = {"execution": {"config": exec_config}} if exec_config else {}
+        instance, recon, run_config = fanout_run(spec, tmp)
         gc.collect()
         prof = None
         if spec.get("profile"):
@@ -146,12 +159,15 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         rc1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if prof:
             prof.dump_stats(spec["profile"])
-        cpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) + (
-            rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime
-        )
+        cpu_self = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+        # Child processes that ended and were waited for during the run (step processes,
+        # Dask workers of `processes: K`, whose cluster closes with the run).
+        cpu_children = rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime
         out: dict[str, Any] = {
             "wall": round(wall, 4),
-            "cpu": round(cpu, 3),
+            "cpu": round(cpu_self + cpu_children, 3),
+            "cpu_self": round(cpu_self, 3),
+            "cpu_children": round(cpu_children, 3),
             "events": len(result.all_events),
             "peak_rss_self_mb": round(peak_rss_self_mb(), 1),
             **check_run(instance, result, n),
@@ -163,10 +179,4 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    spec = json.loads(sys.argv[1])
-    try:
-        res = main(spec)
-    except BaseException as e:
-        traceback.print_exc()
-        res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
-    emit(res)
+    child_main(main)

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
-import json
 import sys
 import time
 import traceback
 from typing import Any
 
-from harness.proc import emit, peak_rss_self_mb
+from harness.proc import child_main, peak_rss_self_mb
 
 # async-dag's TaskManager.sort() recurses once per link of a chain; the default limit of
 # 1,000 would fail it on the 10,000-node chain. Raised for every engine alike.
@@ -138,10 +137,4 @@ def rss(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    spec = json.loads(sys.argv[1])
-    try:
-        res = timing(spec) if spec.get("mode", "timing") == "timing" else rss(spec)
-    except BaseException as e:
-        traceback.print_exc()
-        res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
-    emit(res)
+    child_main(lambda spec: timing(spec) if spec.get("mode", "timing") == "timing" else rss(spec))

@@ -109,6 +109,30 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             },
             package="dagloop",
         ),
+        # The `scale` suite (issue 19): per-step stdout/stderr capture against one capture
+        # for the run, whatever the default is.
+        ExecutorSpec(
+            key="dagloop_per_run",
+            label="dagloop compute_logs=per_run",
+            target="dagloop.dagster:async_executor",
+            config={"compute_logs": "per_run"},
+            package="dagloop",
+        ),
+        ExecutorSpec(
+            key="dagloop_per_step",
+            label="dagloop compute_logs=per_step",
+            target="dagloop.dagster:async_executor",
+            config={"compute_logs": "per_step"},
+            package="dagloop",
+        ),
+        # The `scale` suite: the 10,000-step fan-out with Dagster's own cap on steps in flight.
+        ExecutorSpec(
+            key="dagloop_max1000",
+            label="dagloop max_concurrent=1000",
+            target="dagloop.dagster:async_executor",
+            config={"max_concurrent": 1000},
+            package="dagloop",
+        ),
         # Dagster's own Dask executor on a LocalCluster of 2 worker processes. dagster-dask
         # forces threads_per_worker=1 ("Dagster is not thread-safe"); the dashboard is off,
         # as in dagloop's `processes: K` cluster.

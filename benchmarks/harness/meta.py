@@ -45,6 +45,8 @@ def git_info(repo: str) -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "--short", "HEAD"),
+        # Uncommitted changes anywhere but the results themselves (a run rewrites those).
+        "dirty": bool(git("status", "--porcelain", "--", ".", ":!benchmarks/results")),
         "dirty_src": bool(git("status", "--porcelain", "--", "src")),
     }
 

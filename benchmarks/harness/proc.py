@@ -17,6 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -37,10 +39,15 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_case(module: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run ``python -m <module> <spec-json>`` under the benchmark interpreter."""
+def run_case(
+    module: str, spec: dict[str, Any], timeout: float, source: str | None = None
+) -> dict[str, Any]:
+    """Run ``python -m <module> <spec-json>`` under the benchmark interpreter; ``source``:
+    a directory whose ``dagloop`` package is imported instead of the installed one (a
+    snapshot of another commit's ``src``, to compare two versions in one run)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = BENCH_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    paths = [BENCH_DIR, *([source] if source else []), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.setdefault("PYTHONHASHSEED", "0")
     env["DAGSTER_DISABLE_TELEMETRY"] = "1"
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
@@ -123,3 +130,15 @@ def emit(result: dict[str, Any]) -> None:
     """Child side: print the result line."""
     sys.stdout.flush()
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def child_main(main: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Child side: run `main` on the spec given as the first argument and print its result
+    line; an exception becomes a failed result (with the traceback on stderr)."""
+    spec = json.loads(sys.argv[1])
+    try:
+        result = main(spec)
+    except BaseException as e:
+        traceback.print_exc()
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+    emit(result)

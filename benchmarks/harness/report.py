@@ -13,9 +13,21 @@ from rich.table import Table
 
 from harness.engines import ENGINES
 from harness.executors import EXECUTORS
-from harness.storage_suite import rows_storage
+from harness.suite_scale import rows_scale
+from harness.suite_scripts import rows_cost, rows_termination
+from harness.suite_storage import rows_storage
 
-SUITE_ORDER = ["dagster", "hosting", "engine", "dask", "dask_cpu", "storage"]
+SUITE_ORDER = [
+    "scale",
+    "cost",
+    "dagster",
+    "hosting",
+    "engine",
+    "dask",
+    "dask_cpu",
+    "storage",
+    "termination",
+]
 INST_LABEL = {"ephemeral": "ephemeral", "sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 
@@ -222,6 +234,9 @@ ROWS = {
     "dask": _rows_dask,
     "dask_cpu": _rows_dask,
     "storage": rows_storage,
+    "scale": rows_scale,
+    "cost": rows_cost,
+    "termination": rows_termination,
 }
 
 
@@ -290,7 +305,10 @@ def load_all(results_dir: str) -> list[dict[str, Any]]:
         p = os.path.join(results_dir, f"{s}.json")
         if os.path.exists(p):
             with open(p) as f:
-                out.append(json.load(f))
+                res = json.load(f)
+            # A script's own output (e.g. termination.py run alone) is not a suite result.
+            if res.get("suite") == s and "git" in res:
+                out.append(res)
     return out
 
 
@@ -334,9 +352,18 @@ def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
             "Commands that produced these files (run from the repository root):",
             "",
         ]
+        commits = sorted({r["git"]["commit"] for r in results})
+        if len(commits) > 1:
+            parts += [
+                f"**These tables come from {len(commits)} commits ({', '.join(commits)}):** "
+                "run `make bench` to regenerate every one of them from one commit.",
+                "",
+            ]
         for r in results:
-            src = f"dagloop commit {r['git']['commit']}" + (
-                " + uncommitted src changes" if r["git"]["dirty_src"] else ""
+            git = r["git"]
+            dirty = git.get("dirty", git.get("dirty_src"))
+            src = f"dagloop commit {git['commit']}" + (
+                " + uncommitted changes" if dirty else " (clean tree)"
             )
             parts.append(
                 f"- `{r['suite']}`: `{r['command']}` ({r['mode']} mode, {r['started']}, "

@@ -11,6 +11,9 @@ silently use the in-process executor whatever ``executor_def`` says).
 with dagloop's ``dask`` config they stay on the run's loop and only the mapped steps go to
 the cluster. Other executors ignore the tag.
 
+``prints=True``: each mapped async op also prints one line (per-step stdout capture then
+has something of the op's own to capture).
+
 ``cpu_iterations > 0`` makes the CPU-bound variant (the ``dask_cpu`` suite): the mapped op
 is a sync op that runs ``jobs.cpu.burn(cpu_iterations)``, pure-Python arithmetic (~40 ms for
 500,000 iterations on the 2-core benchmark machine), instead of sleeping; ``sleep`` is then
@@ -34,6 +37,7 @@ def make_job(
     sleep: float,
     placement_local: bool = False,
     cpu_iterations: int = 0,
+    prints: bool = False,
 ) -> dg.JobDefinition:
     edge_tags = PLACEMENT_LOCAL if placement_local else None
 
@@ -47,6 +51,8 @@ def make_job(
     async def process_item(context: dg.OpExecutionContext, item: str) -> str:
         """Process each item from the fan-out."""
         context.log.info(f"[{context.op_handle}] sleeping...")
+        if prints:
+            print(f"{item}: printed by the op")
         if sleep > 0:
             await anyio.sleep(sleep)
         context.log.info(f"[{context.op_handle}] completed")

@@ -73,7 +73,13 @@ def test_every_step_has_exactly_its_own_lines(sqlite_instance: dg.DagsterInstanc
     assert len(per_step) == len(found) - 1
     names = [f"a{i:02d}" for i in range(ASYNC_STEPS)] + [f"s{i:02d}" for i in range(SYNC_STEPS)]
     mapped = {(f"print_async[{n}]" if n.startswith("a") else f"print_sync[{n}]"): n for n in names}
-    assert set(per_step) == set(mapped) | {"spread_async", "spread_sync", "gather"}
+    # A capture is opened when its step first writes something of its own: the spreads
+    # print nothing, so they get none, and their Dagster log lines stay in the run's.
+    assert set(per_step) == set(mapped) | {"gather"}
+    run_out, run_err = read(sqlite_instance, run_key)
+    for quiet in ("spread_async", "spread_sync"):
+        assert f"{quiet} - STEP_START" in run_err
+        assert f"{quiet} - STEP_SUCCESS" in run_err
 
     seen: dict[str, int] = {}
     for step_key, log_key in per_step.items():
@@ -86,15 +92,19 @@ def test_every_step_has_exactly_its_own_lines(sqlite_instance: dg.DagsterInstanc
             assert markers(stdout) == own_out, step_key
             assert markers(stderr) == own_err, step_key
             # Dagster's own log lines of the step (its console logger writes to
-            # sys.stderr) are the step's too.
+            # sys.stderr) are the step's too, those logged before its first print
+            # included, in order.
             assert f"{step_key} - STEP_START" in stderr
             assert f"{step_key} - STEP_SUCCESS" in stderr
+            assert stderr.index(f"{step_key} - STEP_START") < stderr.index(
+                f"{step_key} - STEP_SUCCESS"
+            )
         else:
             assert markers(stdout) == markers(stderr) == []
+            assert f"{step_key} - STEP_START" not in run_err
     assert "outside any mapped step" in read(sqlite_instance, per_step["gather"])[0]
 
     # Every line lands in exactly one capture: none in the run's.
-    run_out, run_err = read(sqlite_instance, run_key)
     assert markers(run_out) == markers(run_err) == []
     all_lines = [line for n in names for part in expected(n) for line in part]
     assert seen == dict.fromkeys(all_lines, 1)
@@ -142,11 +152,11 @@ def test_no_op_manager_still_runs(ephemeral_instance: dg.DagsterInstance) -> Non
 
 def test_config_key() -> None:
     config = AsyncExecutorConfig.from_config({"retries": {"enabled": {}}})
-    assert config.compute_logs == "per_run"
-    config = AsyncExecutorConfig.from_config(
-        {"retries": {"enabled": {}}, "compute_logs": "per_step"}
-    )
     assert config.compute_logs == "per_step"
+    config = AsyncExecutorConfig.from_config(
+        {"retries": {"enabled": {}}, "compute_logs": "per_run"}
+    )
+    assert config.compute_logs == "per_run"
 
 
 # -- the stream proxy alone -------------------------------------------------------------

@@ -102,12 +102,12 @@ EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = {
     "step_dependency_config": get_step_dependency_config_field(),
     "compute_logs": dg.Field(
         dg.Enum("DagloopComputeLogs", [dg.EnumValue("per_step"), dg.EnumValue("per_run")]),
-        default_value="per_run",
+        default_value="per_step",
         description=(
-            "'per_step': what a step writes to sys.stdout/sys.stderr goes to its own "
-            "compute log (its stdout/stderr tabs in the UI); the rest goes to the run's. "
-            "'per_run' (default): one capture for the whole run, as Dagster's in-process "
-            "executor; per-step capture costs a file or two and an event per step."
+            "'per_step' (default): what a step writes to sys.stdout/sys.stderr goes to its "
+            "own compute log (its stdout/stderr tabs in the UI), opened when the step first "
+            "writes something of its own; the rest goes to the run's. 'per_run': one "
+            "capture for the whole run, as Dagster's in-process executor."
         ),
     ),
     "dask": DASK_CONFIG_FIELD,
@@ -190,7 +190,7 @@ class AsyncExecutorConfig:
         default_factory=StepDependencyConfig.default
     )
     dask: DaskConfig | None = None
-    compute_logs: Literal["per_step", "per_run"] = "per_run"
+    compute_logs: Literal["per_step", "per_run"] = "per_step"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AsyncExecutorConfig:
@@ -217,5 +217,5 @@ class AsyncExecutorConfig:
                 config.get("step_dependency_config")
             ),
             dask=DaskConfig.from_config(config.get("dask")),
-            compute_logs=config.get("compute_logs", "per_run"),
+            compute_logs=config.get("compute_logs", "per_step"),
         )

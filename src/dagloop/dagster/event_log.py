@@ -28,6 +28,19 @@ arrive together go into one transaction where the storage allows it
 * Entries sent by Dask workers (`STORE` messages) join the same queue, and any other
   worker message is handed back to the loop only once everything before it is written.
 
+How entries reach the writer costs as much as writing them: a thread woken for every
+entry takes the GIL from the event loop each time, and every system call the loop makes
+then waits for the writer to let go (up to the 5 ms switch interval). So:
+
+* on storage the process holds in memory (ephemeral instances), there is no writer
+  thread: entries are written in batches on the thread that runs the event loop, once
+  per loop iteration (or at once, by a thread that waits for its entry or finds a
+  backlog), and a barrier is a flush;
+* elsewhere the writer thread is woken once per batch, not per entry: the first entry
+  queued wakes it, and it gathers for `GATHER_SECONDS` more (less when a caller waits,
+  a barrier is queued or the batch is full) before it writes. A SIGKILL can lose what
+  was queued in that time and not yet committed (a few ms).
+
 `event_log_writes: direct` keeps Dagster's own behaviour (every entry stored in the
 thread that logs it, before it goes on), with the same retries, failure reporting and
 quarantine.
@@ -37,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sys
 import threading
 import time
@@ -50,6 +62,7 @@ import dagster as dg
 from dagloop.dagster._internals import (
     EventLogEntry,
     event_listeners,
+    event_log_in_memory,
     run_shard_batch_writer,
     writes_to_run_shard_only,
 )
@@ -60,6 +73,14 @@ from dagloop.runtime.thread_interrupt import checkpoint
 
 #: Most entries written in one transaction.
 MAX_BATCH = 500
+#: How long the writer thread, once woken, lets a batch grow before it writes it (unless
+#: a caller waits, a barrier is queued or the batch is full): one wake-up (and one GIL
+#: hand-off) per batch instead of per entry. Part of what a SIGKILL can lose.
+GATHER_SECONDS = 0.002
+#: In-memory storage: a thread other than the loop's that finds this many entries queued
+#: writes the queue itself (as Dagster stores every entry in the thread that logs it), so
+#: threads that log faster than the loop writes cannot bury it under a backlog.
+SELF_WRITE_BACKLOG = 64
 #: How long a failed write is retried (waits of 0.05, 0.2, 0.8, 2 s, then up to the
 #: deadline): storage back within that loses nothing. A storage that retries on its own
 #: (dagster-postgres reconnects for ~6 s) gets one attempt of its own length.
@@ -102,7 +123,18 @@ class RunEventLog:
         self._store: Callable[..., None] = instance.handle_new_event
         self._dispatch: Callable[[Message], None] = lambda message: None
         self._on_failure = on_failure
-        self._queue: queue.SimpleQueue[_Entry | _Barrier | Message | None] = queue.SimpleQueue()
+        #: In-memory storage: written on the loop's thread (or by a waiting caller).
+        self._on_loop = self._write_batch is not None and event_log_in_memory(instance)
+        #: Queued, not yet taken by the writer (guarded by `_lock`).
+        self._items: list[_Entry | _Barrier | Message | None] = []
+        #: Something was queued on an empty queue / something must not wait to be written.
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
+        #: Serialises the writers of the loop mode (the loop, waiting callers); re-entrant
+        #: for a listener that logs.
+        self._write_lock = threading.RLock()
+        self._flush_scheduled = False
+        self._loop_thread: int | None = None
         self._pending: list[EventLogEntry] = []
         #: Entries given up on, tried once more when the run ends.
         self._lost: list[EventLogEntry] = []
@@ -128,7 +160,9 @@ class RunEventLog:
         """Start the writer; `dispatch` receives workers' non-STORE messages, in order."""
         if dispatch is not None:
             self._dispatch = dispatch
-        self._thread.start()
+        self._loop_thread = threading.get_ident()
+        if not self._on_loop:
+            self._thread.start()
         self._store = route_entries(self._instance, self._run_id, self._handle_new_event)
         self._routed = True
 
@@ -141,14 +175,24 @@ class RunEventLog:
             release = not self._quarantined
         if release:
             self._unroute()
-        self._queue.put(None)
+        if self._on_loop:
+            self._drain()
+            self._write_lost()
+            return
+        self._enqueue(None, urgent=True)
         await asyncio.to_thread(self._thread.join)
 
     async def barrier(self) -> None:
         """Wait until every entry queued so far is stored (or given up on)."""
         with self._lock:
             mark = self._queued_behind
-        if mark == self._barrier_mark or not self._thread.is_alive():
+        if mark == self._barrier_mark:
+            return
+        if self._on_loop:
+            self._drain()
+            self._barrier_mark = max(self._barrier_mark, mark)
+            return
+        if not self._thread.is_alive():
             return
         done = self._loop.create_future()
 
@@ -156,7 +200,7 @@ class RunEventLog:
             if not done.done():
                 done.set_result(None)
 
-        self._queue.put(_Barrier(lambda: self._loop.call_soon_threadsafe(resolve)))
+        self._enqueue(_Barrier(lambda: self._loop.call_soon_threadsafe(resolve)), urgent=True)
         await done
         self._barrier_mark = max(self._barrier_mark, mark)
 
@@ -188,7 +232,7 @@ class RunEventLog:
         """A message from a Dask worker (any thread); decoded by the writer thread."""
         with self._lock:
             self._queued_behind += 1
-        self._queue.put(message)
+        self._enqueue(message, urgent=False)
 
     def _handle_new_event(self, entry: EventLogEntry) -> None:
         """Replaces `instance.handle_new_event` for this run's entries (any thread)."""
@@ -196,6 +240,8 @@ class RunEventLog:
         if threading.current_thread() is self._thread:
             self._store(entry)
             return
+        item: _Entry | None = None
+        first = full = backlog = False
         with self._lock:
             if threading.get_ident() in self._quarantined:
                 return
@@ -207,17 +253,55 @@ class RunEventLog:
             queued = not self._closed and self._write_batch is not None
             if queued and writes_to_run_shard_only(entry):
                 self._queued_behind += 1
-                self._queue.put(_Entry(entry))
-                return
-            if queued:
+                first, full = self._append(_Entry(entry))
+                backlog = len(self._items) >= SELF_WRITE_BACKLOG
+            elif queued:
                 item = _Entry(entry, written=threading.Event())
-                self._queue.put(item)
+                self._append(item)
         if not queued:
             self._write_now(entry)
             return
-        item.written.wait()  # type: ignore[union-attr]
+        if item is None:  # written behind
+            if self._on_loop and backlog and threading.get_ident() != self._loop_thread:
+                self._drain()
+            elif first or full:
+                self._signal(urgent=full)
+            return
+        if self._on_loop:
+            self._drain()  # a caller that waits writes the queue itself
+        else:
+            self._signal(urgent=True)
+            item.written.wait()  # type: ignore[union-attr]
         if item.error is not None:
             raise item.error
+
+    def _append(self, item: _Entry | _Barrier | Message | None) -> tuple[bool, bool]:
+        """Queue `item` (with `_lock` held): was the queue empty, is a batch full?"""
+        self._items.append(item)
+        size = len(self._items)
+        return size == 1, size >= MAX_BATCH
+
+    def _enqueue(self, item: _Entry | _Barrier | Message | None, *, urgent: bool) -> None:
+        with self._lock:
+            first, full = self._append(item)
+        if first or urgent or full:
+            self._signal(urgent=urgent or full)
+
+    def _signal(self, *, urgent: bool) -> None:
+        """Have the queue written: soon (the loop's next iteration, the writer's gathered
+        batch) or, when `urgent`, now."""
+        if self._on_loop:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                if threading.get_ident() == self._loop_thread:
+                    self._loop.call_soon(self._drain)
+                else:
+                    with contextlib.suppress(RuntimeError):  # a closed loop: aclose drained
+                        self._loop.call_soon_threadsafe(self._drain)
+            return
+        self._wake.set()
+        if urgent:
+            self._hurry.set()
 
     def _write_now(self, entry: EventLogEntry) -> None:
         try:
@@ -228,37 +312,58 @@ class RunEventLog:
     # -- the writer thread -------------------------------------------------------------
 
     def _main(self) -> None:
-        """Take everything queued, write it (one transaction for the batchable entries),
-        then hand the workers' other messages of that round back to the loop."""
+        """The writer thread: woken by the first entry of a batch, it lets the batch grow
+        for `GATHER_SECONDS` (unless hurried), then writes it."""
         stopping = False
         while not stopping:
-            items = [self._queue.get()]
-            while len(items) < MAX_BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            held: list[Message] = []
-            barriers: list[_Barrier] = []
-            for item in items:
-                if item is None:
-                    stopping = True
-                elif isinstance(item, _Entry):
-                    self._take(item)
-                elif isinstance(item, _Barrier):
-                    barriers.append(item)
-                elif item[0] == STORE:
-                    entry = dg.deserialize_value(item[1], EventLogEntry)
-                    if self.terminal_events.admit(entry.dagster_event):
-                        self._take(_Entry(entry))
-                else:
-                    held.append(item)
-            self._flush()
-            for barrier in barriers:
-                barrier.done()
-            if held:
-                self._loop.call_soon_threadsafe(self._dispatch_all, held)
+            self._wake.wait()
+            self._wake.clear()
+            if not self._hurry.is_set():
+                self._hurry.wait(GATHER_SECONDS)
+            self._hurry.clear()
+            with self._lock:
+                items, self._items = self._items, []
+            stopping = self._process(items)
         self._write_lost()
+
+    def _drain(self) -> None:
+        """Loop mode: write everything queued, in this thread (the loop's, or a caller's
+        that waits for its entry)."""
+        with self._write_lock:
+            with self._lock:
+                self._flush_scheduled = False
+                items, self._items = self._items, []
+            if items:
+                self._process(items)
+
+    def _process(self, items: list[_Entry | _Barrier | Message | None]) -> bool:
+        """Write `items` (one transaction for the batchable entries), then hand the
+        workers' other messages back to the loop; True if the stop mark was among them."""
+        stopping = False
+        held: list[Message] = []
+        barriers: list[_Barrier] = []
+        for item in items:
+            if item is None:
+                stopping = True
+            elif isinstance(item, _Entry):
+                self._take(item)
+            elif isinstance(item, _Barrier):
+                barriers.append(item)
+            elif item[0] == STORE:
+                entry = dg.deserialize_value(item[1], EventLogEntry)
+                if self.terminal_events.admit(entry.dagster_event):
+                    self._take(_Entry(entry))
+            else:
+                held.append(item)
+        self._flush()
+        for barrier in barriers:
+            barrier.done()
+        if held:
+            if threading.get_ident() == self._loop_thread:
+                self._dispatch_all(held)
+            else:
+                self._loop.call_soon_threadsafe(self._dispatch_all, held)
+        return stopping
 
     def _write_lost(self) -> None:
         """At the run's end, one more bounded try at the entries that could not be
@@ -290,6 +395,8 @@ class RunEventLog:
         batchable = self._write_batch is not None and writes_to_run_shard_only(item.entry)
         if item.written is None and batchable:
             self._pending.append(item.entry)
+            if len(self._pending) >= MAX_BATCH:
+                self._flush()
             return
         self._flush()
         try:

@@ -20,11 +20,14 @@ from dagloop.dagster._internals import (
     RetryMode,
     StepDependencyConfig,
     multiple_process_executor_requirements,
+    share_scoped_resources,
 )
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
 from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.orchestrator import Orchestrator, check_op_tags
+from dagloop.dagster.python_logs import route_python_logs
 from dagloop.dagster.reexecution import with_unstarted_mapped_steps
+from dagloop.runtime.gc_tuning import tuned_gc
 from dagloop.runtime.loop_driver import iterate_on_loop
 
 
@@ -128,6 +131,8 @@ class AsyncExecutor(Executor):
                 self._config.dask, job_context, execution_plan, self, self._config, event_log
             )
         orchestrator = Orchestrator(job_context, execution_plan, self._config, remote, event_log)
+        # Resources are initialised by now: every step context can share them.
+        share_scoped_resources(job_context)
 
         async def main(emit: Callable[[DagsterEvent], None]) -> None:
             event_log.start(dispatch=remote.dispatch if remote is not None else None)
@@ -159,13 +164,22 @@ class AsyncExecutor(Executor):
                     )
                 )
 
-        yield from iterate_on_loop(
-            job_context.event_loop,
-            main,
-            on_interrupt=lambda exc: orchestrator.request_interrupt(
-                f"{type(exc).__name__} reached the event loop"
-            ),
-        )
+        # Many steps in flight in one process: Python log records go to the step that
+        # logged them (dagster/python_logs.py).
+        unroute_python_logs = route_python_logs(job_context)
+        # The plan and the resources are set up: what is alive now stays alive for the
+        # whole run, so the collector need not scan it again while the steps run.
+        try:
+            with tuned_gc():
+                yield from iterate_on_loop(
+                    job_context.event_loop,
+                    main,
+                    on_interrupt=lambda exc: orchestrator.request_interrupt(
+                        f"{type(exc).__name__} reached the event loop"
+                    ),
+                )
+        finally:
+            unroute_python_logs()
 
 
 def _requirements(config: Any) -> Any:

@@ -158,6 +158,8 @@ class Orchestrator:
         self.duplicate_terminal_events = 0
         self._ledger = event_log.terminal_events if event_log is not None else TerminalLedger()
         self._ledger.set_drop_report(self._duplicate_stored)
+        #: The known state shared by the steps started in the current scheduling round.
+        self._round_known_state: KnownExecutionState | None = None
 
     # -- entry points ------------------------------------------------------------------
 
@@ -243,10 +245,15 @@ class Orchestrator:
                     # What these steps depend on is stored before they start: a crash
                     # from here on never loses a success that a later step relied on.
                     await self._event_log.barrier()
+                # One known state for the steps handed out together (nothing changes it
+                # between them): building it checks every ready output, so one per step
+                # made a fan-out of N steps cost O(N^2).
+                self._round_known_state = active.get_known_state() if steps else None
                 for step in steps:
                     if self._interrupt_requested is not None:
                         break  # handed out but never started: the run is interrupted
                     self._start(step, active)
+                self._round_known_state = None
                 self._emit_all(active.concurrency_event_iterator(job_context))
             self._emit_all(active.plan_events_iterator(job_context))
 
@@ -390,7 +397,9 @@ class Orchestrator:
     # -- steps -------------------------------------------------------------------------
 
     def _start(self, step: ExecutionStep, active: ActiveExecution) -> None:
-        known_state = active.get_known_state()
+        known_state = self._round_known_state
+        if known_state is None:
+            known_state = active.get_known_state()
         context = self._job_context.for_step(step, known_state)
         remote = self._remote is not None and self._remote.accepts(step)
         # A remote step is awaited by its task, which is cancelled like a greenlet's.

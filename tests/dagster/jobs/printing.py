@@ -119,6 +119,6 @@ async def one() -> None:
     print(marker("one", 0))
 
 
-@dg.job(executor_def=async_executor)  # the default: compute_logs: per_run
+@dg.job(executor_def=async_executor.configured({"compute_logs": "per_run"}))
 def per_run_job():
     one()

@@ -14,12 +14,12 @@ alternated round by round (drift and other load hit every executor alike), media
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from harness.context import Ctx
+from harness.dagster_runs import merge_repeats, run_dagster_case
 from harness.executors import EXECUTORS
-
-if TYPE_CHECKING:
-    from harness.suites import Ctx
+from harness.targets import target
 
 N = 300
 #: (S, executors compared) per storage; the first executor is dagloop.
@@ -38,11 +38,8 @@ def _rotated(items: list[str], round_: int) -> list[str]:
 
 
 def storage_suite(ctx: Ctx) -> dict[str, Any]:
-    # harness.suites registers this suite: imported here, not at the top, to avoid a cycle.
-    from harness.suites import merge_repeats, run_dagster_case
-
     instances = ctx.instances or DEFAULT_INSTANCES
-    repeats = ctx.repeats or 3
+    repeats = ctx.repeats or 2
     runs: list[dict[str, Any]] = []
     for instance in instances:
         ctx.log(f"[storage] instance={instance}, {repeats} round(s)")
@@ -104,8 +101,6 @@ def _targets(cases: list[dict[str, Any]], instances: list[str]) -> list[dict[str
     """Issue 10's targets (PostgreSQL S=3 vs d-a-e; PostgreSQL and ephemeral S=0 vs
     in_process: <= 0.6), its moonshot (<= 0.5 on every storage, both shapes), and whether
     the run's writer pays for Dask (run / workers <= 1)."""
-    from harness.suites import _target
-
     by = _by(cases)
     label = {"postgres": "PostgreSQL", "ephemeral": "ephemeral", "sqlite": "SQLite"}
     out = []
@@ -143,7 +138,7 @@ def _targets(cases: list[dict[str, Any]], instances: list[str]) -> list[dict[str
                 )
             )
         for suffix, desc, value, limit, col in checks:
-            out.append(_target(f"storage.{inst}.{suffix}", desc, value, limit, row=row, col=col))
+            out.append(target(f"storage.{inst}.{suffix}", desc, value, limit, row=row, col=col))
     return out
 
 
