@@ -23,7 +23,7 @@ VENV_NEWEST   := .venv-newest
 RANGE_TESTS   ?= tests
 PYTEST_ARGS   := -q -p no:cacheprovider --ignore=tests/dagster/test_step_logs_ui.py
 
-.PHONY: setup demo test test-ui test-floor test-newest lint typecheck bench bench-quick clean
+.PHONY: setup demo test test-ui test-floor test-newest lint typecheck bench bench-quick bench-interrupts clean
 
 define check_python
 	@$(1) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
@@ -99,6 +99,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(MAKE) -C benchmarks bench-quick
+
+bench-interrupts: $(STAMP)
+	$(MAKE) -C benchmarks bench-interrupts
 
 clean:
 	rm -rf $(VENV) $(VENV_FLOOR) $(VENV_NEWEST) .dagster_home build dist src/*.egg-info

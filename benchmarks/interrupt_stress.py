@@ -16,6 +16,7 @@ Prints a table and writes `benchmarks/results/interrupt_stress.json`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import dagster as dg  # noqa: E402
 from harness.meta import git_info, machine, versions  # noqa: E402
 
-from tests.conftest import instance_in_home  # noqa: E402
 from tests.dagster.interrupt_stress import (  # noqa: E402
     GRACE_SECONDS,
     RunAudit,
@@ -48,6 +49,16 @@ from tests.dagster.jobs import interrupts as jobs  # noqa: E402
 _DELIVERIES = ("sampled", "trapped", "moved")
 #: A run (or process) not over within this long after its termination counts as hung.
 HANG_SECONDS = GRACE_SECONDS + 60
+
+
+@contextlib.contextmanager
+def instance_in_home(home: Path) -> Iterator[dg.DagsterInstance]:
+    """A persistent SQLite instance in a new DAGSTER_HOME (the tests' helper needs pytest,
+    which this environment does not have)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
 
 
 def _tally(audits: list[RunAudit], seconds: list[float], held: list[list[str]]) -> dict[str, Any]:
@@ -72,7 +83,7 @@ def _tally(audits: list[RunAudit], seconds: list[float], held: list[list[str]]) 
 
 def canceling(count: int, rng: random.Random, home: Path) -> dict[str, Any]:
     audits, seconds, held = [], [], []
-    with instance_in_home(home, "") as instance:
+    with instance_in_home(home) as instance:
         for _ in range(count):
             audit, took = terminate_in_process(instance, rng)
             audits.append(audit)
@@ -82,7 +93,7 @@ def canceling(count: int, rng: random.Random, home: Path) -> dict[str, Any]:
 
 
 def sigterm(count: int, rng: random.Random, home: Path) -> dict[str, Any]:
-    with instance_in_home(home, ""):
+    with instance_in_home(home):
         pass
     audits, seconds, held = [], [], []
     for _ in range(count):
@@ -96,7 +107,7 @@ def sigterm(count: int, rng: random.Random, home: Path) -> dict[str, Any]:
 def timeouts(count: int, home: Path) -> dict[str, Any]:
     audits, seconds, held = [], [], []
     must_succeed_failed = 0
-    with instance_in_home(home, "") as instance:
+    with instance_in_home(home) as instance:
         for _ in range(count):
             started = time.monotonic()
             result = dg.execute_job(dg.reconstructable(jobs.six_over_budget_job), instance=instance)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,13 @@ import pytest
 
 from tests.postgres_server import PgServer
 from tests.postgres_server import postgres_server as start_postgres_server
+
+# A shell that starts a job in the background (`make test &`, nohup) starts it with SIGINT
+# ignored, and an ignored disposition is inherited across exec by every process the tests
+# start; Dagster then maps SIGTERM onto it too. The tests that interrupt runs need both:
+# give this process Python's own handler back (children then start with the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 STORAGE_KINDS = ("ephemeral", "sqlite", "postgres")
 #: A database with Dagster's tables, copied for each test (CREATE DATABASE ... TEMPLATE is

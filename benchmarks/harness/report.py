@@ -16,6 +16,7 @@ from harness.executors import EXECUTORS
 from harness.suite_scale import rows_scale
 from harness.suite_scripts import rows_cost, rows_termination
 from harness.suite_storage import rows_storage
+from harness.suite_streaming import rows_streaming
 
 SUITE_ORDER = [
     "scale",
@@ -27,6 +28,7 @@ SUITE_ORDER = [
     "dask_cpu",
     "storage",
     "termination",
+    "streaming",
 ]
 INST_LABEL = {"ephemeral": "ephemeral", "sqlite": "SQLite", "postgres": "PostgreSQL"}
 
@@ -237,6 +239,7 @@ ROWS = {
     "scale": rows_scale,
     "cost": rows_cost,
     "termination": rows_termination,
+    "streaming": rows_streaming,
 }
 
 

@@ -17,6 +17,7 @@ from harness.suite_hosting import hosting_comparisons, hosting_suite
 from harness.suite_scale import scale_suite
 from harness.suite_scripts import cost_suite, termination_suite
 from harness.suite_storage import storage_suite
+from harness.suite_streaming import streaming_suite
 
 __all__ = [
     "INSTANCES",
@@ -87,6 +88,7 @@ SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "dask_cpu": dask_cpu_suite,
     "storage": storage_suite,
     "termination": termination_suite,
+    "streaming": streaming_suite,
 }
 
 
@@ -103,6 +105,7 @@ NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
     "scale": lambda quick, instances: not quick,  # the 10,000-step run on PostgreSQL
     "cost": lambda quick, instances: False,
     "termination": lambda quick, instances: False,
+    "streaming": lambda quick, instances: False,
     "dagster": _pg_unless_quick,  # quick mode runs the ephemeral instance only
     "hosting": _pg_unless_quick,
     "engine": lambda quick, instances: False,

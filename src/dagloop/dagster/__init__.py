@@ -19,10 +19,12 @@ from dagloop.dagster.event_log import EventLogWriteError  # noqa: E402
 from dagloop.dagster.executor import AsyncExecutor, async_executor  # noqa: E402
 from dagloop.dagster.in_process import execute_in_process  # noqa: E402
 from dagloop.dagster.step_run import StepTimeoutError  # noqa: E402
+from dagloop.dagster.streaming import STREAM_TAG  # noqa: E402
 
 __all__ = [
     "PLACEMENT_TAG",
     "STEP_TIMEOUT_TAG",
+    "STREAM_TAG",
     "AsyncExecutor",
     "AsyncExecutorConfig",
     "EventLogWriteError",

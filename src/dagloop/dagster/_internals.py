@@ -66,7 +66,7 @@ from dagster._core.execution.plan.instance_concurrency_context import (
 from dagster._core.execution.plan.objects import ErrorSource, step_failure_event_from_exc_info
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.plan.state import KnownExecutionState
-from dagster._core.execution.plan.step import ExecutionStep
+from dagster._core.execution.plan.step import ExecutionStep, UnresolvedMappedExecutionStep
 from dagster._core.execution.retries import RetryMode, get_retries_config
 from dagster._core.execution.step_dependency_config import (
     StepDependencyConfig,
@@ -295,6 +295,48 @@ def event_log_in_memory(instance: Any) -> bool:
     return type(instance.event_log_storage) is InMemoryEventLogStorage
 
 
+def mapped_steps_by_dynamic_output(plan: ExecutionPlan) -> dict[tuple[str, str], list[Any]]:
+    """The unresolved mapped steps (`work[?]`) the plan executes, by the step key and
+    output name of the one dynamic output each maps over. Chained maps
+    (`fan().map(a).map(b)`) map over the same output."""
+    found: dict[tuple[str, str], list[Any]] = {}
+    for handle in plan.step_handles_to_execute:
+        step = plan.step_dict.get(handle)
+        if isinstance(step, UnresolvedMappedExecutionStep) and len(step.resolved_by_step_keys) == 1:
+            source = (step.resolved_by_step_key, step.resolved_by_output_name)
+            found.setdefault(source, []).append(step)
+    return found
+
+
+def resolve_mapping_key_ahead(
+    plan: ExecutionPlan,
+    active: ActiveExecution,
+    mapped_steps: Sequence[Any],
+    producer_key: str,
+    output_name: str,
+    mapping_key: str,
+) -> list[str]:
+    """Resolve one mapping key of a dynamic output before its producer has finished: the
+    mapped steps of that key join the plan and become pending in `ActiveExecution`,
+    exactly as its own resolution does at the producer's success
+    (`_update_from_resolved_dynamic_outputs`, then `_update`), one key at a time and in
+    O(1) each. A step already in the plan (a key the producer yielded before) is left
+    alone; the producer's own resolution later finds these steps in place and skips
+    them. Their dependencies leave out the producer, so that they are ready once their
+    input is stored whichever `step_dependency_config` the run uses."""
+    added: list[str] = []
+    for unresolved in mapped_steps:
+        for step in unresolved.resolve({producer_key: {output_name: [mapping_key]}}):
+            if step.key in plan.step_dict_by_key:
+                continue
+            plan.step_dict[step.handle] = step
+            plan.step_dict_by_key[step.key] = step
+            plan.executable_map[step.key] = step.handle
+            active._pending[step.key] = set(step.get_execution_dependency_keys()) - {producer_key}
+            added.append(step.key)
+    return added
+
+
 def writes_to_run_shard_only(entry: EventLogEntry) -> bool:
     """True for step events and logs, which storing writes as one row of the run's event
     log and nothing else, on SQLite and PostgreSQL alike; False for asset, asset-check
@@ -344,10 +386,12 @@ __all__ = [
     "get_retries_config",
     "get_step_dependency_config_field",
     "get_tag_concurrency_limits_config",
+    "mapped_steps_by_dynamic_output",
     "merge_run_tags",
     "multiple_process_executor_requirements",
     "pop_captured_interrupt",
     "replace_run_log_manager",
+    "resolve_mapping_key_ahead",
     "run_shard_batch_writer",
     "serializable_error_info_from_exc_info",
     "share_scoped_resources",

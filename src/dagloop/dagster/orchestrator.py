@@ -42,6 +42,7 @@ from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_logs import open_for_run
 from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
+from dagloop.dagster.streaming import StreamedFanOut, stream_tag
 from dagloop.dagster.terminal_events import TerminalLedger, is_terminal
 from dagloop.runtime.thread_interrupt import exception_class
 
@@ -112,6 +113,7 @@ def check_op_tags(execution_plan: ExecutionPlan) -> None:
         tags = step.tags or {}
         step_budget(op_name, step.key, tags)
         tagged_placement(op_name, step.key, tags)
+        stream_tag(op_name, step.key, tags)
 
 
 class Orchestrator:
@@ -148,6 +150,8 @@ class Orchestrator:
         #: Every step task ever started, so none can outlive the orchestrator.
         self._tasks: set[asyncio.Task[None]] = set()
         self._concurrency: InstanceConcurrencyContext | None = None
+        #: Resolves mapped steps of each handled DynamicOutput (None: nothing streams).
+        self._streaming: StreamedFanOut | None = None
         #: How interrupts of steps running synchronous code ended (the run's summary).
         self._thread_interrupts: Counter[str] = Counter()
         #: The run's stdout/stderr capture; ended early when a signal arrives.
@@ -196,9 +200,16 @@ class Orchestrator:
                     )
                 )
                 self._active = active
+                dependency_config = self._config.step_dependency_config
+                self._streaming = StreamedFanOut.for_run(
+                    self._plan,
+                    active,
+                    every_producer=not dependency_config.require_upstream_step_success,
+                )
                 self._start_run_log_capture(stack)
                 await self._schedule(active)
                 self._report_thread_interrupts()
+                self._report_streaming()
                 if self._raised is not None:
                     raise self._raised
                 if self._stopping:
@@ -474,6 +485,23 @@ class Orchestrator:
             if not run.abandoned:
                 self._finish(run)
 
+    def _report_streaming(self) -> None:
+        if self._streaming is None or not self._streaming.resolved_ahead:
+            return
+        self._emit(
+            DagsterEvent.engine_event(
+                self._job_context,
+                f"dagloop async executor: {self._streaming.resolved_ahead} mapped step(s) "
+                "were resolved as their DynamicOutput was stored, before their dynamic op "
+                "finished",
+                EngineEventData(
+                    metadata={
+                        "resolved_ahead": dg.MetadataValue.int(self._streaming.resolved_ahead)
+                    }
+                ),
+            )
+        )
+
     def _report_thread_interrupts(self) -> None:
         counts = self._thread_interrupts
         interrupted = sum(counts[k] for k in ("sampled", "trapped", "abandoned", "unneeded"))
@@ -569,6 +597,8 @@ class Orchestrator:
         if not event.is_hook_event:  # as in-process: hook events are reported, not tracked
             assert self._active is not None
             self._active.handle_event(event)
+            if self._streaming is not None and self._streaming.on_event(event):
+                self._wakeup.set()  # mapped steps of a handled DynamicOutput are ready
 
     def _start_budget(self, run: StepRun) -> None:
         """A step's time budget counts from its STEP_START, once it has a thread: not

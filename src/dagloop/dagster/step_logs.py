@@ -264,12 +264,13 @@ class _DeferredCapture:
     """A step's capture, opened when the step first writes something of its own.
 
     Until then there is no file and no LOGS_CAPTURED event: Dagster's own log lines of
-    the step (its console logger, written while a step's log handler emits) are held in
-    memory. The first write of the step's own code opens the capture, announces it, and
-    writes the held lines into it first, so a step that prints gets everything, in order,
-    as before. A step that never writes anything of its own gets no capture: at its end
-    its held lines go where they would have gone without per-step capture (the
-    run-level capture). Most steps of a big run print nothing; they cost nothing here.
+    the step (its console logger, written while a step's log handler emits) go where they
+    go without per-step capture (the run-level capture, which the console follows), so
+    the console shows them as they happen, and a copy is kept in memory. The first write
+    of the step's own code opens the capture, announces it, and writes the kept lines
+    into it first (not to the console again), so a step that prints gets everything, in
+    order, as before. A step that never writes anything of its own gets no capture. Most
+    steps of a big run print nothing; they cost nothing here.
     """
 
     def __init__(
@@ -332,12 +333,14 @@ class _DeferredRoute(Route):
         self._dirty = False
         self.closed = False
 
-    def write(self, which: int, text: str, fallback: TextIO) -> None:
+    def write(self, which: int, text: str, fallback: TextIO, *, mirrored: bool = True) -> None:
         inner = self._inner
         if inner is None:
             if writing_dagster_log_line():
                 with self._lock:
                     if self._inner is None and not self.closed:
+                        # Shown now (the run-level capture), kept for the step's own.
+                        fallback.write(text)
                         self._held.append((which, text, fallback))
                         return
                 inner = self._inner
@@ -346,7 +349,7 @@ class _DeferredRoute(Route):
         if inner is None:
             fallback.write(text)
         else:
-            inner.write(which, text, fallback)
+            inner.write(which, text, fallback, mirrored=mirrored)
 
     def _opened(self) -> Route | None:
         with self._opening:
@@ -354,12 +357,9 @@ class _DeferredRoute(Route):
                 inner = self._open()
                 with self._lock:
                     held, self._held = self._held, []
-                    if inner is not None:
+                    if inner is not None:  # shown on the console already
                         for which, text, fallback in held:
-                            inner.write(which, text, fallback)
-                    else:  # no capture to be had: where the step's writes go without one
-                        for _, text, fallback in held:
-                            fallback.write(text)
+                            inner.write(which, text, fallback, mirrored=False)
                     self._inner = inner
                     if inner is None:
                         self.closed = True
@@ -379,10 +379,7 @@ class _DeferredRoute(Route):
         with self._opening, self._lock:
             self.closed = True
             self._open = None
-            held, self._held = self._held, []
-        for _, text, fallback in held:
-            with contextlib.suppress(OSError, ValueError):
-                fallback.write(text)
+            self._held = []  # written to the run-level capture as they came
 
     def close(self) -> None:
         inner = self._inner

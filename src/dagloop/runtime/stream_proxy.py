@@ -54,8 +54,9 @@ class Route:
         self._dirty = False
         self.closed = False
 
-    def write(self, which: int, text: str, fallback: TextIO) -> None:
-        """Write `text` to stream `which` (0 stdout, 1 stderr); to `fallback` once closed."""
+    def write(self, which: int, text: str, fallback: TextIO, *, mirrored: bool = True) -> None:
+        """Write `text` to stream `which` (0 stdout, 1 stderr), and its mirror unless
+        `mirrored` is False (the text was shown already); to `fallback` once closed."""
         with self._lock:
             if not self.closed:
                 flush = self._flush_lines and "\n" in text
@@ -63,7 +64,7 @@ class Route:
                 target.write(text)
                 if flush:
                     target.flush()
-                mirror = self._mirrors[which]
+                mirror = self._mirrors[which] if mirrored else None
                 if mirror is not None:
                     try:
                         mirror.write(text)
