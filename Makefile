@@ -21,7 +21,7 @@ PYTHON_NEWEST ?= $(call find_python,3.13)
 VENV_FLOOR    := .venv-floor
 VENV_NEWEST   := .venv-newest
 RANGE_TESTS   ?= tests
-PYTEST_ARGS   := -q -p no:cacheprovider --ignore=tests/dagster/test_step_logs_ui.py
+PYTEST_ARGS   := -q -p no:cacheprovider --ignore=tests/ui
 
 .PHONY: setup demo test test-ui test-floor test-newest lint typecheck bench bench-quick bench-interrupts clean
 
@@ -60,7 +60,7 @@ test-ui: $(STAMP)
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "make test-ui needs Debian's chromium: apt-get install chromium (as root)" >&2; exit 1; fi; }
-	$(PY) -m pytest -q -p no:cacheprovider -s tests/dagster/test_step_logs_ui.py
+	$(PY) -m pytest -q -p no:cacheprovider -s tests/ui
 
 # A venv of the range's ends: $(1) venv, $(2) interpreter, $(3) Python version, $(4) pip args.
 define range_venv

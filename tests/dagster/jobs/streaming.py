@@ -203,6 +203,27 @@ def fails_once_job():
     count(fails_once().map(mapped).collect())
 
 
+# -- slow enough to watch in the UI -------------------------------------------------------
+
+
+@dg.op(out=dg.DynamicOut(int))
+async def watched_producer():
+    for i in range(40):
+        await asyncio.sleep(0.5)
+        yield dg.DynamicOutput(i, mapping_key=str(i))
+
+
+@dg.op
+async def watched_work(item: int) -> int:
+    await asyncio.sleep(2.0)
+    return item
+
+
+@dg.job(executor_def=async_executor.configured(STREAM_ALL))
+def ui_streaming_job():
+    count(watched_producer().map(watched_work).collect())
+
+
 @dg.op(out=dg.DynamicOut(int), tags={STREAM_TAG: "yes please"})
 def badly_tagged_producer():
     yield dg.DynamicOutput(1, mapping_key="one")
@@ -226,5 +247,6 @@ defs = dg.Definitions(
         chained_maps_job,
         fails_once_job,
         badly_tagged_job,
+        ui_streaming_job,
     ]
 )

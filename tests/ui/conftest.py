@@ -1,17 +1,15 @@
-"""Issue 12 in a real browser: dagster-webserver shows one step's stdout tab holding only
-that step's lines.
+"""What the browser tests share: Debian's chromium driven by Playwright, and a
+dagster-webserver on a fresh DAGSTER_HOME loading the test module's `CODE_LOCATION`.
 
-Needs Debian's chromium (/usr/bin/chromium, or $DAGLOOP_CHROMIUM) and the `playwright`
-Python package (extra `ui`). Run by `make test-ui` (which installs chromium when missing,
-and which `.ci/run` calls); `make test` leaves it out. Without them it fails, naming what
-is missing: it never skips itself. The screenshot is saved as
-`step_stdout.png` in the test's temp dir (its path is printed).
+They need Debian's chromium (/usr/bin/chromium, or $DAGLOOP_CHROMIUM) and the `playwright`
+Python package (extra `ui`). `make test-ui` runs them (it installs chromium when missing,
+and `.ci/run` calls it); `make test` leaves them out. Without what they need they fail,
+naming what is missing: they never skip themselves.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -22,11 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pytest
-
-from tests.dagster.jobs import printing
-from tests.dagster.jobs.printing import marker, printing_job
 
 CHROMIUM = os.environ.get("DAGLOOP_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,10 +32,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-STEP = "print_async[a07]"
-NAME = "a07"
-
-pytestmark = pytest.mark.timeout(240)
 
 
 def _requirements() -> str | None:
@@ -86,7 +76,7 @@ def dagster_home(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def webserver(dagster_home: Path, tmp_path: Path) -> Iterator[str]:
+def webserver(request: pytest.FixtureRequest, dagster_home: Path, tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     log = (tmp_path / "webserver.log").open("w")
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home))
@@ -98,7 +88,7 @@ def webserver(dagster_home: Path, tmp_path: Path) -> Iterator[str]:
             "-p",
             str(port),
             "-f",
-            printing.__file__,
+            request.module.CODE_LOCATION,
         ],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -132,7 +122,7 @@ def webserver(dagster_home: Path, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def _dismiss_dialogs(page: Any) -> None:
+def dismiss_dialogs(page: Any) -> None:
     """Close what the UI pops up on a first visit ("Join the Dagster community")."""
     skip = page.get_by_role("button", name="Skip")
     try:
@@ -141,55 +131,3 @@ def _dismiss_dialogs(page: Any) -> None:
         return
     skip.click()
     page.locator(".bp5-overlay-backdrop").wait_for(state="detached", timeout=10_000)
-
-
-def test_step_stdout_tab_shows_only_that_step(
-    dagster_home: Path, webserver: str, tmp_path: Path
-) -> None:
-    from playwright.sync_api import expect, sync_playwright
-
-    with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(printing_job), instance)
-        assert result.success
-        run_id = result.run_id
-        (file_key,) = [
-            r.dagster_event.logs_captured_data.file_key
-            for r in instance.all_logs(run_id, of_type=dg.DagsterEventType.LOGS_CAPTURED)
-            if r.dagster_event is not None
-            and r.dagster_event.logs_captured_data.step_keys == [STEP]
-        ]
-
-    own = [marker(NAME, line) for line in range(printing.LINES) if line != 4]
-    screenshot = tmp_path / "step_stdout.png"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # The run page with the step selected, as a click on it in the Gantt chart
-            # does; then the stdout tab of the logs.
-            page.goto(f"{webserver}/runs/{run_id}", wait_until="networkidle")
-            try:
-                _dismiss_dialogs(page)
-                # The stdout tab, then the step in its picker (which lists each capture:
-                # one per step, named by the step key, plus the run's).
-                stdout_tab = page.get_by_role("button", name="stdout")
-                expect(stdout_tab).to_be_enabled(timeout=30_000)
-                stdout_tab.click()
-                picker = page.get_by_placeholder("Select a step…")
-                picker.click()
-                picker.fill(STEP)
-                page.get_by_role("menuitem", name=STEP, exact=True).click()
-                expect(page.get_by_text(own[-1])).to_be_visible(timeout=60_000)
-                # The picker names the step (its own capture, not "pid: N (63 steps)"),
-                # and the file shown is the one its LOGS_CAPTURED event named.
-                expect(picker).to_have_value(STEP)
-                expect(page.get_by_text(f"compute_logs/{file_key}.out")).to_be_visible()
-            finally:
-                page.screenshot(path=str(screenshot))
-            print(f"screenshot: {screenshot}")
-            text = page.locator("body").inner_text()
-        finally:
-            browser.close()
-
-    shown = re.findall(r"marker \S+ line \d+", text)
-    assert shown == own, shown
