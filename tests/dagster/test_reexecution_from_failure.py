@@ -124,3 +124,27 @@ def test_a_step_selection_of_the_users_own_is_left_as_selected(
     child = dg.execute_job(RECON, instance=instance, reexecution_options=options)
     assert child.success
     assert _succeeded(instance, child.run_id) == {"work[39]"}
+
+
+def test_dagsters_in_process_executor_leaves_unstarted_mapped_steps_out(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    """The limitation dagloop's executor works around, shown on Dagster's own in-process
+    executor: interrupted mid-fan-out and re-executed from failure, its run counts only
+    the items whose mapped steps had started. If a Dagster release fixes
+    `from_failure`, this fails: the README's note on it must then change."""
+    instance = sqlite_instance
+
+    def interrupt() -> None:
+        assert jobs.STARTED.wait(60)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    recon = dg.reconstructable(jobs.in_process_fan_out_job)
+    parent = dg.execute_job(recon, instance=instance)
+    assert instance.get_run_by_id(parent.run_id).status == dg.DagsterRunStatus.FAILURE
+    options = dg.ReexecutionOptions.from_failure(parent.run_id, instance)
+    with dg.execute_job(recon, instance=instance, reexecution_options=options) as child:
+        assert child.success
+        assert child.output_for_node("count") < jobs.WIDTH

@@ -3,6 +3,7 @@ mid-way, most of them never started."""
 
 import asyncio
 import threading
+import time
 
 import dagster as dg
 
@@ -36,4 +37,17 @@ def fan_out_job():
     count(fan_out().map(work).collect())
 
 
-defs = dg.Definitions(jobs=[fan_out_job])
+@dg.op
+def work_in_process(item: int) -> int:
+    STARTED.set()
+    time.sleep(0.1)
+    return item
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def in_process_fan_out_job():
+    """The same fan-out on Dagster's in-process executor, one step after another."""
+    count(fan_out().map(work_in_process).collect())
+
+
+defs = dg.Definitions(jobs=[fan_out_job, in_process_fan_out_job])
