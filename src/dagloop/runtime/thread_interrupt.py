@@ -275,7 +275,7 @@ class InterruptibleSection:
     # -- the trap (runs in the section's own thread) --------------------------------
 
     def arm_trap(self) -> None:
-        if self._trap_armed or sys.gettrace() is not None:
+        if self._trap_armed or not self._entry_ids or sys.gettrace() is not None:
             return
         self._trap_armed = True
         # Frames of the op's code between the entry point and here get a line tracer:
