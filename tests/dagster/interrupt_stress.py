@@ -1,7 +1,8 @@
-"""Terminate runs of `jobs/interrupts.py` at random moments and audit what they stored.
+"""Terminate runs (CANCELING, signals, SIGKILL) and audit what they stored.
 
-Used by `test_interrupt_precision.py` (dozens of terminations in `make test`) and by
-`benchmarks/interrupt_stress.py` (hundreds, with counts in a table).
+Runs of `jobs/interrupts.py` at random moments are used by `test_interrupt_precision.py`
+(dozens of terminations in `make test`) and by `benchmarks/interrupt_stress.py` (hundreds,
+with counts in a table); the other helpers serve every test that terminates a run.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -111,13 +114,12 @@ def audit_run(instance: dg.DagsterInstance, run_id: str) -> RunAudit:
     return audit
 
 
-def cancel_at_random(instance: dg.DagsterInstance, rng: random.Random, latest: float) -> None:
-    """Mark the next run CANCELING (as the UI's Terminate does) at a random moment up to
-    `latest` s after one of its steps started."""
-    delay = rng.uniform(0.05, latest)
+def cancel_when(instance: dg.DagsterInstance, started: threading.Event, delay: float) -> None:
+    """Mark the newest run CANCELING (as the UI's Terminate does) `delay` s after
+    `started` is set."""
 
     def cancel() -> None:
-        if not jobs.STARTED.wait(120):
+        if not started.wait(120):
             return
         time.sleep(delay)
         (run,) = instance.get_runs(limit=1)
@@ -125,6 +127,44 @@ def cancel_at_random(instance: dg.DagsterInstance, rng: random.Random, latest: f
             instance.report_run_canceling(run)
 
     threading.Thread(target=cancel, daemon=True).start()
+
+
+def launch_cli(home: Path, module: str, job: str, **options: Any) -> subprocess.Popen[Any]:
+    """`dagster job execute -m <module> -j <job>` in a child process on DAGSTER_HOME
+    `home`; `options` go to Popen (output is discarded unless they say otherwise)."""
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env.update(options.pop("env", {}))
+    options.setdefault("stdout", subprocess.DEVNULL)
+    options.setdefault("stderr", subprocess.DEVNULL)
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", module, "-j", job]
+    return subprocess.Popen(command, env=env, cwd=str(home), **options)
+
+
+def sigkill_when(
+    instance: dg.DagsterInstance,
+    process: subprocess.Popen[Any],
+    ready: Callable[[str], bool],
+    timeout: float = 120,
+) -> dg.DagsterRun:
+    """SIGKILL the run's process once `ready(run_id)` holds for its run, then mark the
+    run failed as run monitoring does for a dead run worker; returns the run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(limit=1)
+        if runs and ready(runs[0].run_id):
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    (run,) = instance.get_runs(limit=1)
+    instance.report_run_failed(run)
+    return run
+
+
+def cancel_at_random(instance: dg.DagsterInstance, rng: random.Random, latest: float) -> None:
+    """Mark the next run CANCELING (as the UI's Terminate does) at a random moment up to
+    `latest` s after one of its steps started."""
+    cancel_when(instance, jobs.STARTED, rng.uniform(0.05, latest))
 
 
 def terminate_in_process(
@@ -158,20 +198,13 @@ def signal_cli_at_random(
     moment once a step started (a launcher terminating its run worker)."""
     report = home / "held_locks.json"
     report.unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "PYTHONPATH": str(REPO),
-        jobs.LOCK_REPORT_ENV: str(report),
-    }
-    command = [
-        sys.executable, "-m", "dagster", "job", "execute",
-        "-m", "tests.dagster.jobs.interrupts", "-j", "stress_job",
-    ]  # fmt: skip
     with dg.DagsterInstance.from_config(str(home)) as instance:
         before = {run.run_id for run in instance.get_runs()}
-        child = subprocess.Popen(
-            command, env=env, cwd=str(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        child = launch_cli(
+            home,
+            "tests.dagster.jobs.interrupts",
+            "stress_job",
+            env={jobs.LOCK_REPORT_ENV: str(report)},
         )
         run_id = _wait_for_a_started_step(instance, before, child)
         time.sleep(rng.uniform(0.05, latest))

@@ -12,8 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +24,9 @@ from tests.conftest import instance_in_home
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
 from tests.dagster.interrupt_stress import (
     GRACE_SECONDS,
-    REPO,
     audit_run,
+    cancel_when,
+    launch_cli,
     signal_cli_at_random,
     terminate_in_process,
 )
@@ -139,13 +138,7 @@ def test_a_budget_counts_from_the_step_start_not_the_wait_for_a_thread(
 def test_steps_still_waiting_for_a_thread_are_not_run_and_report_nothing(
     sqlite_instance: dg.DagsterInstance,
 ) -> None:
-    def cancel() -> None:
-        assert jobs.STARTED.wait(60)
-        time.sleep(0.5)
-        (run,) = sqlite_instance.get_runs(limit=1)
-        sqlite_instance.report_run_canceling(run)
-
-    threading.Thread(target=cancel, daemon=True).start()
+    cancel_when(sqlite_instance, jobs.STARTED, 0.5)
     outcome = run_job(jobs.queued_sync_steps_job, sqlite_instance)
     assert outcome.status == dg.DagsterRunStatus.CANCELED
     started = outcome.step_keys(E.STEP_START) - {"twelve"}
@@ -224,13 +217,7 @@ def test_the_ledger_admits_each_attempt_once(sqlite_instance: dg.DagsterInstance
 def test_an_abandoned_steps_failure_shows_where_its_thread_was_stuck(
     sqlite_instance: dg.DagsterInstance,
 ) -> None:
-    def cancel() -> None:
-        assert termination_jobs.STARTED.wait(60)
-        time.sleep(0.3)
-        (run,) = sqlite_instance.get_runs(limit=1)
-        sqlite_instance.report_run_canceling(run)
-
-    threading.Thread(target=cancel, daemon=True).start()
+    cancel_when(sqlite_instance, termination_jobs.STARTED, 0.3)
     outcome = run_job(termination_jobs.stuck_job, sqlite_instance)
     (failure,) = [e for e in outcome.of_type(E.STEP_FAILURE) if e.step_key == "blocked_in_c"]
     error = failure.step_failure_data.error
@@ -249,15 +236,10 @@ def test_the_console_shows_step_failures_during_the_grace_period(tmp_path: Path)
     home = tmp_path / "home"
     with instance_in_home(home, ""):
         pass
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    command = [
-        sys.executable, "-m", "dagster", "job", "execute",
-        "-m", "tests.dagster.jobs.termination", "-j", "stuck_job",
-    ]  # fmt: skip
-    child = subprocess.Popen(
-        command,
-        env=env,
-        cwd=str(home),
+    child = launch_cli(
+        home,
+        "tests.dagster.jobs.termination",
+        "stuck_job",
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ import dagster as dg
 import pytest
 
 from tests.conftest import instance_in_home
-from tests.dagster.interrupt_stress import REPO
+from tests.dagster.interrupt_stress import cancel_when, launch_cli, sigkill_when
 from tests.dagster.jobs import reexecution as jobs
 
 E = dg.DagsterEventType
@@ -46,13 +44,7 @@ def _reexecute_from_failure(
 
 
 def _cancel_after_some_steps(instance: dg.DagsterInstance) -> None:
-    def cancel() -> None:
-        assert jobs.STARTED.wait(60)
-        time.sleep(1.0)  # two waves of five mapped steps, of forty
-        (run,) = instance.get_runs(limit=1)
-        instance.report_run_canceling(run)
-
-    threading.Thread(target=cancel, daemon=True).start()
+    cancel_when(instance, jobs.STARTED, 1.0)  # two waves of five mapped steps, of forty
 
 
 @pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
@@ -86,24 +78,10 @@ def test_a_killed_fan_out_is_completed_by_reexecution_from_failure(tmp_path: Pat
     the run failed; re-execution from failure runs every mapped step without a success."""
     home = tmp_path / "home"
     with instance_in_home(home, "") as instance:
-        env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-        command = [
-            sys.executable, "-m", "dagster", "job", "execute",
-            "-m", "tests.dagster.jobs.reexecution", "-j", "fan_out_job",
-        ]  # fmt: skip
-        child_process = subprocess.Popen(
-            command, env=env, cwd=str(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        process = launch_cli(home, "tests.dagster.jobs.reexecution", "fan_out_job")
+        parent = sigkill_when(
+            instance, process, lambda run_id: len(_mapped(_succeeded(instance, run_id))) >= 10
         )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            runs = instance.get_runs(limit=1)
-            if runs and len(_mapped(_succeeded(instance, runs[0].run_id))) >= 10:
-                break
-            time.sleep(0.05)
-        os.kill(child_process.pid, signal.SIGKILL)
-        child_process.wait(timeout=30)
-        (parent,) = instance.get_runs(limit=1)
-        instance.report_run_failed(parent)
         done_before = _mapped(_succeeded(instance, parent.run_id))
         assert 10 <= len(done_before) < jobs.WIDTH
 

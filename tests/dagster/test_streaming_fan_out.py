@@ -5,12 +5,6 @@ nothing after the run's end)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +12,7 @@ import dagster as dg
 import pytest
 
 from tests.dagster.conftest import RunOutcome, run_job
-from tests.dagster.interrupt_stress import REPO, audit_run
+from tests.dagster.interrupt_stress import audit_run, cancel_when, launch_cli, sigkill_when
 from tests.dagster.jobs import streaming as jobs
 
 E = dg.DagsterEventType
@@ -178,14 +172,7 @@ def test_termination_mid_stream_then_reexecution_from_failure(
     storage_instance: dg.DagsterInstance,
 ) -> None:
     instance = storage_instance
-
-    def cancel() -> None:
-        assert jobs.MAPPED_STARTED.wait(60)
-        time.sleep(0.3)
-        (run,) = instance.get_runs(limit=1)
-        instance.report_run_canceling(run)
-
-    threading.Thread(target=cancel, daemon=True).start()
+    cancel_when(instance, jobs.MAPPED_STARTED, 0.3)
     parent = run_job(jobs.streaming_job, instance)
     assert parent.status == dg.DagsterRunStatus.CANCELED
     _exact(instance, parent)
@@ -280,27 +267,13 @@ def test_sigkill_mid_stream_then_reexecution_from_failure(
 ) -> None:
     instance = storage_instance
     home = Path(instance.root_directory)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    command = [
-        sys.executable, "-m", "dagster", "job", "execute",
-        "-m", "tests.dagster.jobs.streaming", "-j", "streaming_job",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=env, cwd=str(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(limit=1)
-        if runs and any(
-            r.step_key and r.step_key.startswith("mapped[")
-            for r in instance.all_logs(runs[0].run_id, of_type=E.STEP_SUCCESS)
-        ):
-            break
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    (parent,) = instance.get_runs(limit=1)
-    instance.report_run_failed(parent)  # as run monitoring does for a dead run worker
+    process = launch_cli(home, "tests.dagster.jobs.streaming", "streaming_job")
+
+    def some_mapped_step_succeeded(run_id: str) -> bool:
+        records = instance.all_logs(run_id, of_type=E.STEP_SUCCESS)
+        return any(r.step_key and r.step_key.startswith("mapped[") for r in records)
+
+    parent = sigkill_when(instance, process, some_mapped_step_succeeded)
 
     options = dg.ReexecutionOptions.from_failure(parent.run_id, instance)
     child = run_job(jobs.streaming_job, instance, reexecution_options=options, outputs=("count",))
