@@ -96,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         for s in suites:
             t0 = time.monotonic()
             started = now()
+            load_start = [round(x, 2) for x in os.getloadavg()]
             res = SUITES[s](ctx)
             res = {**base, "started": started, "duration_s": round(time.monotonic() - t0, 1), **res}
             res["machine"] = {
                 **base["machine"],
+                "loadavg_start": load_start,
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             }
             old_path = os.path.join(args.results, f"{s}.json")
