@@ -88,6 +88,21 @@ def test_mapped_steps_start_while_the_producer_still_yields(
     _exact(storage_instance, outcome)
 
 
+@STORAGES
+def test_a_producer_that_never_awaits_still_streams(storage_instance: dg.DagsterInstance) -> None:
+    """An async generator op that never awaits would hold the loop from its first output
+    to its last; after each streamed output it lets the scheduler start the mapped steps."""
+    outcome = run_job(jobs.busy_producer_job, storage_instance, outputs=("count",))
+    assert outcome.success and outcome.outputs["count"] == jobs.ITEMS
+    timeline = _timeline(storage_instance, outcome.run_id)
+    producer_end = timeline["busy_producer"][1]
+    mapped = _mapped(timeline, "mapped")
+    assert len(mapped) == jobs.ITEMS
+    assert sum(start < producer_end for start, _ in mapped.values()) >= jobs.ITEMS // 2
+    assert _resolved_ahead(outcome) == jobs.ITEMS
+    _exact(storage_instance, outcome)
+
+
 def test_without_streaming_mapped_steps_wait_for_the_producer(
     sqlite_instance: dg.DagsterInstance,
 ) -> None:

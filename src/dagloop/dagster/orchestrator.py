@@ -599,6 +599,9 @@ class Orchestrator:
             self._active.handle_event(event)
             if self._streaming is not None and self._streaming.on_event(event):
                 self._wakeup.set()  # mapped steps of a handled DynamicOutput are ready
+                # A producer on the loop lets the scheduler start them now, not when its
+                # own code next awaits (an async generator may never await).
+                run.yield_to_loop = not run.in_thread and not run.remote
 
     def _start_budget(self, run: StepRun) -> None:
         """A step's time budget counts from its STEP_START, once it has a thread: not

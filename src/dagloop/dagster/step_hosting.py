@@ -21,7 +21,7 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.step_logs import StepLogs, step_capture
 from dagloop.dagster.step_run import StepRun
-from dagloop.runtime.greenbridge import run_in_greenlet
+from dagloop.runtime.greenbridge import await_, run_in_greenlet
 from dagloop.runtime.threads import WorkerThreads
 
 #: Upper bound of threads hosting async steps' bookkeeping (step_host="thread", or a
@@ -114,7 +114,11 @@ def _step_body(run: StepRun, deliver: Accept) -> None:
     interrupt that landed in the hand-off), is thrown into it at the event it just
     yielded, so that Dagster reports it the same way. Never leaving the generator
     suspended also means it is never closed by the garbage collector, where Dagster
-    would report a second failure (`GeneratorExit`) that it cannot even yield."""
+    would report a second failure (`GeneratorExit`) that it cannot even yield.
+
+    In a greenlet, an event that made other steps ready (a streamed DynamicOutput) is
+    followed by one trip through the loop, so that they start even while the step's own
+    code never awaits; a cancellation arriving there is thrown in like any other."""
     run.bind()
     run.mark_started()
     events: Generator[DagsterEvent, None, None] = dagster_event_sequence_for_step(run.context)  # type: ignore[assignment]
@@ -128,6 +132,9 @@ def _step_body(run: StepRun, deliver: Accept) -> None:
         try:
             run.events.append(event)
             deliver(event)
+            if run.yield_to_loop:
+                run.yield_to_loop = False
+                await_(asyncio.sleep(0))
         except BaseException as exc:
             thrown = exc
 

@@ -127,6 +127,10 @@ class StepRun:
     #: Runs on a remote host (Dask): started as soon as it is handed over.
     remote: bool = False
     deadline_timer: asyncio.TimerHandle | None = None
+    #: Set on the loop when this greenlet-hosted step's last event made other steps ready
+    #: (a streamed DynamicOutput): the step lets the loop start them before it goes on,
+    #: even if its own code never awaits.
+    yield_to_loop: bool = False
     #: The stretch of a worker thread in which this step's code runs (thread-hosted).
     section: InterruptibleSection = field(init=False)
     _greenlet_started: bool = False

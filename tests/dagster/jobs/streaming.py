@@ -51,6 +51,21 @@ def not_streaming_job():
     count(slow_producer().map(mapped).collect())
 
 
+# -- a producer that never awaits: it holds the loop between its outputs -----------------
+
+
+@dg.op(out=dg.DynamicOut(int))
+async def busy_producer():
+    for i in range(ITEMS):
+        time.sleep(0.05)  # synchronous work between outputs, no await anywhere
+        yield dg.DynamicOutput(i, mapping_key=str(i))
+
+
+@dg.job(executor_def=async_executor.configured(STREAM_ALL))
+def busy_producer_job():
+    count(busy_producer().map(mapped).collect())
+
+
 # -- one producer streams by its tag, the other does not ---------------------------------
 
 
