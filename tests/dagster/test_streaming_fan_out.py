@@ -5,6 +5,7 @@ nothing after the run's end)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -294,3 +295,23 @@ def test_sigkill_mid_stream_then_reexecution_from_failure(
     child = run_job(jobs.streaming_job, instance, reexecution_options=options, outputs=("count",))
     assert child.success and child.outputs["count"] == jobs.ITEMS
     _exact(instance, child)
+
+
+def test_streamed_outputs_in_quick_succession_share_a_scheduling_round() -> None:
+    """A producer yielding many outputs at once asks for one round at once and one more at
+    the end of the interval, not a round per output."""
+    from dagloop.dagster.streaming import STREAM_ROUND_SECONDS, StreamRounds
+
+    async def main() -> tuple[list[bool], list[float]]:
+        loop = asyncio.get_running_loop()
+        wakes: list[float] = []
+        rounds = StreamRounds(loop, lambda: wakes.append(loop.time()))
+        due = [rounds.output_ready() for _ in range(100)]
+        await asyncio.sleep(STREAM_ROUND_SECONDS * 3)
+        rounds.close()
+        return due, wakes
+
+    due, wakes = asyncio.run(main())
+    assert due[0] and not any(due[1:])
+    assert len(wakes) == 2
+    assert wakes[1] - wakes[0] >= STREAM_ROUND_SECONDS * 0.9

@@ -42,7 +42,7 @@ from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_logs import open_for_run
 from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
-from dagloop.dagster.streaming import StreamedFanOut, stream_tag
+from dagloop.dagster.streaming import StreamedFanOut, StreamRounds, stream_tag
 from dagloop.dagster.terminal_events import TerminalLedger, is_terminal
 from dagloop.runtime.thread_interrupt import exception_class
 
@@ -164,6 +164,8 @@ class Orchestrator:
         self._ledger.set_drop_report(self._duplicate_stored)
         #: The known state shared by the steps started in the current scheduling round.
         self._round_known_state: KnownExecutionState | None = None
+        #: Paces the rounds that streamed outputs ask for.
+        self._stream_rounds = StreamRounds(self._loop, self._wakeup.set)
 
     # -- entry points ------------------------------------------------------------------
 
@@ -226,6 +228,7 @@ class Orchestrator:
         finally:
             # Last resort (a failure while winding down): no step task may outlive us.
             await self._reap_tasks()
+            self._stream_rounds.close()
             bridge.uninstall()
             self._hosting.shutdown()
 
@@ -597,10 +600,11 @@ class Orchestrator:
         if not event.is_hook_event:  # as in-process: hook events are reported, not tracked
             assert self._active is not None
             self._active.handle_event(event)
-            if self._streaming is not None and self._streaming.on_event(event):
-                self._wakeup.set()  # mapped steps of a handled DynamicOutput are ready
-                # A producer on the loop lets the scheduler start them now, not when its
-                # own code next awaits (an async generator may never await).
+            # Mapped steps of a handled DynamicOutput are ready. When their round is due,
+            # a producer on the loop lets the scheduler start them now, not when its own
+            # code next awaits (an async generator may never await).
+            streamed = self._streaming is not None and self._streaming.on_event(event)
+            if streamed and self._stream_rounds.output_ready():
                 run.yield_to_loop = not run.in_thread and not run.remote
 
     def _start_budget(self, run: StepRun) -> None:
