@@ -71,37 +71,40 @@ def _resolved_ahead(outcome: RunOutcome) -> int:
 # -- the feature -------------------------------------------------------------------------
 
 
+def _streamed_run(
+    instance: dg.DagsterInstance, job: dg.JobDefinition, producer: str
+) -> tuple[dict[str, tuple[float, float]], float]:
+    """Runs a job of `producer` -> mapped -> count; checks that most mapped steps started
+    while the producer still ran and that the run is exact. Returns (mapped spans, the
+    producer's end)."""
+    outcome = run_job(job, instance, outputs=("count",))
+    assert outcome.success and outcome.outputs["count"] == jobs.ITEMS
+    timeline = _timeline(instance, outcome.run_id)
+    producer_end = timeline[producer][1]
+    mapped = _mapped(timeline, "mapped")
+    assert len(mapped) == jobs.ITEMS
+    assert sum(start < producer_end for start, _ in mapped.values()) >= jobs.ITEMS // 2
+    # .collect() waits for the producer.
+    assert timeline["count"][0] >= producer_end
+    assert _resolved_ahead(outcome) == jobs.ITEMS
+    _exact(instance, outcome)
+    return mapped, producer_end
+
+
 @STORAGES
 def test_mapped_steps_start_while_the_producer_still_yields(
     storage_instance: dg.DagsterInstance,
 ) -> None:
-    outcome = run_job(jobs.streaming_job, storage_instance, outputs=("count",))
-    assert outcome.success and outcome.outputs["count"] == jobs.ITEMS
-    timeline = _timeline(storage_instance, outcome.run_id)
-    producer_end = timeline["slow_producer"][1]
-    mapped = _mapped(timeline, "mapped")
-    assert len(mapped) == jobs.ITEMS
-    assert sum(start < producer_end for start, _ in mapped.values()) >= jobs.ITEMS // 2
-    # .collect() waits for the producer; the tag limit of 3 holds for streamed steps.
-    assert timeline["count"][0] >= producer_end
+    mapped, _ = _streamed_run(storage_instance, jobs.streaming_job, "slow_producer")
+    # The tag limit of 3 holds for streamed steps.
     assert _most_at_once(list(mapped.values())) <= 3
-    assert _resolved_ahead(outcome) == jobs.ITEMS
-    _exact(storage_instance, outcome)
 
 
 @STORAGES
 def test_a_producer_that_never_awaits_still_streams(storage_instance: dg.DagsterInstance) -> None:
     """An async generator op that never awaits would hold the loop from its first output
-    to its last; after each streamed output it lets the scheduler start the mapped steps."""
-    outcome = run_job(jobs.busy_producer_job, storage_instance, outputs=("count",))
-    assert outcome.success and outcome.outputs["count"] == jobs.ITEMS
-    timeline = _timeline(storage_instance, outcome.run_id)
-    producer_end = timeline["busy_producer"][1]
-    mapped = _mapped(timeline, "mapped")
-    assert len(mapped) == jobs.ITEMS
-    assert sum(start < producer_end for start, _ in mapped.values()) >= jobs.ITEMS // 2
-    assert _resolved_ahead(outcome) == jobs.ITEMS
-    _exact(storage_instance, outcome)
+    to its last; after a streamed output it lets the scheduler start the mapped steps."""
+    _streamed_run(storage_instance, jobs.busy_producer_job, "busy_producer")
 
 
 def test_without_streaming_mapped_steps_wait_for_the_producer(
