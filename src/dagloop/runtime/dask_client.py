@@ -9,6 +9,9 @@ from typing import Any
 
 from dagloop._extras import require
 
+#: How long the worker processes of a local cluster get to register with its scheduler.
+LOCAL_WORKERS_TIMEOUT_SECONDS = 60.0
+
 
 @asynccontextmanager
 async def dask_client(
@@ -31,4 +34,9 @@ async def dask_client(
                     dashboard_address=None,
                 )
             )
-        yield await stack.enter_async_context(distributed.Client(target, asynchronous=True))
+        client = await stack.enter_async_context(distributed.Client(target, asynchronous=True))
+        if processes is not None:
+            # A local cluster can be up before all its workers registered (distributed
+            # 2024.1 often is): steps handed out then would all land on the first worker.
+            await client.wait_for_workers(processes, timeout=LOCAL_WORKERS_TIMEOUT_SECONDS)
+        yield client
