@@ -12,7 +12,7 @@ import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from types import FrameType, TracebackType
 from typing import Protocol
@@ -277,7 +277,7 @@ class Orchestrator:
                 return
             await self._wakeup.wait(self._idle_timeout(active))
 
-    async def _launch(self, steps: list[ExecutionStep], active: ActiveExecution) -> None:
+    async def _launch(self, steps: Sequence[ExecutionStep], active: ActiveExecution) -> None:
         for index, step in enumerate(steps):
             if index and index % LAUNCH_SLICE == 0:
                 await asyncio.sleep(0)
