@@ -301,20 +301,32 @@ def test_sigkill_mid_stream_then_reexecution_from_failure(
 
 
 def test_streamed_outputs_in_quick_succession_share_a_scheduling_round() -> None:
-    """A producer yielding many outputs at once asks for one round at once and one more at
-    the end of the interval, not a round per output."""
+    """A producer yielding many outputs at once gets one streaming round at once and one
+    more at the end of the interval, not a round per output; a scheduling round for
+    another reason (a step ending) in between does not take the streaming round early."""
     from dagloop.dagster.streaming import STREAM_ROUND_SECONDS, StreamRounds
 
-    async def main() -> tuple[list[bool], list[float]]:
+    async def main() -> tuple[list[bool], list[float], list[bool]]:
         loop = asyncio.get_running_loop()
-        wakes: list[float] = []
-        rounds = StreamRounds(loop, lambda: wakes.append(loop.time()))
-        due = [rounds.output_ready() for _ in range(100)]
+        taken: list[float] = []
+        early: list[bool] = []
+
+        def scheduling_round() -> None:
+            if rounds.take():
+                taken.append(loop.time())
+
+        rounds = StreamRounds(loop, lambda: loop.call_soon(scheduling_round))
+        due = []
+        for _ in range(100):
+            due.append(rounds.output_ready())
+            await asyncio.sleep(0)  # the loop goes round between outputs
+            early.append(rounds.take())  # as a step ending would wake the scheduler
         await asyncio.sleep(STREAM_ROUND_SECONDS * 3)
         rounds.close()
-        return due, wakes
+        return due, taken, early
 
-    due, wakes = asyncio.run(main())
+    due, taken, early = asyncio.run(main())
     assert due[0] and not any(due[1:])
-    assert len(wakes) == 2
-    assert wakes[1] - wakes[0] >= STREAM_ROUND_SECONDS * 0.9
+    assert not any(early)
+    assert len(taken) == 2
+    assert taken[1] - taken[0] >= STREAM_ROUND_SECONDS * 0.9

@@ -259,6 +259,9 @@ class Orchestrator:
                 self._begin_stopping(active, self._interrupt_requested)
 
             if not self._stopping:
+                streaming = self._streaming
+                if streaming is not None and streaming.has_handled and self._stream_rounds.take():
+                    streaming.resolve_handled()
                 steps = active.get_steps_to_execute()
                 if steps and self._event_log is not None:
                     # What these steps depend on is stored before they start: a crash
@@ -610,10 +613,12 @@ class Orchestrator:
         self._emit(event)
         if not event.is_hook_event:  # as in-process: hook events are reported, not tracked
             assert self._active is not None
+            if self._streaming is not None:
+                self._streaming.before_event(event)
             self._active.handle_event(event)
-            # Mapped steps of a handled DynamicOutput are ready. When their round is due,
-            # a producer on the loop lets the scheduler start them now, not when its own
-            # code next awaits (an async generator may never await).
+            # A DynamicOutput was handled: its mapped steps are resolved at the next
+            # streaming round. When that is due, a producer on the loop lets the scheduler
+            # run now, not when its own code next awaits (an async generator may never).
             streamed = self._streaming is not None and self._streaming.on_event(event)
             if streamed and self._stream_rounds.output_ready():
                 run.yield_to_loop = not run.in_thread and not run.remote

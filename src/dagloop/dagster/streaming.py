@@ -2,11 +2,17 @@
 
 Dagster resolves the mapping keys of a dynamic output when its producer succeeds
 (`ActiveExecution.mark_success`), so every mapped step waits for the whole producer.
-Here each `DynamicOutput` resolves its own mapped steps as soon as it is *handled*: the
+Here each `DynamicOutput` resolves its own mapped steps once it is *handled*: the
 producer's IO manager stored it (HANDLED_OUTPUT follows the output's STEP_OUTPUT), and
 the orchestrator's barrier stores the events before any step starts. The steps join
 Dagster's own plan and `ActiveExecution` (`_internals.resolve_mapping_key_ahead`), so
 `max_concurrent`, tag limits, pools, priorities and retries apply as to any step.
+
+Handled outputs are resolved in paced streaming rounds (`StreamRounds`): the first at
+once, then at most one per `STREAM_ROUND_SECONDS`, and always before Dagster sees the
+producer end. A round that starts steps waits for the event log and builds Dagster's
+known state, whose size grows with the outputs: resolved one by one, a producer of
+10,000 instant outputs made hundreds of such rounds.
 
 Streaming applies to every producer under the executor's `step_dependency_config:
 {require_upstream_step_success: false}`, and to a producer whose op has the tag
@@ -31,12 +37,11 @@ from dagloop.dagster._internals import (
     resolve_mapping_key_ahead,
 )
 
-#: Streamed outputs start their mapped steps in scheduling rounds at least this far apart.
-#: A producer yielding thousands of outputs in quick succession would otherwise cost a
-#: round per output, and each round builds Dagster's known state (which grows with the
-#: outputs) and waits for the event log: 1.22x the CPU per step of the same run without
-#: streaming at 10,000 outputs, against 1.14x paced (benchmarks/streaming.py, 5 rounds).
-STREAM_ROUND_SECONDS = 0.01
+#: Streamed outputs are resolved in rounds at least this far apart (the first at once).
+#: It bounds how late a mapped step starts after its output (the issue's bound is 0.5 s;
+#: outputs further apart than this each get a round at once) and how many rounds a
+#: producer of thousands of instant outputs costs.
+STREAM_ROUND_SECONDS = 0.05
 
 #: Op tag: "true" streams the op's dynamic outputs to its mapped steps.
 STREAM_TAG = "dagloop/stream_dynamic_outputs"
@@ -73,6 +78,10 @@ class StreamedFanOut:
         #: The mapping key of a producer's output whose STEP_OUTPUT was seen and whose
         #: HANDLED_OUTPUT (the IO manager stored it) is still to come.
         self._being_handled: dict[tuple[str, str], str] = {}
+        #: Handled outputs whose mapped steps are still to be resolved (at the next
+        #: streaming round), as (producer key, output name, mapping key).
+        self._handled: list[tuple[str, str, str]] = []
+        self._handling_producers: set[str] = set()
         #: Mapped steps resolved ahead of their producer's success.
         self.resolved_ahead = 0
 
@@ -86,31 +95,59 @@ class StreamedFanOut:
             return None
         return streamer
 
-    def on_event(self, event: DagsterEvent) -> list[str]:
-        """Feed every event of a step; returns the keys of mapped steps that became
-        pending (the scheduler should look for steps to start)."""
+    @property
+    def has_handled(self) -> bool:
+        """Outputs are waiting for their streaming round."""
+        return bool(self._handled)
+
+    def on_event(self, event: DagsterEvent) -> bool:
+        """Feed every event of a step, after Dagster's `ActiveExecution` handled it; True
+        when a streamed output was handled (its mapped steps wait for a streaming round)."""
         step_key = event.step_key
         if step_key is None:
-            return []
+            return False
         if event.is_successful_output:
             handle = event.step_output_data.step_output_handle
             source = (step_key, handle.output_name)
             mapping_key = handle.mapping_key
             if mapping_key is not None and source in self._mapped and self._streaming(step_key):
                 self._being_handled[source] = mapping_key
-            return []
+            return False
         if event.event_type == dg.DagsterEventType.HANDLED_OUTPUT:
             handled: Any = event.event_specific_data  # HandledOutputData
             source = (step_key, handled.output_name)
             mapping_key = self._being_handled.pop(source, None)
             if mapping_key is None:
-                return []
-            added = resolve_mapping_key_ahead(
-                self._plan, self._active, self._mapped[source], step_key, source[1], mapping_key
+                return False
+            self._handled.append((step_key, source[1], mapping_key))
+            self._handling_producers.add(step_key)
+            return True
+        return False
+
+    def before_event(self, event: DagsterEvent) -> None:
+        """Feed every event of a step before Dagster's `ActiveExecution` handles it: a
+        producer's outputs are resolved before Dagster sees the producer end, so that
+        its end (success, failure or retry) meets them resolved, whatever the pacing."""
+        if event.step_key in self._handling_producers and _ends_attempt(event):
+            self.resolve_handled()
+
+    def resolve_handled(self) -> list[str]:
+        """Resolve the mapped steps of every handled output; returns the keys that became
+        pending in `ActiveExecution`."""
+        added: list[str] = []
+        for producer, output_name, mapping_key in self._handled:
+            added += resolve_mapping_key_ahead(
+                self._plan,
+                self._active,
+                self._mapped[(producer, output_name)],
+                producer,
+                output_name,
+                mapping_key,
             )
-            self.resolved_ahead += len(added)
-            return added
-        return []
+        self._handled.clear()
+        self._handling_producers.clear()
+        self.resolved_ahead += len(added)
+        return added
 
     def _streaming(self, producer_key: str) -> bool:
         streams = self._streams.get(producer_key)
@@ -122,11 +159,25 @@ class StreamedFanOut:
         return streams
 
 
+def _ends_attempt(event: DagsterEvent) -> bool:
+    return event.event_type in _ATTEMPT_ENDS
+
+
+_ATTEMPT_ENDS = frozenset(
+    {
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.STEP_UP_FOR_RETRY,
+        dg.DagsterEventType.STEP_SKIPPED,
+    }
+)
+
+
 class StreamRounds:
-    """Paces the scheduling rounds that streamed outputs ask for: a round at once when
-    none was asked for within `STREAM_ROUND_SECONDS`, otherwise one timer at the end of
-    that interval for every output in between (a round for another reason, such as a
-    step ending, takes them earlier)."""
+    """Paces streaming rounds: a round at once when none was taken within
+    `STREAM_ROUND_SECONDS`, otherwise one timer at the end of that interval for every
+    output in between. A scheduling round for another reason (a step ending) takes the
+    streaming round only when it is due."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
         self._loop = loop
@@ -135,14 +186,23 @@ class StreamRounds:
         self._timer: asyncio.TimerHandle | None = None
 
     def output_ready(self) -> bool:
-        """Called when a streamed output made steps ready; True when their round is due
-        now (a producer holding the loop should then let it go round)."""
+        """Called when a streamed output was handled; True when a round is due now (the
+        scheduler is woken; a producer holding the loop should let it go round)."""
+        if self._loop.time() >= self._next_round:
+            self._wake()
+            return True
+        self._arm()
+        return False
+
+    def take(self) -> bool:
+        """At a scheduling round with outputs waiting: True when the streaming round is
+        due (the interval restarts now); otherwise the timer will wake the scheduler."""
         now = self._loop.time()
         if now >= self._next_round:
-            self._round_at(now)
+            self._next_round = now + STREAM_ROUND_SECONDS
+            self.close()  # its wake-up would find nothing waiting
             return True
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._next_round, self._timer_due)
+        self._arm()
         return False
 
     def close(self) -> None:
@@ -150,10 +210,10 @@ class StreamRounds:
             self._timer.cancel()
             self._timer = None
 
+    def _arm(self) -> None:
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._next_round, self._timer_due)
+
     def _timer_due(self) -> None:
         self._timer = None
-        self._round_at(self._loop.time())
-
-    def _round_at(self, now: float) -> None:
-        self._next_round = now + STREAM_ROUND_SECONDS
         self._wake()
