@@ -62,6 +62,31 @@ class RunOutcome:
         return {e.step_key for e in self.of_type(event_type) if e.step_key is not None}
 
 
+class Gauge:
+    """Peak concurrency of op bodies, per label (ops run in this process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.current: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.entered: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.current.clear()
+        self.peak.clear()
+        self.entered.clear()
+
+    def enter(self, label: str) -> None:
+        with self._lock:
+            self.current[label] = self.current.get(label, 0) + 1
+            self.entered[label] = self.entered.get(label, 0) + 1
+            self.peak[label] = max(self.peak.get(label, 0), self.current[label])
+
+    def leave(self, label: str) -> None:
+        with self._lock:
+            self.current[label] -= 1
+
+
 def run_job(
     job: dg.JobDefinition | Callable[[], dg.JobDefinition],
     instance: dg.DagsterInstance,

@@ -4,37 +4,14 @@ Each test measures the peak number of ops inside their body at once.
 """
 
 import asyncio
-import threading
 
 import dagster as dg
 import pytest
 
 from dagloop.dagster import async_executor
-from tests.dagster.conftest import run_job
+from tests.dagster.conftest import Gauge, run_job
 
 WIDTH = 12
-
-
-class Gauge:
-    """Peak concurrency of op bodies, per label (ops run in this process)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.current: dict[str, int] = {}
-        self.peak: dict[str, int] = {}
-
-    def reset(self) -> None:
-        self.current.clear()
-        self.peak.clear()
-
-    def enter(self, label: str) -> None:
-        with self._lock:
-            self.current[label] = self.current.get(label, 0) + 1
-            self.peak[label] = max(self.peak.get(label, 0), self.current[label])
-
-    def leave(self, label: str) -> None:
-        with self._lock:
-            self.current[label] -= 1
 
 
 GAUGE = Gauge()

@@ -2,36 +2,17 @@
 the rest are still starting: the steps alive at once stay few (issue 19's memory)."""
 
 import asyncio
-import threading
 
 import dagster as dg
 
 from dagloop.dagster import async_executor
 from dagloop.dagster.orchestrator import LAUNCH_SLICE
-from tests.dagster.conftest import run_job
+from tests.dagster.conftest import Gauge, run_job
 
 WIDTH = 6 * LAUNCH_SLICE
 
 
-class InFlight:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.now = 0
-        self.peak = 0
-        self.entered = 0
-
-    def enter(self) -> None:
-        with self._lock:
-            self.now += 1
-            self.entered += 1
-            self.peak = max(self.peak, self.now)
-
-    def leave(self) -> None:
-        with self._lock:
-            self.now -= 1
-
-
-IN_FLIGHT = InFlight()
+IN_FLIGHT = Gauge()
 
 
 @dg.op(out=dg.DynamicOut(int))
@@ -42,9 +23,9 @@ def spread():
 
 @dg.op
 async def one_turn(item: int) -> int:
-    IN_FLIGHT.enter()
+    IN_FLIGHT.enter("body")
     await asyncio.sleep(0)  # its wait is over at the loop's next turn
-    IN_FLIGHT.leave()
+    IN_FLIGHT.leave("body")
     return item
 
 
@@ -61,13 +42,13 @@ def wide_fan_out():
 def test_a_wide_fan_out_finishes_steps_while_it_starts_others(
     instance: dg.DagsterInstance,
 ) -> None:
-    IN_FLIGHT.__init__()  # type: ignore[misc]
+    IN_FLIGHT.reset()
     outcome = run_job(wide_fan_out, instance, outputs=("count",))
     assert outcome.success
     assert outcome.outputs["count"] == WIDTH
-    assert IN_FLIGHT.entered == WIDTH
+    assert IN_FLIGHT.entered["body"] == WIDTH
     # Started all in one turn, every step would be inside its body at once (WIDTH).
-    assert IN_FLIGHT.peak <= 2 * LAUNCH_SLICE, IN_FLIGHT.peak
+    assert IN_FLIGHT.peak["body"] <= 2 * LAUNCH_SLICE, IN_FLIGHT.peak
     starts = [
         i
         for i, e in enumerate(outcome.events)

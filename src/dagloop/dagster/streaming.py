@@ -36,6 +36,7 @@ from dagloop.dagster._internals import (
     mapped_steps_by_dynamic_output,
     resolve_mapping_key_ahead,
 )
+from dagloop.dagster.terminal_events import is_terminal
 
 #: Streamed outputs are resolved in rounds at least this far apart (the first at once).
 #: It bounds how late a mapped step starts after its output (the issue's bound is 0.5 s;
@@ -128,15 +129,14 @@ class StreamedFanOut:
         """Feed every event of a step before Dagster's `ActiveExecution` handles it: a
         producer's outputs are resolved before Dagster sees the producer end, so that
         its end (success, failure or retry) meets them resolved, whatever the pacing."""
-        if event.step_key in self._handling_producers and _ends_attempt(event):
+        if event.step_key in self._handling_producers and is_terminal(event):
             self.resolve_handled()
 
-    def resolve_handled(self) -> list[str]:
-        """Resolve the mapped steps of every handled output; returns the keys that became
-        pending in `ActiveExecution`."""
-        added: list[str] = []
+    def resolve_handled(self) -> None:
+        """Resolve the mapped steps of every handled output: they become pending in
+        `ActiveExecution`."""
         for producer, output_name, mapping_key in self._handled:
-            added += resolve_mapping_key_ahead(
+            added = resolve_mapping_key_ahead(
                 self._plan,
                 self._active,
                 self._mapped[(producer, output_name)],
@@ -144,10 +144,9 @@ class StreamedFanOut:
                 output_name,
                 mapping_key,
             )
+            self.resolved_ahead += len(added)
         self._handled.clear()
         self._handling_producers.clear()
-        self.resolved_ahead += len(added)
-        return added
 
     def _streaming(self, producer_key: str) -> bool:
         streams = self._streams.get(producer_key)
@@ -157,20 +156,6 @@ class StreamedFanOut:
             streams = self._every_producer if tagged is None else tagged
             self._streams[producer_key] = streams
         return streams
-
-
-def _ends_attempt(event: DagsterEvent) -> bool:
-    return event.event_type in _ATTEMPT_ENDS
-
-
-_ATTEMPT_ENDS = frozenset(
-    {
-        dg.DagsterEventType.STEP_SUCCESS,
-        dg.DagsterEventType.STEP_FAILURE,
-        dg.DagsterEventType.STEP_UP_FOR_RETRY,
-        dg.DagsterEventType.STEP_SKIPPED,
-    }
-)
 
 
 class StreamRounds:
