@@ -92,7 +92,10 @@ async def run_in_greenlet(
                 assert current is not None
                 current.uncancel()
                 thrown = on_cancel(exc)
-            pending = resume(child.throw, thrown)
+            # Passed explicitly, the traceback the exception already carries (the
+            # awaited code's frames, where it was raised) stays below the `await_` call
+            # it resurfaces from; greenlet would otherwise replace it.
+            pending = resume(child.throw, type(thrown), thrown, thrown.__traceback__)
         else:
             pending = resume(child.switch, value)
     return pending  # type: ignore[no-any-return]
