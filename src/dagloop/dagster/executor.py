@@ -20,6 +20,7 @@ from dagloop.dagster._internals import (
     RetryMode,
     StepDependencyConfig,
     multiple_process_executor_requirements,
+    run_with_steps_to_execute,
     share_scoped_resources,
 )
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
@@ -78,7 +79,7 @@ class AsyncExecutor(Executor):
         if added:
             # Steps read `dagster_run.step_keys_to_execute` to tell their own outputs from
             # outputs of earlier runs: the added ones store theirs in this run.
-            dagster_run = dagster_run._replace(step_keys_to_execute=list(step_keys))
+            dagster_run = run_with_steps_to_execute(dagster_run, step_keys)
         yield DagsterEvent.engine_event(
             plan_context,
             f"Executing steps on one asyncio event loop (pid: {os.getpid()}; async steps "
