@@ -136,7 +136,7 @@ class AsyncExecutor(Executor):
         share_scoped_resources(job_context)
 
         async def main(emit: Callable[[DagsterEvent], None]) -> None:
-            event_log.start(dispatch=remote.dispatch if remote is not None else None)
+            event_log.start()
             try:
                 if remote is None:
                     await orchestrator.run(emit)
