@@ -30,17 +30,15 @@ from dagloop.dagster._internals import (
     InstanceConcurrencyContext,
     KnownExecutionState,
     PlanExecutionContext,
-    create_compute_log_file_key,
     pop_captured_interrupt,
-    serializable_error_info_from_exc_info,
     step_failure_for_interrupt,
     warning_engine_event,
 )
+from dagloop.dagster.compute_logs import RunLogCapture, open_for_run
 from dagloop.dagster.config import AsyncExecutorConfig, step_budget
 from dagloop.dagster.dask.config import tagged_placement
 from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
-from dagloop.dagster.step_logs import open_for_run
 from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
 from dagloop.dagster.streaming import StreamedFanOut, StreamRounds, stream_tag
 from dagloop.dagster.terminal_events import TerminalLedger, is_terminal
@@ -160,7 +158,7 @@ class Orchestrator:
         #: How interrupts of steps running synchronous code ended (the run's summary).
         self._thread_interrupts: Counter[str] = Counter()
         #: The run's stdout/stderr capture; ended early when a signal arrives.
-        self._run_capture = ExitStack()
+        self._run_capture: RunLogCapture | None = None
         #: Terminal events of step attempts that already ended, dropped before they
         #: reached Dagster's bookkeeping (the event log drops its own, see
         #: terminal_events.py); both are reported as warnings.
@@ -695,49 +693,22 @@ class Orchestrator:
             self._emit(event)
 
     def _end_run_log_capture(self) -> None:
-        """A signal arrived: what the run reports while its steps wind down (their
-        failures, an abandonment after the grace period) goes to the real console again.
-        The capture mirrors the run's output to the console with a `tail` process in the
-        terminal's process group, which the terminal's Ctrl-C has just killed; Dagster's
-        in-process executor ends the capture at once on an interrupt too."""
-        try:
-            self._run_capture.close()
-        except Exception:
-            with contextlib.suppress(Exception):
-                self._emit(
-                    DagsterEvent.engine_event(
-                        self._job_context,
-                        "Exception while cleaning up compute log capture",
-                        EngineEventData(
-                            error=serializable_error_info_from_exc_info(sys.exc_info())
-                        ),
-                    )
-                )
+        """A signal arrived: the run's output goes to the real console again (see
+        `RunLogCapture.end`)."""
+        if self._run_capture is not None:
+            self._run_capture.end()
 
     def _start_run_log_capture(self, stack: ExitStack) -> None:
         """Capture the run's stdout/stderr once for the process, as the in-process
         executor does."""
         job_context = self._job_context
-        manager = job_context.instance.compute_log_manager
-        # Per-step capture (dagster/step_logs.py): before the run's capture takes the fds.
+        # Per-step capture (dagster/compute_logs/): before the run's capture takes the fds.
         step_logs = stack.enter_context(open_for_run(job_context, self._config.compute_logs))
         self._hosting.step_logs = step_logs
         steps = self._plan.get_steps_to_execute_in_topo_order()
-        step_keys = step_logs.run_capture_step_keys(steps, self._remote)
-        file_key = create_compute_log_file_key()
-        log_key = manager.build_log_key_for_run(job_context.run_id, file_key)
-        try:
-            self._run_capture = stack.enter_context(ExitStack())
-            log_context = self._run_capture.enter_context(manager.capture_logs(log_key))
-            self._emit(DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context))
-        except Exception:
-            self._emit(
-                DagsterEvent.engine_event(
-                    job_context,
-                    "Exception while setting up compute log capture",
-                    EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
-                )
-            )
+        self._run_capture = stack.enter_context(
+            RunLogCapture(job_context, steps, step_logs, self._remote, self._emit)
+        )
 
 
 def _exc_info(
