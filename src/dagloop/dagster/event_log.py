@@ -68,6 +68,7 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.dask.messages import STORE
 from dagloop.dagster.entry_routes import route_entries, unroute_entries
+from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.terminal_events import TerminalLedger
 from dagloop.runtime.thread_interrupt import checkpoint
 
@@ -87,10 +88,6 @@ SELF_WRITE_BACKLOG = 64
 RETRY_SECONDS = 3.8
 
 Message = list[Any]
-
-
-class EventLogWriteError(dg.DagsterError):
-    """Entries of a run could not be stored in its event log."""
 
 
 @dataclass(eq=False)
