@@ -24,10 +24,12 @@ from dagloop.dagster._internals import (
     share_scoped_resources,
 )
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
-from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
-from dagloop.dagster.orchestrator import Orchestrator, check_op_tags
+from dagloop.dagster.errors import EventLogWriteError
+from dagloop.dagster.event_log import RunEventLog
+from dagloop.dagster.orchestrator import Orchestrator
 from dagloop.dagster.python_logs import route_python_logs
 from dagloop.dagster.reexecution import with_unstarted_mapped_steps
+from dagloop.dagster.tags import check_op_tags
 from dagloop.runtime.gc_tuning import tuned_gc
 from dagloop.runtime.loop_driver import iterate_on_loop
 

@@ -35,12 +35,13 @@ from dagloop.dagster._internals import (
     warning_engine_event,
 )
 from dagloop.dagster.compute_logs import RunLogCapture, open_for_run
-from dagloop.dagster.config import AsyncExecutorConfig, step_budget
-from dagloop.dagster.dask.config import tagged_placement
-from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
+from dagloop.dagster.config import AsyncExecutorConfig
+from dagloop.dagster.errors import EventLogWriteError, StepTimeoutError
+from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
-from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
-from dagloop.dagster.streaming import StreamedFanOut, StreamRounds, stream_tag
+from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
+from dagloop.dagster.streaming import StreamedFanOut, StreamRounds
+from dagloop.dagster.tags import step_budget
 from dagloop.dagster.terminal_events import TerminalLedger, is_terminal
 from dagloop.runtime.thread_interrupt import exception_class
 
@@ -106,17 +107,6 @@ class RemoteSteps(Protocol):
         cancellation with `run.cancel_reason` set stops the step; if it cannot report
         its own terminal event, call `fail(run.cancel_reason)`."""
         ...
-
-
-def check_op_tags(execution_plan: ExecutionPlan) -> None:
-    """Reject a bad value of any op tag dagloop reads, naming the op and the tag, before
-    any step of the run starts (dynamic steps included: their tags are their op's)."""
-    for step in execution_plan.step_dict.values():
-        op_name = step.node_handle.name
-        tags = step.tags or {}
-        step_budget(op_name, step.key, tags)
-        tagged_placement(op_name, step.key, tags)
-        stream_tag(op_name, step.key, tags)
 
 
 class Orchestrator:

@@ -7,7 +7,7 @@ what cannot be stored. Why entries are batched and who writes them:
 docs/performance.md ("How the event log is written").
 """
 
+from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log.run_event_log import RunEventLog
-from dagloop.dagster.event_log.run_store import EventLogWriteError
 
 __all__ = ["EventLogWriteError", "RunEventLog"]

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dagloop.dagster._internals import EventLogEntry, writes_to_run_shard_only
-from dagloop.dagster.event_log.run_store import EventLogWriteError, RunStore
+from dagloop.dagster.errors import EventLogWriteError
+from dagloop.dagster.event_log.run_store import RunStore
 from dagloop.dagster.event_log.writer import EntrySource
 
 #: Most entries written in one transaction.

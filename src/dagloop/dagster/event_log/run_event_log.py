@@ -15,8 +15,9 @@ from dagloop.dagster._internals import (
     writes_to_run_shard_only,
 )
 from dagloop.dagster.entry_routes import route_entries, unroute_entries
+from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log.loop_writer import LoopBatchWriter
-from dagloop.dagster.event_log.run_store import EventLogWriteError, RunStore
+from dagloop.dagster.event_log.run_store import RunStore
 from dagloop.dagster.event_log.thread_writer import DirectWriter, ThreadBatchWriter
 from dagloop.dagster.event_log.writer import EntryWriter
 from dagloop.dagster.terminal_events import TerminalLedger

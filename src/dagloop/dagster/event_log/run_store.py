@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from dagloop.dagster._internals import EventLogEntry, event_listeners, run_shard_batch_writer
+from dagloop.dagster.errors import EventLogWriteError
 
 #: How long a failed write is retried (waits of 0.05, 0.2, 0.8, 2 s, then up to the
 #: deadline): storage back within that loses nothing. A storage that retries on its own
@@ -24,10 +25,6 @@ RETRY_SECONDS = 3.8
 
 #: Stores one entry: the instance's own `handle_new_event` (notifies the listeners too).
 StoreOne = Callable[[EventLogEntry], None]
-
-
-class EventLogWriteError(dg.DagsterError):
-    """Entries of a run could not be stored in its event log."""
 
 
 class RunStore:
