@@ -169,7 +169,7 @@ EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = {
         default_value=_default("step_host"),
         description=(
             "Where the Dagster bookkeeping of an async step runs: 'greenlet' on the event "
-            "loop itself (default, measured fastest), or 'thread' in a worker thread that "
+            "loop itself (default, the cheapest), or 'thread' in a worker thread that "
             "hands the op's coroutine to the loop."
         ),
     ),

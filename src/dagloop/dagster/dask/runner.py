@@ -334,9 +334,9 @@ def _for_one_step(step: ExecutionStep, known: KnownExecutionState) -> KnownExecu
 
 def _who_writes_events(config: DaskConfig, instance: dg.DagsterInstance) -> str:
     """'auto': the run process where it writes in batches (SQLite, PostgreSQL, in memory:
-    one writer, many entries per transaction, measured 0.37x the workers' time on
-    PostgreSQL); else the workers, in parallel (one writer of one entry at a time would
-    be the bottleneck)."""
+    one writer, many entries per transaction, cheaper than the workers' many small
+    transactions); else the workers, in parallel (one writer of one entry at a time
+    would be the bottleneck)."""
     if config.events_written_by != "auto":
         return config.events_written_by
     return "run" if run_shard_batch_writer(instance) is not None else "workers"
