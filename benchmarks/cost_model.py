@@ -1,4 +1,4 @@
-"""Where one step's cost goes: issue 19's cost model, per executor, on one fan-out.
+"""Where one step's cost goes: a cost model per executor, on one fan-out.
 
     benchmarks/.venv/bin/python benchmarks/cost_model.py                 # N=1000, S=0, ephemeral
     benchmarks/.venv/bin/python benchmarks/cost_model.py --instance sqlite --n 1000

@@ -2,7 +2,7 @@
 
 Runs the jobs of `tests/dagster/jobs/interrupts.py` (sync generator ops, sync ops doing
 locking work, async ops) and audits every stored event log with the tests' own
-auditor (`tests/dagster/interrupt_stress.py`):
+auditor (`tests/dagster/interrupt_audit.py`):
 
 * terminations: runs marked CANCELING at a random moment in this process, and
   `dagster job execute` processes sent SIGTERM at a random moment;
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import dagster as dg  # noqa: E402
 from harness.meta import git_info, machine, versions  # noqa: E402
 
-from tests.dagster.interrupt_stress import (  # noqa: E402
+from tests.dagster.interrupt_audit import (  # noqa: E402
     GRACE_SECONDS,
     RunAudit,
     audit_run,

@@ -1,6 +1,6 @@
 """Profile one benchmark case with cProfile and print where the time goes.
 
-    .venv/bin/python profile_case.py dagster --executor dagloop --n 300 --sleep 0
+    .venv/bin/python profile_case.py fanout --executor dagloop --n 300 --sleep 0
     .venv/bin/python profile_case.py engine --engine dagloop --workload independent
 
 The pstats file is kept in benchmarks/profiles/ (git-ignored) for snakeviz and the like.
@@ -18,7 +18,7 @@ from harness.proc import BENCH_DIR, run_case
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("suite", choices=["dagster", "engine"])
+    ap.add_argument("suite", choices=["fanout", "engine"])
     ap.add_argument("--executor", default="dagloop")
     ap.add_argument("--instance", default="ephemeral", choices=["ephemeral", "sqlite"])
     ap.add_argument("--n", type=int, default=300)
@@ -30,8 +30,8 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     os.makedirs(os.path.join(BENCH_DIR, "profiles"), exist_ok=True)
-    if args.suite == "dagster":
-        name = f"dagster-{args.executor}-{args.instance}-N{args.n}-S{args.sleep:g}"
+    if args.suite == "fanout":
+        name = f"fanout-{args.executor}-{args.instance}-N{args.n}-S{args.sleep:g}"
         path = os.path.join(BENCH_DIR, "profiles", name + ".pstats")
         spec = {
             "executor": args.executor,

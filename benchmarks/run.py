@@ -1,4 +1,4 @@
-"""dagloop benchmarks: ``python run.py [--quick] [--suite dagster,hosting,engine,dask,dask_cpu]``.
+"""dagloop benchmarks: ``python run.py [--quick] [--suite scale,cost,fanout,...]``.
 
 Run through ``make bench`` / ``make bench-quick`` (from the repository root), which build
 the benchmark environment in ``benchmarks/.venv`` first. See benchmarks/README.md.
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--instances",
         default=None,
-        help="Dagster suites only (dagster and hosting in full mode, dask always): "
+        help="Dagster suites only (fanout and hosting in full mode, dask always): "
         "comma-separated subset of ephemeral,sqlite,postgres; their cases replace those of "
         "an existing results file of the same mode (for dask: and the same N and S)",
     )
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--headline",
         action="store_true",
-        help="dagster suite: only the cases of issue 4's targets (dagloop and "
+        help="fanout suite: only the cases behind its targets (dagloop and "
         "dagster-async-executor, S=3, N=300 (3 runs) and 1000); they replace the same cases of "
-        "the existing dagster.json, whose other cases and c0 (lower bound) are kept",
+        "the existing fanout.json, whose other cases and c0 (lower bound) are kept",
     )
     ap.add_argument(
         "--results", default=os.path.join(BENCH_DIR, "results"), help="output directory"
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             }
             old_path = os.path.join(args.results, f"{s}.json")
-            if s == "dagster" and args.headline and os.path.exists(old_path):
+            if s == "fanout" and args.headline and os.path.exists(old_path):
                 with open(old_path) as f:
                     old = json.load(f)
                 if can_merge(old, res):

@@ -1,4 +1,4 @@
-"""Streaming fan-out against the same run without it (issue 17), alternating, in one
+"""Streaming fan-out against the same run without it, alternating, in one
 process, each run on a fresh SQLite instance.
 
 * ``slow producer``: 100 items, one every 0.1 s; each mapped step takes 0.5 s, at most 5

@@ -26,7 +26,7 @@ class Ctx:
     n: int | None = None  # --n, --sleep, --repeats: override the dask suite's defaults
     sleep: float | None = None
     repeats: int | None = None
-    headline: bool = False  # --headline: the dagster suite's target cases only
+    headline: bool = False  # --headline: the fanout suite's target cases only
 
 
 @contextlib.contextmanager

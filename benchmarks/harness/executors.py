@@ -79,7 +79,7 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             config={"step_host": "thread"},
             package="dagloop",
         ),
-        # The `dask` suite (issue 6): one run's steps spread over 2 local worker processes.
+        # The `dask` suite: one run's steps spread over 2 local worker processes.
         # Neither is flagged needs_persistent_instance: that suite attempts every instance
         # and records why a mode cannot run there.
         # steps_per_worker is set explicitly, whatever dagloop's default (64 before commit
@@ -92,7 +92,7 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             config={"dask": {"processes": 2, "steps_per_worker": 512}},
             package="dagloop",
         ),
-        # The `storage` suite (issue 10): who writes the cluster steps' entries.
+        # The `storage` suite: who writes the cluster steps' entries.
         ExecutorSpec(
             key="dagloop_dask2_run",
             label="dagloop dask processes=2, events_written_by=run",
@@ -109,7 +109,7 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             },
             package="dagloop",
         ),
-        # The `scale` suite (issue 19): per-step stdout/stderr capture against one capture
+        # The `scale` suite: per-step stdout/stderr capture against one capture
         # for the run, whatever the default is.
         ExecutorSpec(
             key="dagloop_per_run",

@@ -13,15 +13,16 @@ from rich.table import Table
 
 from harness.engines import ENGINES
 from harness.executors import EXECUTORS
+from harness.suite_cost import rows_cost
 from harness.suite_scale import rows_scale
-from harness.suite_scripts import rows_cost, rows_termination
 from harness.suite_storage import rows_storage
 from harness.suite_streaming import rows_streaming
+from harness.suite_termination import rows_termination
 
 SUITE_ORDER = [
     "scale",
     "cost",
-    "dagster",
+    "fanout",
     "hosting",
     "engine",
     "dask",
@@ -49,7 +50,7 @@ def fmt_case(c: dict[str, Any] | None, with_lb: bool = True, with_rss: bool = Tr
     return s + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _rows_dagster(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _rows_fanout(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """One table per instance: (title, header, rows)."""
     out = []
     execs = [e for e in res["executors"] if any(c["executor"] == e for c in res["cases"])]
@@ -230,7 +231,7 @@ def _rows_dask(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
 
 
 ROWS = {
-    "dagster": _rows_dagster,
+    "fanout": _rows_fanout,
     "hosting": _rows_hosting,
     "engine": _rows_engine,
     "dask": _rows_dask,
@@ -279,7 +280,7 @@ def print_suite(res: dict[str, Any], console: Console | None = None) -> None:
     if res.get("targets"):
         header, body, notes = _target_matrix(res)
         table = Table(
-            title=f"{res['suite']}: targets of issue {res.get('issue', 4)} (✓ met, ✗ missed)",
+            title=f"{res['suite']}: targets (✓ met, ✗ missed)",
             title_justify="left",
         )
         for h in header:
@@ -325,20 +326,18 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _md_targets(results: list[dict[str, Any]], issue: int) -> list[str]:
-    """The verdict matrices of the suites measuring one issue's targets."""
-    targets = [t for r in results for t in r.get("targets", [])]
+def _md_targets(res: dict[str, Any]) -> list[str]:
+    """The verdict matrix of one suite's targets."""
+    targets = res["targets"]
     met = sum(1 for t in targets if t["met"] is True)
     missed = sum(1 for t in targets if t["met"] is False)
     na = sum(1 for t in targets if t["met"] is None)
-    parts = [f"## Targets of issue {issue}: {met} met, {missed} missed, {na} not measured", ""]
-    for res in results:
-        if res.get("targets"):
-            header, body, notes = _target_matrix(res)
-            header[0] = res["suite"]
-            parts += [_md_table(header, body), ""]
-            parts += [f"- note: {n}" for n in notes]
-            parts.append("")
+    title = f"## Targets of the {res['suite']} suite: {met} met, {missed} missed, {na} not measured"
+    header, body, notes = _target_matrix(res)
+    header[0] = res["suite"]
+    parts = [title, "", _md_table(header, body), ""]
+    parts += [f"- note: {n}" for n in notes]
+    parts.append("")
     return parts
 
 
@@ -405,8 +404,9 @@ def write_summary(results: list[dict[str, Any]], results_dir: str) -> str:
             "![benchmark plot](bench.png)",
             "",
         ]
-    for issue in sorted({r.get("issue", 4) for r in results if r.get("targets")}):
-        parts += _md_targets([r for r in results if r.get("issue", 4) == issue], issue)
+    for r in results:
+        if r.get("targets"):
+            parts += _md_targets(r)
     for r in results:
         for title, header, rows in ROWS[r["suite"]](r):
             parts += [f"## {title}", "", _md_table(header, rows), ""]
@@ -440,7 +440,7 @@ def write_plot(results: list[dict[str, Any]], results_dir: str) -> str | None:
 
     by = {r["suite"]: r for r in results}
     fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
-    dag = by.get("dagster")
+    dag = by.get("fanout")
     insts = dag["params"]["instances"] if dag else []
     for i, inst in enumerate(["ephemeral", "sqlite", "postgres"]):
         ax = axes[0][i]

@@ -1,4 +1,4 @@
-"""The dask and dask_cpu suites (issue 6): one loop against 2 Dask worker processes."""
+"""The dask and dask_cpu suites: one loop against 2 Dask worker processes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ DASK_MODES: dict[str, str] = {
 #: the CPU-bound variant (suite ``dask_cpu``): dagster-dask is left out, it cannot run the
 #: dynamic fan-out at all (recorded by the I/O-bound ``dask`` suite)
 DASK_CPU_MODES = ["loop", "dask2", "dae"]
-#: issue 6's targets: (mode, reference mode, limit of mode's wall / reference's wall)
+#: the targets: (mode, reference mode, limit of mode's wall / reference's wall)
 DASK_TARGETS: list[tuple[str, str, float]] = [("dask2", "loop", 0.6), ("dask2", "dae", 0.5)]
 #: what is kept of every run of a case
 SAMPLE_KEYS = (
@@ -103,13 +103,13 @@ def dask_round(rep: int, modes: list[str] | None = None) -> list[str]:
 
 
 def dask_suite(ctx: Ctx) -> dict[str, Any]:
-    """Issue 6: one run's steps on one loop vs spread over 2 Dask worker processes
+    """One run's steps on one loop vs spread over 2 Dask worker processes
     (dagloop's dask2 mode with ``steps_per_worker: 512``, see harness/executors.py)."""
     return run_dask_suite(ctx, DaskParams.from_ctx(ctx))
 
 
 def dask_cpu_suite(ctx: Ctx) -> dict[str, Any]:
-    """Issue 6, CPU-bound variant: the same fan-out, the mapped op a sync op burning a fixed
+    """CPU-bound variant: the same fan-out, the mapped op a sync op burning a fixed
     amount of pure-Python CPU (``jobs.cpu.burn``) instead of sleeping."""
     return run_dask_suite(ctx, DaskParams.cpu_from_ctx(ctx))
 
@@ -148,7 +148,6 @@ def run_dask_suite(ctx: Ctx, p: DaskParams) -> dict[str, Any]:
     )
     return {
         "suite": p.suite,
-        "issue": 6,
         "params": params,
         "executors": {m: EXECUTORS[DASK_MODES[m]].label for m in p.modes},
         "cases": cases,
@@ -238,7 +237,7 @@ def dask_targets(
     sleep: float,
     params: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The targets of issue 6 per instance; ``params`` with ``cpu_iterations``: those of the
+    """The targets per instance; ``params`` with ``cpu_iterations``: those of the
     CPU-bound variant (ids ``dask_cpu.<instance>.…``)."""
     iterations = (params or {}).get("cpu_iterations")
     suite = "dask_cpu" if iterations else "dask"

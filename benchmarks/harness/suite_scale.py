@@ -1,4 +1,4 @@
-"""The scale suite (issue 19): big runs, at a cost per step that does not grow with the run.
+"""The scale suite: big runs, at a cost per step that does not grow with the run.
 
 Every case is the fan-out job (`jobs/fanout.py`) in a fresh process (`dagster_case.py`);
 wall is `execute_job` alone; peak RSS is the run's own process (VmHWM from
@@ -137,7 +137,7 @@ def scale_suite(ctx: Ctx) -> dict[str, Any]:
             )
         )
     # The same with every step printing a line of its own: each then opens its capture
-    # (files and a LOGS_CAPTURED event). Reported, not a target: the issue's job logs
+    # (files and a LOGS_CAPTURED event). Reported, not a target: the fan-out job logs
     # through context.log only.
     runs = _alternating(ctx, modes, "sqlite", 300, 0.0, rounds, {"prints": True})
     cases.append(
@@ -183,7 +183,6 @@ def scale_suite(ctx: Ctx) -> dict[str, Any]:
         cases += [_dask_share(ctx, 0), _dask_share(ctx, CPU_ITERATIONS)]
     return {
         "suite": "scale",
-        "issue": 19,
         "params": {
             "rounds": rounds,
             "statistic": "ratios: median of per-round ratios, executors alternated; walls: medians",
@@ -394,7 +393,7 @@ def rows_scale(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     ]
     spread = f"; 1-min load {min(load):.1f}-{max(load):.1f}" if load else ""
     title = (
-        f"scale (issue 19): medians of {res['params']['rounds']} alternating round(s); "
+        f"scale: medians of {res['params']['rounds']} alternating round(s); "
         f"peak RSS = VmHWM of the run's process{spread}"
     )
     return [(title, ["case", "storage", "shape", "walls", "ratio"], rows)]

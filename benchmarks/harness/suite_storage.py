@@ -1,6 +1,6 @@
-"""Issue 10: the run's event log batched on PostgreSQL and in memory.
+"""The ``storage`` suite: the run's event log batched on PostgreSQL and in memory.
 
-The ``dagster --headline`` cases per storage, every executor in each round and the order
+The ``fanout --headline`` cases per storage, every executor in each round and the order
 alternated round by round (drift and other load hit every executor alike), medians:
 
 * fan-out N = 300, S = 3: dagloop vs dagster-async-executor;
@@ -57,7 +57,6 @@ def storage_suite(ctx: Ctx) -> dict[str, Any]:
     _add_ratios(cases)
     return {
         "suite": "storage",
-        "issue": 10,
         "params": {
             "instances": instances,
             "n": N,
@@ -98,7 +97,7 @@ def _add_ratios(cases: list[dict[str, Any]]) -> None:
 
 
 def _targets(cases: list[dict[str, Any]], instances: list[str]) -> list[dict[str, Any]]:
-    """Issue 10's targets (PostgreSQL S=3 vs d-a-e; PostgreSQL and ephemeral S=0 vs
+    """The targets (PostgreSQL S=3 vs d-a-e; PostgreSQL and ephemeral S=0 vs
     in_process: <= 0.6), its moonshot (<= 0.5 on every storage, both shapes), and whether
     the run's writer pays for Dask (run / workers <= 1)."""
     by = _by(cases)
@@ -163,7 +162,7 @@ def rows_storage(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
     load = [x for x in res.get("loadavg_during", []) if x is not None]
     spread = f"; 1-min load {min(load):.1f}-{max(load):.1f}" if load else ""
     title = (
-        f"storage (issue 10): fan-out N={res['params']['n']}, median wall of "
+        f"storage: fan-out N={res['params']['n']}, median wall of "
         f"{res['params']['repeats']} alternating rounds (every run in brackets), "
         f"peak RSS of the process tree{spread}, {os.cpu_count()} cores"
     )

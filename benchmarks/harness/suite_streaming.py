@@ -1,4 +1,4 @@
-"""The ``streaming`` suite (issue 17): `streaming.py` — a streaming fan-out against the
+"""The ``streaming`` suite: `streaming.py` — a streaming fan-out against the
 same run without streaming, alternating, medians of 3, each run on a fresh SQLite
 instance. Targets: wall ratio of the slow-producer case <= 0.65, its first mapped step
 started <= 0.5 s after the producer's first output (in both cases: the 10,000-item
@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from harness.context import Ctx
-from harness.suite_scripts import RESULTS, _run_script
+from harness.scripts import RESULTS, run_script
 from harness.targets import target
 
 
@@ -20,7 +20,7 @@ def streaming_suite(ctx: Ctx) -> dict[str, Any]:
     repeats = ctx.repeats or (1 if ctx.quick else 3)
     large = 1000 if ctx.quick else 10_000
     ctx.log(f"[streaming] {repeats} round(s), slow producer and {large:,} items")
-    error = _run_script(
+    error = run_script(
         ctx, ["streaming.py", "--repeats", str(repeats), "--large-items", str(large)], 3600
     )
     path = os.path.join(RESULTS, "streaming_runs.json")
@@ -33,7 +33,6 @@ def streaming_suite(ctx: Ctx) -> dict[str, Any]:
     note = error or ""
     return {
         "suite": "streaming",
-        "issue": 17,
         "params": {"repeats": repeats, "large_items": large, "instance": "sqlite"},
         "cases": cases,
         "error": error,
@@ -100,7 +99,7 @@ def rows_streaming(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[
             ]
         )
     title = (
-        f"streaming (issue 17): fan-out with and without streaming, alternating, median of "
+        f"streaming: fan-out with and without streaming, alternating, median of "
         f"{res['params']['repeats']}, fresh SQLite instance per run"
     )
     return [(title, header, rows)]

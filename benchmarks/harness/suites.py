@@ -10,14 +10,15 @@ from typing import Any
 
 from harness.context import INSTANCES, Ctx, context, now
 from harness.dagster_runs import add_ratios
-from harness.suite_dagster import dagster_suite, dagster_targets, merge_cases
+from harness.suite_cost import cost_suite
 from harness.suite_dask import add_dask_ratios, dask_cpu_suite, dask_suite, dask_targets
 from harness.suite_engine import engine_suite
+from harness.suite_fanout import fanout_suite, fanout_targets, merge_cases
 from harness.suite_hosting import hosting_comparisons, hosting_suite
 from harness.suite_scale import scale_suite
-from harness.suite_scripts import cost_suite, termination_suite
 from harness.suite_storage import storage_suite
 from harness.suite_streaming import streaming_suite
+from harness.suite_termination import termination_suite
 
 __all__ = [
     "INSTANCES",
@@ -67,8 +68,8 @@ def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         "duration_s": old["duration_s"],
     }
     merged["duration_s"] = round(old["duration_s"] + new["duration_s"], 1)
-    if new["suite"] == "dagster":
-        merged["targets"] = dagster_targets(cases, order)
+    if new["suite"] == "fanout":
+        merged["targets"] = fanout_targets(cases, order)
     elif new["suite"] == "hosting":
         p = new["params"]
         merged["comparisons"] = hosting_comparisons(cases, order, p["sleep"], p["n"])
@@ -81,7 +82,7 @@ def merge_instances(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "scale": scale_suite,
     "cost": cost_suite,
-    "dagster": dagster_suite,
+    "fanout": fanout_suite,
     "hosting": hosting_suite,
     "engine": engine_suite,
     "dask": dask_suite,
@@ -106,7 +107,7 @@ NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
     "cost": lambda quick, instances: False,
     "termination": lambda quick, instances: False,
     "streaming": lambda quick, instances: False,
-    "dagster": _pg_unless_quick,  # quick mode runs the ephemeral instance only
+    "fanout": _pg_unless_quick,  # quick mode runs the ephemeral instance only
     "hosting": _pg_unless_quick,
     "engine": lambda quick, instances: False,
     "dask": _pg_if_asked,  # quick mode: ephemeral and SQLite unless --instances says more
@@ -114,4 +115,4 @@ NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
     "storage": lambda quick, instances: instances is None or "postgres" in instances,
 }
 #: suites whose cases a run restricted with --instances merges into the earlier results
-MERGEABLE = ("dagster", "hosting", "dask", "dask_cpu")
+MERGEABLE = ("fanout", "hosting", "dask", "dask_cpu")

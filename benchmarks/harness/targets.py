@@ -1,4 +1,4 @@
-"""A target of an issue: a measured value against its limit."""
+"""A target of a suite: a measured value against its limit."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def target(
     row: str = "",
     col: str = "",
 ) -> dict[str, Any]:
-    """A target of issue 4: met when value <= limit (None: not measured). row/col place it
+    """A target: met when value <= limit (None: not measured). row/col place it
     in the compact verdict matrix of the report."""
     met = None if value is None else value <= limit
     return {

@@ -1,4 +1,4 @@
-"""A slow dynamic op feeding mapped steps under a tag concurrency limit (issue 17's case).
+"""A slow dynamic op feeding mapped steps under a tag concurrency limit.
 
 The producer yields ``items`` outputs, one every ``interval`` seconds; each mapped step
 sleeps ``work`` seconds; at most ``limit`` mapped steps run at once (a tag concurrency

@@ -8,7 +8,9 @@ Jobs are run with `dg.execute_job(dg.reconstructable(job), ...)` or
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,10 @@ import pytest
 
 from tests.conftest import instance_in_home
 
+#: The start of the engine event dagloop's executor logs when it takes a run: how a test
+#: tells that a run (or a CLI's output) went through dagloop rather than another executor.
+ENGINE_MARK = "Executing steps on one asyncio event loop"
+
 
 @pytest.fixture(params=["ephemeral", "sqlite"])
 def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
@@ -28,6 +34,25 @@ def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.Dags
             yield inst
     else:
         yield from persistent_sqlite_instance(tmp_path)
+
+
+@pytest.fixture(params=["sqlite"])
+def home(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A persistent instance whose DAGSTER_HOME (`home_dir`) a `dagster` subprocess can
+    use: SQLite, or PostgreSQL with `@pytest.mark.parametrize("home", [...], indirect=True)`."""
+    if request.param == "postgres":
+        yield request.getfixturevalue("postgres_instance")
+        return
+    with instance_in_home(tmp_path / "home", "") as inst:
+        yield inst
+
+
+BOTH_HOMES = pytest.mark.parametrize("home", ["sqlite", "postgres"], indirect=True)
+
+
+def home_dir(instance: dg.DagsterInstance) -> Path:
+    """The DAGSTER_HOME of a `home` instance (set while the fixture is active)."""
+    return Path(os.environ["DAGSTER_HOME"])
 
 
 @pytest.fixture
@@ -60,6 +85,13 @@ class RunOutcome:
 
     def step_keys(self, event_type: dg.DagsterEventType) -> set[str]:
         return {e.step_key for e in self.of_type(event_type) if e.step_key is not None}
+
+    @property
+    def ran_on_dagloop(self) -> bool:
+        """The run's engine events include dagloop's executor's."""
+        return any(
+            ENGINE_MARK in (e.message or "") for e in self.of_type(dg.DagsterEventType.ENGINE_EVENT)
+        )
 
 
 class Gauge:
@@ -138,6 +170,39 @@ def assert_every_started_step_ended(instance: dg.DagsterInstance, run_id: str) -
             ended[event.step_key] = ended.get(event.step_key, 0) + 1
     missing = {key for key, count in started.items() if ended.get(key, 0) < count}
     assert not missing, f"steps started without a terminal event: {sorted(missing)}"
+
+
+def records(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogEntry]:
+    """Every stored entry of the run, in order."""
+    return list(instance.all_logs(run_id))
+
+
+def of_type(
+    entries: list[dg.EventLogEntry], event_type: dg.DagsterEventType
+) -> list[dg.EventLogEntry]:
+    return [r for r in entries if r.dagster_event and r.dagster_event.event_type == event_type]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for the run")
+        time.sleep(0.05)
+
+
+def wait_for_starts(instance: dg.DagsterInstance, count: int) -> str:
+    """Wait until the newest run of `instance` stored `count` STEP_STARTs; its run id."""
+
+    def started() -> bool:
+        runs = instance.get_runs(limit=1)
+        return bool(runs) and (
+            len(of_type(records(instance, runs[0].run_id), dg.DagsterEventType.STEP_START)) >= count
+        )
+
+    wait_until(started, timeout=120)
+    return instance.get_runs(limit=1)[0].run_id
 
 
 def dagloop_threads() -> list[threading.Thread]:

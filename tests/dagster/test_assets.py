@@ -19,7 +19,6 @@ from dagloop.dagster import async_executor
 from tests.dagster.conftest import RunOutcome, assert_every_started_step_ended, run_job
 
 ET = dg.DagsterEventType
-ENGINE_MARK = "Executing steps on one asyncio event loop"
 
 # -- a pipeline: async asset -> async multi_asset -> async + sync consumers ----------------
 
@@ -169,10 +168,6 @@ def _io_config(base_dir: Path) -> dict:
     return {"resources": {"io_manager": {"config": {"base_dir": str(base_dir)}}}}
 
 
-def _ran_on_dagloop(outcome: RunOutcome) -> bool:
-    return any(ENGINE_MARK in (e.message or "") for e in outcome.of_type(ET.ENGINE_EVENT))
-
-
 def _materialized(outcome: RunOutcome) -> set[str]:
     return {
         e.step_materialization_data.materialization.asset_key.to_user_string()
@@ -208,7 +203,7 @@ def test_async_assets_multi_asset_and_fs_io_round_trips(
     outcome = run_job(pipeline_job, instance, run_config=_io_config(base_dir))
 
     assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
     assert _materialized(outcome) == {
         "raw_numbers",
         "sorted_numbers",
@@ -260,7 +255,7 @@ def test_asset_subset_run_loads_upstream_from_previous_run(
         asset_selection=[dg.AssetKey("number_report")],
     )
     assert second.success, second.of_type(ET.STEP_FAILURE)
-    assert _ran_on_dagloop(second)
+    assert second.ran_on_dagloop
     assert second.step_keys(ET.STEP_SUCCESS) == {"number_report"}
     assert _materialized(second) == {"number_report"}
     assert _stored(base_dir, "number_report") == "[10, 20] n=2 span=10"
@@ -279,7 +274,7 @@ def test_failed_blocking_check_blocks_downstream_assets(
 
     assert not outcome.success
     assert outcome.status == dg.DagsterRunStatus.FAILURE
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
 
     evaluations = {
         e.event_specific_data.check_name: e.event_specific_data
@@ -313,7 +308,7 @@ def test_failed_inline_blocking_check_fails_step_and_skips_downstream(
     outcome = run_job(inline_check_job, instance, run_config=_io_config(tmp_path / "storage"))
 
     assert not outcome.success
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
     evaluations = [e.event_specific_data for e in outcome.of_type(ET.ASSET_CHECK_EVALUATION)]
     assert [(ev.check_name, ev.passed) for ev in evaluations] == [("positive", False)]
     assert outcome.step_keys(ET.STEP_FAILURE) == {"inline_checked"}

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from tests.dagster.conftest import ENGINE_MARK
+
 BIN = Path(sys.executable).parent
-ENGINE_MARK = "Executing steps on one asyncio event loop"
 WIDTH = 6
 
 JOB_MODULE = f"""

@@ -27,11 +27,12 @@ import psutil
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from tests.dagster.conftest import ENGINE_MARK
+
 REPO = Path(__file__).resolve().parents[2]
 # The `dagster` command of the environment running the tests, wherever its venv is.
 DAGSTER = Path(sys.executable).parent / "dagster"
 DG = Path(sys.executable).parent / "dg"
-ENGINE_MARK = "Executing steps on one asyncio event loop"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 # Small sizes so each run takes a second or two.

@@ -15,9 +15,9 @@ import dagster as dg
 import pytest
 
 from dagloop.dagster import async_executor, execute_in_process
+from tests.dagster.conftest import ENGINE_MARK
 
 E = dg.DagsterEventType
-ENGINE_MARK = "Executing steps on one asyncio event loop"
 
 
 def _engine_messages(result: dg.ExecuteInProcessResult) -> list[str]:

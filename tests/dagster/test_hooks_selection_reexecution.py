@@ -18,14 +18,9 @@ import dagster as dg
 import pytest
 
 from dagloop.dagster import async_executor
-from tests.dagster.conftest import RunOutcome, assert_every_started_step_ended, run_job
+from tests.dagster.conftest import assert_every_started_step_ended, run_job
 
 ET = dg.DagsterEventType
-ENGINE_MARK = "Executing steps on one asyncio event loop"
-
-
-def _ran_on_dagloop(outcome: RunOutcome) -> bool:
-    return any(ENGINE_MARK in (e.message or "") for e in outcome.of_type(ET.ENGINE_EVENT))
 
 
 class Journal(dg.ConfigurableResource):
@@ -144,7 +139,7 @@ def test_success_and_failure_hooks_fire(instance: dg.DagsterInstance, tmp_path: 
     outcome = run_job(hooks_job, instance, run_config=_journal_config(journal))
 
     assert not outcome.success  # `explode` fails the run
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
     assert outcome.step_keys(ET.STEP_SUCCESS) == {"fetch", "transform", "sync_ok", "flaky_once"}
     assert outcome.step_keys(ET.STEP_FAILURE) == {"explode"}
     assert "after_explode" not in outcome.step_keys(ET.STEP_START)
@@ -268,7 +263,7 @@ def test_op_selection_runs_only_selected_ops(instance: dg.DagsterInstance, tmp_p
         op_selection=["*sel_b"],
     )
     assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
     assert outcome.outputs == {"sel_b": 11}
     assert outcome.step_keys(ET.STEP_START) == {"sel_a", "sel_b"}
     assert outcome.step_keys(ET.STEP_SUCCESS) == {"sel_a", "sel_b"}
@@ -294,7 +289,7 @@ def test_op_selection_with_unselected_upstream_input_from_config(
         op_selection=["sel_c", "sel_d"],
     )
     assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
     assert outcome.outputs == {"sel_c": 700, "sel_d": "d"}
     assert outcome.step_keys(ET.STEP_START) == {"sel_c", "sel_d"}
     assert sorted(Journal(path=str(journal)).lines()) == ["sel_c", "sel_d"]
@@ -392,7 +387,7 @@ def test_reexecution_from_failure_runs_only_failed_and_downstream(
     )
     assert second.success, second.of_type(ET.STEP_FAILURE)
     assert second.status == dg.DagsterRunStatus.SUCCESS
-    assert _ran_on_dagloop(second)
+    assert second.ran_on_dagloop
     assert second.outputs == {"rx_downstream": 22}  # (10 + 1) * 2, rx_root's 10 loaded
     assert second.step_keys(ET.STEP_START) == {"rx_flaky", "rx_downstream"}
     assert second.step_keys(ET.STEP_SUCCESS) == {"rx_flaky", "rx_downstream"}
@@ -470,7 +465,7 @@ def test_reexecution_from_failure_of_one_mapped_step(
         dynamic_reexecution_job, instance, outputs=("rx_sum",), reexecution_options=options
     )
     assert second.success, second.of_type(ET.STEP_FAILURE)
-    assert _ran_on_dagloop(second)
+    assert second.ran_on_dagloop
     assert second.outputs == {"rx_sum": 0 + 1 + 4 + 9}
     # Only the failed mapped copy and the collector ran again.
     assert second.step_keys(ET.STEP_START) == {"rx_item[k2]", "rx_sum"}

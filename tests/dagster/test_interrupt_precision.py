@@ -1,7 +1,7 @@
 """Interrupts land only in the op's own code: exactly one terminal event per step, a
 step's time budget fails that step alone, steps that never started stay silent.
 
-Every test runs real Dagster runs on real instances; `interrupt_stress.py` audits the
+Every test runs real Dagster runs on real instances; `interrupt_audit.py` audits the
 stored event logs.
 """
 
@@ -22,7 +22,7 @@ import pytest
 from dagloop.dagster.terminal_events import TerminalLedger
 from tests.conftest import instance_in_home
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
-from tests.dagster.interrupt_stress import (
+from tests.dagster.interrupt_audit import (
     GRACE_SECONDS,
     audit_run,
     cancel_when,

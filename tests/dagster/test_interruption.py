@@ -15,6 +15,7 @@ import greenlet
 import pytest
 
 from tests.dagster.conftest import assert_every_started_step_ended, dagloop_threads
+from tests.dagster.interrupt_audit import abandonment_warnings, interrupt_summary
 from tests.dagster.jobs import long_running
 
 E = dg.DagsterEventType
@@ -60,6 +61,16 @@ def _assert_nothing_left_running() -> None:
     assert alive == [], "step greenlets outlived the run"
 
 
+def _assert_sync_step_interrupted_not_abandoned(instance: dg.DagsterInstance, run_id: str) -> None:
+    """The executor's interrupt summary: the one sync op was interrupted in its own code
+    (sampled or trapped), not given up on after the grace; no abandonment warning."""
+    entries = list(instance.all_logs(run_id))
+    summary = interrupt_summary(entries)
+    assert summary["sampled"] + summary["trapped"] == 1, summary
+    assert summary["abandoned"] == 0, summary
+    assert abandonment_warnings(entries) == []
+
+
 def _execute(instance: dg.DagsterInstance) -> tuple[dg.JobExecutionResult, float]:
     result = dg.execute_job(dg.reconstructable(long_running.long_job), instance=instance)
     return result, time.monotonic()
@@ -73,7 +84,7 @@ def test_sigint_cancels_in_flight_async_steps(instance: dg.DagsterInstance) -> N
     # The async steps slept 60 s and were cancelled; the 10 s sync op was interrupted in
     # its worker thread between two of its 0.1 s sleeps, not abandoned after the grace.
     assert returned - stamps["fired"] < 30  # about 0.5 s on a quiet machine
-    assert not any("abandoned" in (e.message or "") for e in result.all_events)
+    _assert_sync_step_interrupted_not_abandoned(instance, result.run_id)
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
     failures = {e.step_key: e for e in result.all_events if e.event_type == E.STEP_FAILURE}
@@ -97,7 +108,7 @@ def test_run_marked_canceling_is_canceled(sqlite_instance: dg.DagsterInstance) -
     result, returned = _execute(sqlite_instance)
 
     assert returned - stamps["fired"] < 30  # about 1 s on a quiet machine
-    assert not any("abandoned" in (e.message or "") for e in result.all_events)
+    _assert_sync_step_interrupted_not_abandoned(sqlite_instance, result.run_id)
     run = sqlite_instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
     assert_every_started_step_ended(sqlite_instance, result.run_id)

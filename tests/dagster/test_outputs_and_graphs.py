@@ -17,7 +17,6 @@ from dagloop.dagster import async_executor
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
 
 ET = dg.DagsterEventType
-ENGINE_MARK = "Executing steps on one asyncio event loop"
 
 
 #: Where the executor hosts async steps' Dagster bookkeeping; both must behave the same.
@@ -26,10 +25,6 @@ STEP_HOSTS = pytest.mark.parametrize("step_host", ["greenlet", "thread"])
 
 def _host_config(step_host: str) -> dict:
     return {"execution": {"config": {"step_host": step_host}}}
-
-
-def _ran_on_dagloop(outcome) -> bool:
-    return any(ENGINE_MARK in (e.message or "") for e in outcome.of_type(ET.ENGINE_EVENT))
 
 
 def _messages(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str | None, str]]:
@@ -93,7 +88,7 @@ def test_async_generators_yield_outputs_dynamic_outputs_and_materializations(
 
     assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
     assert outcome.status == dg.DagsterRunStatus.SUCCESS
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
     # 41..44 doubled, collected in mapping-key order then sorted by `join`.
     assert outcome.outputs["join"] == "r:[82, 84, 86, 88]"
 
@@ -322,7 +317,7 @@ def test_optional_outputs_skip_downstream(instance: dg.DagsterInstance, step_hos
 
     assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
     assert outcome.outputs == {"after_taken": 71, "independent": "ran"}
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
     assert outcome.step_keys(ET.STEP_SUCCESS) == {
         "branch",
         "on_taken",
@@ -457,7 +452,7 @@ def test_task_groups_and_timeouts_inside_async_generator_op(
         outputs=("sum_all",),
     )
     assert outcome.success, outcome.of_type(ET.STEP_FAILURE)
-    assert _ran_on_dagloop(outcome)
+    assert outcome.ran_on_dagloop
     assert outcome.outputs["sum_all"] == 3 * (0 + 1 + 2 + 3 + 4)
     messages = {m for k, m in _messages(ephemeral_instance, outcome.run_id)}
     assert {f"child {i} done" for i in range(5)} <= messages

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from tests.conftest import instance_in_home
-from tests.dagster.interrupt_stress import cancel_when, launch_cli, sigkill_when
+from tests.dagster.interrupt_audit import cancel_when, launch_cli, sigkill_when
 from tests.dagster.jobs import reexecution as jobs
 
 E = dg.DagsterEventType

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from tests.dagster.conftest import RunOutcome, run_job
-from tests.dagster.interrupt_stress import audit_run, cancel_when, launch_cli, sigkill_when
+from tests.dagster.interrupt_audit import audit_run, cancel_when, launch_cli, sigkill_when
 from tests.dagster.jobs import streaming as jobs
 
 E = dg.DagsterEventType

@@ -1,30 +1,36 @@
-"""Issue 13: termination that leaves nothing behind, and an event log that never says
-more or less than happened. Every test runs real Dagster runs."""
+"""Termination leaves nothing behind: interrupted steps end exactly once, the process
+exits, nothing is stored after the run's end, and a SIGKILLed run is re-executed from
+what it stored. Every test runs real Dagster runs."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
-from dagloop.dagster import async_executor
 from dagloop.dagster.orchestrator import Orchestrator
-from tests.conftest import instance_in_home
-from tests.dagster.conftest import assert_every_started_step_ended, run_job
+from tests.dagster.conftest import (
+    BOTH_HOMES,
+    assert_every_started_step_ended,
+    home_dir,
+    of_type,
+    records,
+    run_job,
+    wait_for_starts,
+    wait_until,
+)
+from tests.dagster.interrupt_audit import abandonment_warnings, interrupt_summary
 from tests.dagster.jobs import termination as jobs
-from tests.postgres_server import PgServer
 
 E = dg.DagsterEventType
 REPO = Path(__file__).resolve().parents[2]
@@ -42,34 +48,28 @@ def reset_job_state() -> Iterator[None]:
     jobs.RELEASE.set()  # never leave a blocked thread behind for the next test
 
 
-def _records(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogEntry]:
-    return list(instance.all_logs(run_id))
-
-
-def _of_type(records: list[dg.EventLogEntry], event_type: E) -> list[dg.EventLogEntry]:
-    return [r for r in records if r.dagster_event and r.dagster_event.event_type == event_type]
-
-
-def _entries_after_run_end(records: list[dg.EventLogEntry]) -> list[dg.EventLogEntry]:
-    ends = [i for i, r in enumerate(records) if r.dagster_event_type in RUN_END]
+def _entries_after_run_end(entries: list[dg.EventLogEntry]) -> list[dg.EventLogEntry]:
+    ends = [i for i, r in enumerate(entries) if r.dagster_event_type in RUN_END]
     assert len(ends) == 1, "the run must end exactly once"
-    return [r for r in records[ends[0] + 1 :] if r.step_key is not None]
+    return [r for r in entries[ends[0] + 1 :] if r.step_key is not None]
 
 
-def _terminal_events_per_step(records: list[dg.EventLogEntry]) -> dict[str, int]:
+def _terminal_events_per_step(entries: list[dg.EventLogEntry]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for record in records:
+    for record in entries:
         if record.dagster_event_type in TERMINAL and record.step_key:
             counts[record.step_key] = counts.get(record.step_key, 0) + 1
     return counts
 
 
-def _when(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting for the run")
-        time.sleep(0.05)
+def _assert_interrupted_not_abandoned(entries: list[dg.EventLogEntry], sync_steps: int) -> None:
+    """The executor's interrupt summary: each of the `sync_steps` running sync code was
+    interrupted in its own code (sampled or trapped), none given up on after the grace;
+    and no step has an abandonment warning."""
+    summary = interrupt_summary(entries)
+    assert summary["abandoned"] == 0, summary
+    assert summary["sampled"] + summary["trapped"] == sync_steps, summary
+    assert abandonment_warnings(entries) == []
 
 
 def _cancel_when_started(instance: dg.DagsterInstance, delay: float) -> dict[str, float]:
@@ -106,17 +106,17 @@ def test_a_sync_step_is_interrupted_on_termination(storage_instance: dg.DagsterI
     assert run is not None and run.status == dg.DagsterRunStatus.CANCELED
     # The op would tick for 15 s; about 1.5 s after the request on a quiet machine.
     assert returned - stamps["requested"] < 12
-    records = _records(sqlite_instance, result.run_id)
-    (failure,) = _of_type(records, E.STEP_FAILURE)
+    entries = records(sqlite_instance, result.run_id)
+    (failure,) = of_type(entries, E.STEP_FAILURE)
     assert failure.dagster_event.step_failure_data.error.cls_name == (
         "DagsterExecutionInterruptedError"
     )
     # Interrupted at its next bytecode, when its current 1 s sleep returned: not abandoned
     # after the 5 s grace, and it stopped ticking.
-    assert not any("abandoned" in (r.message or "") for r in records)
-    assert _of_type(records, E.STEP_OUTPUT) == []
-    assert _entries_after_run_end(records) == []
-    ticks = [r for r in records if r.user_message.startswith("tick ")]
+    _assert_interrupted_not_abandoned(entries, sync_steps=1)
+    assert of_type(entries, E.STEP_OUTPUT) == []
+    assert _entries_after_run_end(entries) == []
+    ticks = [r for r in entries if r.user_message.startswith("tick ")]
     assert 2 <= len(ticks) < 12
     assert_every_started_step_ended(sqlite_instance, result.run_id)
 
@@ -135,20 +135,21 @@ def test_a_step_stuck_in_c_is_abandoned_after_the_grace_period(
     # not after the 600 s the step would block.
     assert GRACE <= returned - stamps["requested"] < 30
 
-    records = _records(sqlite_instance, result.run_id)
-    assert _terminal_events_per_step(records) == {"blocked_in_c": 1, "waits_async": 1}
-    abandoned = [r for r in records if "abandoned" in (r.message or "")]
-    assert len(abandoned) == 1 and "Op 'blocked_in_c'" in abandoned[0].message
-    assert abandoned[0].level == logging.WARNING
+    entries = records(sqlite_instance, result.run_id)
+    assert _terminal_events_per_step(entries) == {"blocked_in_c": 1, "waits_async": 1}
+    (abandoned,) = abandonment_warnings(entries)
+    assert abandoned.step_key == "blocked_in_c" and "Op 'blocked_in_c'" in abandoned.message
+    assert abandoned.level == logging.WARNING
+    assert interrupt_summary(entries)["abandoned"] == 1
 
     # The thread wakes up later, logs and returns an output: none of it lands in the run.
-    count_before = len(records)
+    count_before = len(entries)
     jobs.RELEASE.set()
-    _when(lambda: jobs.AFTER_RELEASE == ["blocked_in_c"])
+    wait_until(lambda: jobs.AFTER_RELEASE == ["blocked_in_c"])
     time.sleep(0.5)
-    records = _records(sqlite_instance, result.run_id)
-    assert len(records) == count_before
-    assert not any("still here" in r.user_message for r in records)
+    entries = records(sqlite_instance, result.run_id)
+    assert len(entries) == count_before
+    assert not any("still here" in r.user_message for r in entries)
 
 
 def test_sync_steps_over_their_budget_are_interrupted_or_abandoned(
@@ -164,17 +165,21 @@ def test_sync_steps_over_their_budget_are_interrupted_or_abandoned(
     for op_name, error in failures.items():
         text = str(error.cause.message if error.cause else error.message)
         assert f"Op '{op_name}'" in text and "0.5 s" in text, text
-    records = _records(sqlite_instance, outcome.run_id)
-    assert _terminal_events_per_step(records) == {
+    entries = records(sqlite_instance, outcome.run_id)
+    assert _terminal_events_per_step(entries) == {
         "sync_over_budget": 1,
         "sync_stuck_over_budget": 1,
         "sync_in_budget": 1,
     }
-    count_before = len(records)
+    # The looping one was interrupted in its own code; the one blocked in C was abandoned.
+    summary = interrupt_summary(entries)
+    assert summary["sampled"] + summary["trapped"] == 1 and summary["abandoned"] == 1, summary
+    assert [r.step_key for r in abandonment_warnings(entries)] == ["sync_stuck_over_budget"]
+    count_before = len(entries)
     jobs.RELEASE.set()
-    _when(lambda: jobs.AFTER_RELEASE == ["sync_stuck_over_budget"])
+    wait_until(lambda: jobs.AFTER_RELEASE == ["sync_stuck_over_budget"])
     time.sleep(0.5)
-    assert len(_records(sqlite_instance, outcome.run_id)) == count_before
+    assert len(records(sqlite_instance, outcome.run_id)) == count_before
 
 
 def test_threads_spinning_in_log_calls_are_interrupted_without_a_deadlock(
@@ -189,18 +194,18 @@ def test_threads_spinning_in_log_calls_are_interrupted_without_a_deadlock(
     # their own). Timing is not the check (6.2 s was seen on a loaded 2-core machine);
     # that each step was interrupted rather than abandoned after the grace is, below.
     assert returned - stamps["requested"] < 60
-    records = _records(ephemeral_instance, result.run_id)
+    entries = records(ephemeral_instance, result.run_id)
     spinners = {f"logs_in_a_tight_loop[{i}]" for i in range(6)}
-    counts = _terminal_events_per_step(records)
+    counts = _terminal_events_per_step(entries)
     assert {key: counts.get(key) for key in spinners} == dict.fromkeys(spinners, 1)
-    failures = _of_type(records, E.STEP_FAILURE)
+    failures = of_type(entries, E.STEP_FAILURE)
     assert {f.step_key for f in failures} == spinners
     assert {f.dagster_event.step_failure_data.error.cls_name for f in failures} == {
         "DagsterExecutionInterruptedError"
     }
     # Interrupted at a safe point, not abandoned, and no logging lock was left held:
     # logging from another thread still goes through at once.
-    assert not any("abandoned" in (r.message or "") for r in records)
+    _assert_interrupted_not_abandoned(entries, sync_steps=len(spinners))
     logged = threading.Event()
 
     def log_once() -> None:
@@ -220,7 +225,7 @@ def test_sigint_with_a_retry_policy_retries_the_step_like_in_process(
     path = tmp_path / "target.tmp"
 
     def send_interrupt() -> None:
-        _when(lambda: path.exists() and path.read_text() != "")
+        wait_until(lambda: path.exists() and path.read_text() != "")
         os.kill(int(path.read_text()), signal.SIGINT)
 
     threading.Thread(target=send_interrupt, daemon=True).start()
@@ -236,6 +241,7 @@ def test_sigint_with_a_retry_policy_retries_the_step_like_in_process(
 
 _TEARDOWN_SCRIPT = """
 import sys, dagster as dg
+from tests.dagster.interrupt_audit import abandonment_warnings, interrupt_summary
 from tests.dagster.jobs import termination as jobs
 with dg.DagsterInstance.ephemeral() as instance:
     result = dg.execute_job(
@@ -249,7 +255,10 @@ with dg.DagsterInstance.ephemeral() as instance:
     types = {e.event_type_value for e in result.all_events}
     assert "STEP_FAILURE" in types and "PIPELINE_FAILURE" in types, types
     # Interrupted between two 0.1 s sleeps, not abandoned after the grace.
-    assert not any("abandoned" in (e.message or "") for e in result.all_events)
+    entries = list(instance.all_logs(result.run_id))
+    summary = interrupt_summary(entries)
+    assert summary["sampled"] + summary["trapped"] == 1, summary
+    assert summary["abandoned"] == 0 and abandonment_warnings(entries) == [], summary
 print("run ended")
 """
 
@@ -265,7 +274,7 @@ def test_sigint_tears_resources_down_and_the_process_exits(tmp_path: Path) -> No
         text=True,
     )
     try:
-        _when(lambda: started.exists() and started.read_text() != "")
+        wait_until(lambda: started.exists() and started.read_text() != "")
         fired = time.monotonic()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
@@ -301,42 +310,13 @@ def _cli(job: str, home: Path, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.fixture(params=["sqlite"])
-def home(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    """A persistent instance whose DAGSTER_HOME a `dagster` subprocess can use: SQLite,
-    or PostgreSQL with `@pytest.mark.parametrize("home", [...], indirect=True)`."""
-    if request.param == "postgres":
-        yield request.getfixturevalue("postgres_instance")
-        return
-    with instance_in_home(tmp_path / "home", "") as instance:
-        yield instance
-
-
-BOTH_HOMES = pytest.mark.parametrize("home", ["sqlite", "postgres"], indirect=True)
-
-
-def _home_dir(instance: dg.DagsterInstance) -> Path:
-    return Path(os.environ["DAGSTER_HOME"])
-
-
-def _wait_for_starts(instance: dg.DagsterInstance, count: int) -> str:
-    def started() -> bool:
-        runs = instance.get_runs(limit=1)
-        return bool(runs) and len(_of_type(_records(instance, runs[0].run_id), E.STEP_START)) >= (
-            count
-        )
-
-    _when(started, timeout=120)
-    return instance.get_runs(limit=1)[0].run_id
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_the_cli_exits_within_grace_with_a_step_stuck_in_c(
     home: dg.DagsterInstance, sig: signal.Signals
 ) -> None:
-    process = _cli("stuck_job", _home_dir(home))
+    process = _cli("stuck_job", home_dir(home))
     try:
-        run_id = _wait_for_starts(home, 2)
+        run_id = wait_for_starts(home, 2)
         time.sleep(0.3)
         fired = time.monotonic()
         process.send_signal(sig)
@@ -350,21 +330,23 @@ def test_the_cli_exits_within_grace_with_a_step_stuck_in_c(
     # it was abandoned after the 1 s grace. About 2 s on a quiet machine, 2.6 s was seen
     # on a loaded one; the bound only has to tell an exit from a hang.
     assert GRACE <= elapsed < 30
-    records = _records(home, run_id)
-    assert _terminal_events_per_step(records) == {"blocked_in_c": 1, "waits_async": 1}
-    assert _entries_after_run_end(records) == []
+    entries = records(home, run_id)
+    assert _terminal_events_per_step(entries) == {"blocked_in_c": 1, "waits_async": 1}
+    assert _entries_after_run_end(entries) == []
     # In order: the async step stops at its await at once; the one stuck in C is failed
     # only once its grace is over, with a warning naming it as abandoned.
-    failed_at = {r.step_key: r.timestamp for r in _of_type(records, E.STEP_FAILURE)}
+    failed_at = {r.step_key: r.timestamp for r in of_type(entries, E.STEP_FAILURE)}
     assert failed_at["blocked_in_c"] - failed_at["waits_async"] >= GRACE * 0.9
-    assert any("abandoned" in (r.message or "") and r.step_key == "blocked_in_c" for r in records)
+    (abandoned,) = abandonment_warnings(entries)
+    assert abandoned.step_key == "blocked_in_c"
+    assert failed_at["blocked_in_c"] >= abandoned.timestamp
 
 
 @BOTH_HOMES
 def test_sigterm_with_300_async_and_20_sync_steps_in_flight(home: dg.DagsterInstance) -> None:
-    process = _cli("mixed_job", _home_dir(home))
+    process = _cli("mixed_job", home_dir(home))
     try:
-        run_id = _wait_for_starts(home, jobs.MIXED_ASYNC + jobs.MIXED_SYNC + 2)
+        run_id = wait_for_starts(home, jobs.MIXED_ASYNC + jobs.MIXED_SYNC + 2)
         fired = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -375,15 +357,15 @@ def test_sigterm_with_300_async_and_20_sync_steps_in_flight(home: dg.DagsterInst
             process.wait()
     # The steps would run 60 s; a few seconds on a quiet machine.
     assert elapsed < 45
-    records = _records(home, run_id)
+    entries = records(home, run_id)
     run = home.get_run_by_id(run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
-    counts = _terminal_events_per_step(records)
+    counts = _terminal_events_per_step(entries)
     assert len(counts) == jobs.MIXED_ASYNC + jobs.MIXED_SYNC + 2
     assert set(counts.values()) == {1}
     # The 20 sync steps loop in 0.1 s sleeps: each was interrupted, none abandoned.
-    assert not any("abandoned" in (r.message or "") for r in records)
-    assert _entries_after_run_end(records) == []
+    _assert_interrupted_not_abandoned(entries, sync_steps=jobs.MIXED_SYNC)
+    assert _entries_after_run_end(entries) == []
 
 
 # -- SIGKILL: re-execution from failure redoes only what was not stored --------------------
@@ -393,9 +375,9 @@ def test_sigterm_with_300_async_and_20_sync_steps_in_flight(home: dg.DagsterInst
 def test_after_sigkill_reexecution_reruns_only_steps_without_a_stored_success(
     home: dg.DagsterInstance,
 ) -> None:
-    process = _cli("kill_job", _home_dir(home))
+    process = _cli("kill_job", home_dir(home))
     try:
-        run_id = _wait_for_starts(home, jobs.KILL_WIDTH // 2)
+        run_id = wait_for_starts(home, jobs.KILL_WIDTH // 2)
         time.sleep(0.8)  # completions are now arriving every 25 ms
         process.kill()
         process.wait()
@@ -405,7 +387,7 @@ def test_after_sigkill_reexecution_reruns_only_steps_without_a_stored_success(
     run = home.get_run_by_id(run_id)
     assert run is not None
     home.report_run_failed(run)  # what run monitoring does for a dead run worker
-    succeeded = {r.step_key for r in _of_type(_records(home, run_id), E.STEP_SUCCESS)}
+    succeeded = {r.step_key for r in of_type(records(home, run_id), E.STEP_SUCCESS)}
     assert "numbers" in succeeded
     mapped = {f"staggered[{i}]" for i in range(jobs.KILL_WIDTH)}
     assert 0 < len(succeeded & mapped) < jobs.KILL_WIDTH
@@ -422,129 +404,7 @@ def test_after_sigkill_reexecution_reruns_only_steps_without_a_stored_success(
     assert rerun == mapped - succeeded
 
 
-# -- the event log never lies ---------------------------------------------------------
-
-
-def _break_run_shard(home: Path, run_id: str, seconds: float) -> None:
-    """Make the run's SQLite shard unopenable for `seconds`: the file is moved aside and
-    a directory stands in its place (root ignores file modes, so no chmod)."""
-    shard = home / "history" / "runs" / f"{run_id}.db"
-    aside = shard.with_suffix(".aside")
-    shutil.move(shard, aside)
-    shard.mkdir()
-    time.sleep(seconds)
-    shard.rmdir()
-    shutil.move(aside, shard)
-
-
-def _break_storage_mid_run(instance: dg.DagsterInstance, seconds: float) -> threading.Thread:
-    def run() -> None:
-        run_id = _wait_for_starts(instance, 40)
-        _break_run_shard(_home_dir(instance), run_id, seconds)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-def test_a_short_storage_outage_is_retried_and_nothing_is_lost(home: dg.DagsterInstance) -> None:
-    breaker = _break_storage_mid_run(home, 1.0)
-    outcome = run_job(jobs.storage_fault_job, home)
-    breaker.join()
-    assert outcome.success
-    records = _records(home, outcome.run_id)
-    assert len(_of_type(records, E.STEP_SUCCESS)) == 152
-    assert_every_started_step_ended(home, outcome.run_id)
-
-
-def test_a_long_storage_outage_fails_the_run_loudly(home: dg.DagsterInstance) -> None:
-    breaker = _break_storage_mid_run(home, 6.0)
-    outcome = run_job(jobs.storage_fault_job, home)
-    breaker.join()
-    assert not outcome.success
-    assert outcome.status == dg.DagsterRunStatus.FAILURE
-    (failure,) = outcome.of_type(E.RUN_FAILURE)
-    assert "could not store" in str(failure.event_specific_data.error)
-
-
-def test_postgres_stopped_mid_run_never_reports_success_with_entries_missing(
-    postgres_instance: dg.DagsterInstance, postgres_server: PgServer
-) -> None:
-    """The server goes away for 8 s mid-run (`pg_ctl stop -m fast` cuts every
-    connection). Either the writes wait it out (dagster-postgres reconnects for ~6 s per
-    attempt, then dagloop retries) and every entry is stored, or the run fails with the
-    storage error; never SUCCESS with entries missing."""
-
-    def outage() -> None:
-        _wait_for_starts(postgres_instance, 40)
-        postgres_server.stop()
-        time.sleep(8.0)
-        postgres_server.start()
-
-    breaker = threading.Thread(target=outage, daemon=True)
-    breaker.start()
-    outcome = run_job(jobs.storage_fault_job, postgres_instance)
-    breaker.join()
-    run = postgres_instance.get_run_by_id(outcome.run_id)
-    assert run is not None
-    records = _records(postgres_instance, outcome.run_id)
-    if outcome.success:
-        assert run.status == dg.DagsterRunStatus.SUCCESS
-        assert len(_of_type(records, E.STEP_SUCCESS)) == 152
-        assert_every_started_step_ended(postgres_instance, outcome.run_id)
-    else:
-        assert run.status == dg.DagsterRunStatus.FAILURE
-        (failure,) = outcome.of_type(E.RUN_FAILURE)
-        assert "could not store" in str(failure.event_specific_data.error)
-
-
-def test_in_process_listeners_see_every_entry(sqlite_instance: dg.DagsterInstance) -> None:
-    seen: list[dg.EventLogEntry] = []
-    registered = threading.Event()
-    original = sqlite_instance.handle_new_event
-
-    def register_on_first_entry(entry: dg.EventLogEntry, **kwargs: Any) -> None:
-        if not registered.is_set():
-            registered.set()
-            sqlite_instance.add_event_listener(entry.run_id, seen.append)
-        original(entry, **kwargs)
-
-    sqlite_instance.handle_new_event = register_on_first_entry  # type: ignore[method-assign]
-    try:
-        outcome = run_job(jobs.storage_fault_job, sqlite_instance)
-    finally:
-        del sqlite_instance.handle_new_event
-    assert outcome.success
-    stored = [r for r in _records(sqlite_instance, outcome.run_id)]
-    # Every entry, batched or not, reached the listener once it was stored, in order.
-    assert [(r.timestamp, r.message) for r in seen] == [(r.timestamp, r.message) for r in stored]
-    assert len(_of_type(seen, E.STEP_SUCCESS)) == 152
-
-
-def test_direct_writes_store_the_same_entries(sqlite_instance: dg.DagsterInstance) -> None:
-    outcome = run_job(jobs.direct_job, sqlite_instance)
-    assert outcome.success
-    records = _records(sqlite_instance, outcome.run_id)
-    assert len(_of_type(records, E.STEP_SUCCESS)) == 32
-    (summary,) = [r.message for r in records if "event-log entries of this run" in r.message]
-    written, writes = re.findall(r"\d+", summary)
-    assert written == writes  # one write per entry, as Dagster does
-
-
 # -- the orchestrator never leaves a step open ------------------------------------------
-
-
-def test_a_bad_op_tag_fails_the_run_before_any_step_starts(
-    instance: dg.DagsterInstance,
-) -> None:
-    outcome = run_job(jobs.bad_tag_job, instance)
-    assert not outcome.success
-    assert outcome.of_type(E.STEP_START) == []
-    (failure,) = outcome.of_type(E.RUN_FAILURE)
-    text = str(failure.event_specific_data.error)
-    assert "Op 'badly_tagged'" in text and "dagloop/step_timeout_seconds" in text
-    assert "'abc'" in text
-    assert failure.event_specific_data.error.cls_name == "ExecutorConfigError"
 
 
 def test_a_bug_in_the_orchestrator_ends_every_step_in_flight(
@@ -572,9 +432,9 @@ def test_a_bug_in_the_orchestrator_ends_every_step_in_flight(
     assert not outcome.success
     (failure,) = outcome.of_type(E.RUN_FAILURE)
     assert "a bug in the orchestrator" in str(failure.event_specific_data.error)
-    records = _records(instance, outcome.run_id)
-    counts = _terminal_events_per_step(records)
-    started = {r.step_key for r in _of_type(records, E.STEP_START)}
+    entries = records(instance, outcome.run_id)
+    counts = _terminal_events_per_step(entries)
+    started = {r.step_key for r in of_type(entries, E.STEP_START)}
     # Of the 29 handed out, those whose code began end once; the others never started
     # (withdrawn while the orchestrator wound down) and report nothing.
     assert started and len(started) <= 29
@@ -626,36 +486,3 @@ def test_closing_the_event_iterator_cancels_and_awaits_every_step(
         logging.getLogger("asyncio").removeHandler(handler)
     assert_every_started_step_ended(sqlite_instance, run.run_id)
     assert not [e for e in errors if "destroyed" in e]
-
-
-# -- smaller things -------------------------------------------------------------------
-
-
-def test_the_blocked_loop_warning_is_logged_at_warning(
-    ephemeral_instance: dg.DagsterInstance,
-) -> None:
-    outcome = run_job(jobs.blocking_job, ephemeral_instance)
-    assert outcome.success
-    (warning,) = [
-        r
-        for r in _records(ephemeral_instance, outcome.run_id)
-        if "blocked the event loop" in (r.message or "")
-    ]
-    assert warning.level == logging.WARNING
-    assert "Op 'blocks_loop'" in warning.message
-
-
-def test_sync_threads_is_resolved_where_the_run_executes() -> None:
-    field = async_executor.config_schema.config_type.fields["sync_threads"]
-    assert field.default_value is None
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [("termination_grace_seconds", float("inf")), ("step_timeout_seconds", float("inf"))],
-)
-def test_non_finite_seconds_are_rejected(key: str, value: float) -> None:
-    from dagloop.dagster.config import AsyncExecutorConfig, ExecutorConfigError
-
-    with pytest.raises(ExecutorConfigError, match=key):
-        AsyncExecutorConfig.from_config({"retries": {"enabled": {}}, key: value})

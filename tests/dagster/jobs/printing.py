@@ -1,4 +1,4 @@
-"""Steps that print their own marker lines, interleaved with awaits and sleeps (issue 12).
+"""Steps that print their own marker lines, interleaved with awaits and sleeps.
 
 Used by tests/dagster/test_compute_logs.py and by the browser test, which serves this file
 with dagster-webserver.

@@ -1,4 +1,4 @@
-"""Jobs for the termination and event-log integrity tests (issue 13).
+"""Jobs for the termination, storage-failure, config-validation and blocked-loop tests.
 
 Module-level so that `dg.reconstructable` and `dagster job execute -m` can load them.
 """
@@ -22,7 +22,7 @@ AFTER_RELEASE: list[str] = []
 
 @dg.op
 def log_every_second(context: dg.OpExecutionContext) -> int:
-    """The issue's reproduction: a sync op that logs once a second for 15 s."""
+    """A sync op that logs once a second for 15 s: it must stop at termination."""
     STARTED.set()
     for i in range(15):
         context.log.info(f"tick {i}")

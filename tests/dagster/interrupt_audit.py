@@ -2,12 +2,15 @@
 
 Runs of `jobs/interrupts.py` at random moments are used by `test_interrupt_precision.py`
 (dozens of terminations in `make test`) and by `benchmarks/interrupt_stress.py` (hundreds,
-with counts in a table); the other helpers serve every test that terminates a run.
+with counts in a table); the other helpers serve every test that terminates a run, and
+`interrupt_summary` / `abandonment_warnings` find the executor's interrupt reports in an
+event log by their event type and metadata.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -16,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,50 @@ RUN_END = {E.RUN_SUCCESS, E.RUN_FAILURE, E.RUN_CANCELED}
 REPO = Path(__file__).resolve().parents[2]
 #: The stress job's `termination_grace_seconds`.
 GRACE_SECONDS = 3.0
+#: How the executor delivered interrupts to sync steps: the metadata keys of its summary
+#: engine event (`moved` counts interrupts moved while the step was being scheduled).
+INTERRUPT_OUTCOMES = ("sampled", "trapped", "abandoned", "unneeded", "moved")
+
+
+def _is_interrupt_summary(event: dg.DagsterEvent) -> bool:
+    return (
+        event.event_type == E.ENGINE_EVENT
+        and event.step_key is None
+        and set(INTERRUPT_OUTCOMES) <= set(event.engine_event_data.metadata)
+    )
+
+
+def _is_abandonment_warning(record: dg.EventLogEntry) -> bool:
+    event = record.dagster_event
+    return (
+        event is not None
+        and event.event_type == E.ENGINE_EVENT
+        and event.step_key is not None
+        and record.level == logging.WARNING
+        and "steps_interrupted" in event.engine_event_data.metadata
+    )
+
+
+def interrupt_summary(records: Iterable[dg.EventLogEntry]) -> Counter[str]:
+    """The counts of the executor's one summary engine event of a run that interrupted
+    sync steps (`INTERRUPT_OUTCOMES`): empty when the run interrupted none."""
+    summaries = [
+        r.dagster_event
+        for r in records
+        if r.dagster_event and _is_interrupt_summary(r.dagster_event)
+    ]
+    assert len(summaries) <= 1, "the executor reports interrupts once per run"
+    counts: Counter[str] = Counter()
+    for summary in summaries:
+        for name, value in summary.engine_event_data.metadata.items():
+            counts[name] += int(value.value)
+    return counts
+
+
+def abandonment_warnings(records: Iterable[dg.EventLogEntry]) -> list[dg.EventLogEntry]:
+    """The executor's warnings that it gave up on a step's thread after the grace period:
+    engine events of that step, at WARNING, naming it in `steps_interrupted`."""
+    return [r for r in records if _is_abandonment_warning(r)]
 
 
 @dataclass
@@ -72,7 +119,10 @@ def audit_run(instance: dg.DagsterInstance, run_id: str) -> RunAudit:
     attempt: dict[str, int] = {}
     ended: Counter[tuple[str, int]] = Counter()
     ends = 0
-    for record in instance.all_logs(run_id):
+    records = instance.all_logs(run_id)
+    audit.deliveries = interrupt_summary(records)
+    audit.abandoned = len(abandonment_warnings(records))
+    for record in records:
         event = record.dagster_event
         if event is None:
             continue
@@ -83,9 +133,6 @@ def audit_run(instance: dg.DagsterInstance, run_id: str) -> RunAudit:
             audit.after_end += 1
         key = event.step_key
         if key is None:
-            if (record.message or "").startswith("dagloop async executor: interrupted"):
-                for name, value in event.engine_event_data.metadata.items():
-                    audit.deliveries[name] += int(value.value)
             continue
         if event.event_type in OPENING:
             attempt[key] = attempt.get(key, 0) + 1
@@ -100,8 +147,6 @@ def audit_run(instance: dg.DagsterInstance, run_id: str) -> RunAudit:
                 error = event.step_failure_data.error
                 cause = error.cause if error and error.cause else error
                 audit.failures[cause.cls_name if cause else "?"] += 1
-        elif "reported failed and abandoned" in (record.message or ""):
-            audit.abandoned += 1
     if ends != 1:
         audit.after_end += 1  # a run must end exactly once
     audit.double_terminal = sorted(f"{k}#{n}" for (k, n), count in ended.items() if count > 1)

@@ -1,5 +1,5 @@
-"""The dagster suite (issue 4): dagloop against Dagster's executors and
-dagster-async-executor on the fan-out job, per instance, N and S."""
+"""The ``fanout`` suite: dagloop against Dagster's executors and dagster-async-executor
+on the fan-out job (`jobs/fanout.py`), per instance, N mapped steps and S seconds each."""
 
 from __future__ import annotations
 
@@ -11,32 +11,32 @@ from harness.dagster_runs import add_ratios, fit_c0, merge_repeats, run_dagster_
 from harness.executors import EXECUTORS
 from harness.targets import target
 
-#: --headline: the cases behind issue 4's targets (N = 300 is run 3 times, as in full mode)
+#: --headline: the cases behind the suite's targets (N = 300 is run 3 times, as in full mode)
 HEADLINE = {"n": [300, 1000], "sleep": [3.0], "executors": ["dagloop", "dagster_async_executor"]}
 
 
-def dagster_suite(ctx: Ctx) -> dict[str, Any]:
+def fanout_suite(ctx: Ctx) -> dict[str, Any]:
     if ctx.headline:  # no in-process runs: c0 (the lower bound) is kept from the earlier file
         instances = ctx.instances or INSTANCES
         ns, sleeps, executors = HEADLINE["n"], HEADLINE["sleep"], HEADLINE["executors"]
-        return run_dagster_suite(ctx, instances, ns, sleeps, executors, {}, 3)
+        return run_fanout_suite(ctx, instances, ns, sleeps, executors, {}, 3)
     if ctx.quick:
         instances = ["ephemeral"]
         ns = [20, 300]
         limits = {"in_process": 0}  # no S = 3 in quick mode: it is sequential (N x 3 s)
     else:
         instances = ctx.instances or INSTANCES
-        # Trimmed to fit `make bench` in an hour on 2 cores (issue 19): the ratios with
+        # Trimmed to fit `make bench` in an hour on 2 cores: the ratios with
         # repeats alternated are the scale and storage suites'; here one run per case.
         ns = [1, 20, 300, 1000]
         limits = {"in_process": 1, "multiprocess": 1}
     target_repeats = 1
     executors = ["dagloop", "dagster_async_executor", "in_process", "multiprocess"]
     sleeps = [3.0, 0.0]
-    return run_dagster_suite(ctx, instances, ns, sleeps, executors, limits, target_repeats)
+    return run_fanout_suite(ctx, instances, ns, sleeps, executors, limits, target_repeats)
 
 
-def run_dagster_suite(
+def run_fanout_suite(
     ctx: Ctx,
     instances: list[str],
     ns: list[int],
@@ -78,13 +78,13 @@ def run_dagster_suite(
                 f"(slope over {fit['points']} in-process S=0 runs)"
             )
     add_ratios(cases, ctx.c0)
-    targets = dagster_targets(cases, instances)
+    targets = fanout_targets(cases, instances)
     params: dict[str, Any] = {"instances": instances, "n": ns, "sleep": sleeps}
     params["executors"] = executors
     if ctx.headline:
         params["headline"] = True
     return {
-        "suite": "dagster",
+        "suite": "fanout",
         "params": params,
         "executors": {k: EXECUTORS[k].label for k in executors},
         "c0": {k: v for k, v in ctx.c0.items() if k in instances},
@@ -93,7 +93,7 @@ def run_dagster_suite(
     }
 
 
-def dagster_targets(cases: list[dict[str, Any]], instances: list[str]) -> list[dict[str, Any]]:
+def fanout_targets(cases: list[dict[str, Any]], instances: list[str]) -> list[dict[str, Any]]:
     out = []
     present_n = sorted({c["n"] for c in cases})
     for instance in instances:
@@ -118,7 +118,7 @@ def dagster_targets(cases: list[dict[str, Any]], instances: list[str]) -> list[d
             )
             out.append(
                 target(
-                    f"dagster.{instance}.N{n}.vs_dae",
+                    f"fanout.{instance}.N{n}.vs_dae",
                     f"Dagster N={n} S=3 {instance}: dagloop wall / dagster-async-executor wall",
                     c.get("ratio_dagster_async_executor") if c else None,
                     0.85,
@@ -129,7 +129,7 @@ def dagster_targets(cases: list[dict[str, Any]], instances: list[str]) -> list[d
             )
             out.append(
                 target(
-                    f"dagster.{instance}.N{n}.vs_lb",
+                    f"fanout.{instance}.N{n}.vs_lb",
                     f"Dagster N={n} S=3 {instance}: dagloop wall / max(S, N*c0)",
                     c.get("ratio_lower_bound") if c else None,
                     1.15,
@@ -142,7 +142,7 @@ def dagster_targets(cases: list[dict[str, Any]], instances: list[str]) -> list[d
 
 
 def merge_cases(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Fold a ``--headline`` run of the dagster suite into the earlier full result: its cases
+    """Fold a ``--headline`` run of the fanout suite into the earlier full result: its cases
     replace the cases of the same (executor, instance, N, S); every other case, c0 (so the
     lower bound) and the parameters are kept; ratios and verdicts are recomputed."""
     key = lambda c: (c["executor"], c["instance"], c["n"], c["sleep"])  # noqa: E731
@@ -157,7 +157,7 @@ def merge_cases(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     merged = {**new, "cases": cases, "c0": c0}
     merged["executors"] = {**old.get("executors", {}), **new["executors"]}
     merged["params"] = {**old["params"], "headline_redone": new["params"]}
-    merged["targets"] = dagster_targets(cases, instances)
+    merged["targets"] = fanout_targets(cases, instances)
     merged["merged_with"] = {
         "command": old["command"],
         "started": old["started"],
