@@ -24,7 +24,7 @@ arrive together go into one transaction where the storage allows it
   even after the run's end, so a step cut off by termination never writes into the
   run again.
 * A second terminal event of a step attempt is dropped before it is stored
-  (`terminal_events`, see terminal_events.py).
+  (`terminal_events`, the run's `AttemptTable`).
 * Entries sent by Dask workers (`STORE` messages) join the same queue, and any other
   worker message is handed back to the loop only once everything before it is written.
 
@@ -66,9 +66,9 @@ from dagloop.dagster._internals import (
     run_shard_batch_writer,
     writes_to_run_shard_only,
 )
+from dagloop.dagster.attempts import AttemptTable
 from dagloop.dagster.dask.messages import STORE
 from dagloop.dagster.entry_routes import route_entries, unroute_entries
-from dagloop.dagster.terminal_events import TerminalLedger
 from dagloop.runtime.thread_interrupt import checkpoint
 
 #: Most entries written in one transaction.
@@ -147,7 +147,8 @@ class RunEventLog:
         self._queued_behind = 0
         self._barrier_mark = 0
         #: Drops a second terminal event of a step attempt (any thread, before storing).
-        self.terminal_events = TerminalLedger()
+        #: The run's attempts: a second terminal event of one is not stored.
+        self.terminal_events: AttemptTable[Any] = AttemptTable()
         #: The first entries that could not be stored, as the run's failure.
         self.failure: EventLogWriteError | None = None
         #: Entries written, and write calls used for them (for the run's summary event).
