@@ -15,10 +15,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from types import TracebackType
 from typing import Protocol
-
-import dagster as dg
 
 from dagloop.dagster._internals import (
     ActiveExecution,
@@ -32,15 +29,14 @@ from dagloop.dagster._internals import (
     PlanExecutionContext,
     create_compute_log_file_key,
     serializable_error_info_from_exc_info,
-    step_failure_for_interrupt,
-    warning_engine_event,
 )
-from dagloop.dagster.attempts import AttemptState, AttemptTable, Settlement, Verdict
+from dagloop.dagster.attempts import AttemptState, AttemptTable
 from dagloop.dagster.config import AsyncExecutorConfig, step_budget
 from dagloop.dagster.dask.config import tagged_placement
-from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
-from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
+from dagloop.dagster.event_log import RunEventLog
+from dagloop.dagster.step_hosting import StepHosting
 from dagloop.dagster.step_logs import open_for_run
+from dagloop.dagster.step_reports import StepReports
 from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
 from dagloop.dagster.streaming import StreamedFanOut, StreamRounds, stream_tag
 from dagloop.dagster.termination import Termination
@@ -106,11 +102,25 @@ class Orchestrator:
         self._event_log = event_log
         #: Every attempt of the run: the one authority on what each may report.
         self._attempts: AttemptTable[StepRun] = AttemptTable()
-        self._attempts.set_drop_report(self._duplicate_stored)
         if event_log is not None:
             event_log.terminal_events = self._attempts
+        #: Paces the rounds that streamed outputs ask for.
+        self._stream_rounds = StreamRounds(self._loop, self._wakeup.set)
+        self._reports = StepReports(
+            job_context,
+            self._attempts,
+            self._stream_rounds,
+            lambda run, reason: self._termination.interrupt(run, reason),
+            config.blocked_loop_warning_seconds,
+        )
         self._termination = Termination(
-            job_context, config, self._attempts, self, self._wakeup.set, event_log
+            job_context,
+            config,
+            self._attempts,
+            self._reports.report_owed,
+            self.release,
+            self._wakeup.set,
+            event_log,
         )
         self._termination.on_signal = self._end_run_log_capture
         self._hosting = StepHosting(
@@ -129,8 +139,6 @@ class Orchestrator:
         self._run_capture = ExitStack()
         #: The known state shared by the steps started in the current scheduling round.
         self._round_known_state: KnownExecutionState | None = None
-        #: Paces the rounds that streamed outputs ask for.
-        self._stream_rounds = StreamRounds(self._loop, self._wakeup.set)
 
     @property
     def duplicate_terminal_events(self) -> int:
@@ -176,6 +184,7 @@ class Orchestrator:
                     active,
                     every_producer=not dependency_config.require_upstream_step_success,
                 )
+                self._reports.start(emit, active, self._streaming)
                 self._start_run_log_capture(stack)
                 await self._schedule(active)
                 self._termination.report_summary()
@@ -297,7 +306,7 @@ class Orchestrator:
             context=context,
             host=host,
             budget=budget if budget is not None else self._config.step_timeout_seconds,
-            report_hold=self._report_hold,
+            report_hold=self._reports.report_hold,
             attempts=self._attempts,
             remote=remote,
         )
@@ -318,28 +327,28 @@ class Orchestrator:
         if run.state is AttemptState.WITHDRAWN:
             self._unstart(run)
         else:
-            self._settle(run, run.cancel_reason or DagsterExecutionInterruptedError())
+            self._reports.settle(run, run.cancel_reason or DagsterExecutionInterruptedError())
         self.release(run)
 
     async def _execute(self, run: StepRun, remote_state: KnownExecutionState | None) -> None:
         def accept(event: DagsterEvent) -> None:
-            self._accept(run, event)
+            self._reports.accept(run, event)
 
         try:
             if remote_state is not None:
                 assert self._remote is not None
                 await self._remote.execute(
-                    run, remote_state, accept, lambda error: self._settle(run, error)
+                    run, remote_state, accept, lambda error: self._reports.settle(run, error)
                 )
             else:
                 await self._hosting.run_step(run, accept)
             # Before hooks, as in-process: a retried step may start its next attempt
             # while this attempt's hooks still run.
-            self._code_ended(run)
+            self._reports.code_ended(run)
             if remote_state is None and self._hosting.has_hooks(run):
                 await self._hosting.run_hooks(run, accept)
         except _INTERRUPTS as exc:
-            self._settle(run, exc)
+            self._reports.settle(run, exc)
             # Dagster re-raises interrupts after reporting the step failed. One we did
             # not cause (user code raising KeyboardInterrupt), or a signal's interrupt
             # that no RetryPolicy absorbed, stops the run, as in the in-process executor.
@@ -353,10 +362,10 @@ class Orchestrator:
                 self._unstart(run)
                 self.release(run)
                 return  # withdrawn before it began: nothing to report
-            self._settle(run, run.cancel_reason or DagsterExecutionInterruptedError())
+            self._reports.settle(run, run.cancel_reason or DagsterExecutionInterruptedError())
             raise  # the orchestrator itself is being torn down
         except BaseException as exc:
-            self._settle(run, exc)
+            self._reports.settle(run, exc)
             if self._fails_its_step_only(run, exc):
                 return
             self._termination.raised = self._termination.raised or exc
@@ -391,102 +400,6 @@ class Orchestrator:
         if run.deadline_timer is not None:
             run.deadline_timer.cancel()
         self._termination.count_interrupt(run)
-
-    def _code_ended(self, run: StepRun) -> None:
-        """Once per attempt: a step that ended without a terminal event is abandoned in
-        Dagster's bookkeeping (`verify_complete` marks its state unknown). Only an
-        attempt that reported none is checked: once it reported STEP_UP_FOR_RETRY, its
-        next attempt may already be in flight under the same key."""
-        if self._attempts.code_ended(run.attempt):
-            assert self._active is not None
-            self._active.verify_complete(self._job_context, run.key)
-
-    # -- a step's events on their way to Dagster -----------------------------------------
-
-    def _accept(self, run: StepRun, event: DagsterEvent) -> None:
-        verdict = self._attempts.accept(run.attempt, event.event_type_value)
-        if verdict is Verdict.LATE:
-            return
-        if verdict is Verdict.DUPLICATE:
-            self._warn_duplicate(run.key, event.event_type_value, "was not passed on")
-            return
-        if verdict is Verdict.OPENS:
-            self._start_budget(run)
-        self._emit(event)
-        if not event.is_hook_event:  # as in-process: hook events are reported, not tracked
-            assert self._active is not None
-            if self._streaming is not None:
-                self._streaming.before_event(event)
-            self._active.handle_event(event)
-            # A DynamicOutput was handled: its mapped steps are resolved at the next
-            # streaming round. When that is due, a producer on the loop lets the scheduler
-            # run now, not when its own code next awaits (an async generator may never).
-            streamed = self._streaming is not None and self._streaming.on_event(event)
-            if streamed and self._stream_rounds.output_ready():
-                run.yield_to_loop = not run.in_thread and not run.remote
-
-    def _settle(self, run: StepRun, error: BaseException) -> None:
-        """An attempt stopped without (perhaps) reporting its end: report what is owed."""
-        self.report_owed(run, self._attempts.settle(run.attempt), error)
-
-    def report_owed(self, run: StepRun, owed: Settlement, error: BaseException) -> None:
-        """Report a failure on an attempt's behalf, or mark its state unknown."""
-        if owed is Settlement.NOTHING:
-            return
-        assert self._active is not None
-        if owed is Settlement.REPORT_FAILURE:
-            try:
-                event = step_failure_for_interrupt(run.context, _exc_info(error))
-            except EventLogWriteError:
-                # The failure could not even be logged: the run fails with the storage
-                # error (reported by the event log); Dagster marks the step's state unknown.
-                pass
-            else:
-                self._emit(event)
-                self._active.handle_event(event)
-                return
-        # Its own terminal event is stored and on its way to `_accept`, which drops it
-        # now: Dagster's bookkeeping is told the step's state is unknown instead.
-        self._active.verify_complete(self._job_context, run.key)
-
-    def _start_budget(self, run: StepRun) -> None:
-        """A step's time budget counts from its STEP_START, once it has a thread: not
-        while it waits for one."""
-        if run.budget is not None and run.deadline_timer is None:
-            run.deadline_timer = self._loop.call_later(run.budget, self._expire, run)
-
-    def _expire(self, run: StepRun) -> None:
-        budget = run.budget
-        assert budget is not None
-        self._termination.interrupt(run, StepTimeoutError(run.op_name, run.key, budget))
-
-    def _duplicate_stored(self, step_key: str, event_type: str) -> None:
-        """Storage dropped a second terminal event (called in the thread that stored)."""
-        with contextlib.suppress(RuntimeError):  # a closed loop: the run is over
-            self._loop.call_soon_threadsafe(
-                self._warn_duplicate, step_key, event_type, "was not stored"
-            )
-
-    def _warn_duplicate(self, step_key: str, event_type: str, fate: str) -> None:
-        with contextlib.suppress(Exception):
-            warning_engine_event(
-                self._job_context,
-                f"dagloop async executor: a second terminal event ({event_type}) of step "
-                f"'{step_key}', whose attempt had already ended, {fate}. Each step attempt "
-                "reports exactly one of STEP_SUCCESS, STEP_FAILURE or STEP_UP_FOR_RETRY.",
-                EngineEventData(
-                    metadata={
-                        "step_key": dg.MetadataValue.text(step_key),
-                        "event_type": dg.MetadataValue.text(event_type),
-                    }
-                ),
-            )
-
-    def _report_hold(self, run: StepRun, held: float) -> None:
-        # Called on the loop thread only: greenlet switches and coroutine resumes.
-        warning = blocked_loop_warning(run, held, self._config.blocked_loop_warning_seconds)
-        if warning is not None:
-            self._emit(warning)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -538,18 +451,3 @@ class Orchestrator:
                     EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
                 )
             )
-
-
-def _exc_info(
-    error: BaseException,
-) -> tuple[type[BaseException], BaseException, TracebackType | None]:
-    """`error` as `sys.exc_info()` would give it once raised, keeping the traceback it
-    already carries (an abandoned step's: where its thread was stuck)."""
-    if error.__traceback__ is not None:
-        return type(error), error, error.__traceback__
-    try:
-        raise error
-    except BaseException:
-        kind, value, traceback = sys.exc_info()
-        assert kind is not None and value is not None
-        return kind, value, traceback

@@ -1,8 +1,7 @@
 """How a run stops: signals, the UI's Terminate, step budgets, and abandonment.
 
 `Termination` decides when the run stops and which attempts are interrupted with what;
-the run's `AttemptTable` decides what each interrupted attempt may still report; the
-orchestrator reports and releases them (`StepEnds`).
+the run's `AttemptTable` decides what each interrupted attempt may still report.
 
 * SIGINT/SIGTERM, as in Dagster's in-process executor: the interrupt is raised in the
   steps that run (a RetryPolicy may absorb it), unless the run was marked CANCELING.
@@ -21,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Protocol
 
 import dagster as dg
 
@@ -46,12 +44,8 @@ CANCEL_POLL_SECONDS = 0.5
 _OUTCOMES = ("sampled", "trapped", "abandoned", "unneeded")
 
 
-class StepEnds(Protocol):
-    """What the orchestrator does for an attempt that termination gives up on."""
-
-    def report_owed(self, run: StepRun, owed: Settlement, error: BaseException) -> None: ...
-
-    def release(self, run: StepRun) -> None: ...
+#: Reports what an attempt is owed (step_reports.py).
+ReportOwed = Callable[[StepRun, Settlement, BaseException], None]
 
 
 class Termination:
@@ -60,14 +54,16 @@ class Termination:
         job_context: PlanExecutionContext,
         config: AsyncExecutorConfig,
         attempts: AttemptTable[StepRun],
-        ends: StepEnds,
+        report_owed: ReportOwed,
+        release: Callable[[StepRun], None],
         wake: Callable[[], None],
         event_log: RunEventLog | None,
     ) -> None:
         self._job_context = job_context
         self._config = config
         self._attempts = attempts
-        self._ends = ends
+        self._report_owed = report_owed
+        self._release = release
         self._wake = wake
         self._event_log = event_log
         self._emit: Callable[[DagsterEvent], None] = lambda event: None
@@ -204,8 +200,8 @@ class Termination:
                 )
             )
         reason = run.cancel_reason or DagsterExecutionInterruptedError()
-        self._ends.report_owed(run, owed, abandoned_error(reason, run, grace, stuck_at))
-        self._ends.release(run)
+        self._report_owed(run, owed, abandoned_error(reason, run, grace, stuck_at))
+        self._release(run)
         if run.task is not None:
             run.task.cancel()
 
