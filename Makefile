@@ -12,7 +12,8 @@ DEMO_STAMP := $(VENV)/.installed-dagster
 # The two ends of the supported range, each in a venv of its own (see CONTRIBUTING.md):
 # `make test-floor`: the lowest declared versions (constraints/floor.txt) on Python 3.11;
 # `make test-newest`: the newest releases pip resolves inside the declared ranges on
-# Python 3.13. RANGE_TESTS picks what they run (default: the whole suite).
+# Python 3.13 (`--upgrade-strategy eager`: a rebuilt venv upgrades every dependency, not
+# only dagloop). RANGE_TESTS picks what they run (default: the whole suite).
 find_python = $(shell for p in python$(1) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(1)*/bin/python$(1) 2>/dev/null | sort -r) /usr/local/bin/python$(1) /usr/bin/python$(1); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == ($(subst .,$(comma) ,$(1)))' >/dev/null 2>&1 && { echo $$p; break; }; done)
 comma := ,
@@ -77,7 +78,7 @@ $(VENV_FLOOR)/.installed: pyproject.toml constraints/floor.txt
 	$(call range_venv,$(VENV_FLOOR),$(PYTHON_FLOOR),3.11,-e '.[dev]' -c constraints/floor.txt)
 
 $(VENV_NEWEST)/.installed: pyproject.toml
-	$(call range_venv,$(VENV_NEWEST),$(PYTHON_NEWEST),3.13,-e '.[dev]')
+	$(call range_venv,$(VENV_NEWEST),$(PYTHON_NEWEST),3.13,--upgrade-strategy eager -e '.[dev]')
 
 test-floor: $(VENV_FLOOR)/.installed
 	@echo "make test-floor: $$($(VENV_FLOOR)/bin/python --version);" $$(cat $(VENV_FLOOR)/versions.txt | tr -s ' ' '=' | tr '\n' ' ')

@@ -64,3 +64,30 @@ def test_no_internal_references_in_the_user_documents() -> None:
 def test_contributing_starts_with_the_two_commands() -> None:
     head = (ROOT / "CONTRIBUTING.md").read_text().splitlines()[:12]
     assert "make demo" in "\n".join(head) and "make test" in "\n".join(head)
+
+
+def test_readme_is_short_and_links_every_guide() -> None:
+    assert len(TEXT) <= 15_000
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)", TEXT))
+    for link in linked:
+        assert (ROOT / link).is_file(), link
+    guides = {
+        f"docs/{name}.md"
+        for name in (
+            "assets",
+            "how-it-works",
+            "interrupts",
+            "streaming",
+            "compute-logs",
+            "dask",
+            "engine",
+            "performance",
+        )
+    }
+    assert guides <= linked, guides - linked
+
+
+def test_readme_says_what_the_two_make_targets_do() -> None:
+    contributing = TEXT.split("\n## Contributing\n", 1)[1]
+    assert "`make demo` sets everything up and runs the quickstart fan-out job" in contributing
+    assert "`make test` sets everything up and runs the whole test suite" in contributing

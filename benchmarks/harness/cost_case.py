@@ -58,7 +58,7 @@ STACK_RULES: list[tuple[str, tuple[str, ...]]] = [
     (
         EVENT_LOG,
         (
-            "dagloop/dagster/event_log.py",
+            "dagloop/dagster/event_log/",
             "dagloop/dagster/entry_routes.py",
             "dagster/_core/instance/__init__.py",
             "dagster/_core/storage/event_log/",

@@ -139,6 +139,7 @@ def test_a_bad_stream_tag_fails_the_run_before_any_step(
     (failure,) = outcome.of_type(E.RUN_FAILURE)
     text = str(failure.event_specific_data.error)
     assert "Op 'badly_tagged_producer'" in text and "dagloop/stream_dynamic_outputs" in text
+    assert failure.event_specific_data.error.cls_name == "ExecutorConfigError"
 
 
 # -- edge cases ----------------------------------------------------------------------------

@@ -544,6 +544,7 @@ def test_a_bad_op_tag_fails_the_run_before_any_step_starts(
     text = str(failure.event_specific_data.error)
     assert "Op 'badly_tagged'" in text and "dagloop/step_timeout_seconds" in text
     assert "'abc'" in text
+    assert failure.event_specific_data.error.cls_name == "ExecutorConfigError"
 
 
 def test_a_bug_in_the_orchestrator_ends_every_step_in_flight(

@@ -119,6 +119,8 @@ def test_a_malformed_budget_tag_names_the_step(ephemeral_instance: dg.DagsterIns
     assert outcome.step_keys(E.STEP_START) == set()
     text = " ".join(str(e.event_specific_data.error) for e in outcome.of_type(E.RUN_FAILURE))
     assert STEP_TIMEOUT_TAG in text and "bad_budget" in text and "'soon'" in text
+    (failure,) = outcome.of_type(E.RUN_FAILURE)
+    assert failure.event_specific_data.error.cls_name == "ExecutorConfigError"
 
 
 # -- blocking the loop ------------------------------------------------------------------

@@ -178,6 +178,9 @@ def test_bad_placement_tag_names_the_tag(address: str, sqlite_instance: dg.Dagst
     assert not outcome.success
     text = _failure_text(outcome)
     assert "Op 'misplaced'" in text and "tag 'dagloop/placement'" in text
+    assert outcome.of_type(E.STEP_START) == []
+    (failure,) = outcome.of_type(E.RUN_FAILURE)
+    assert failure.event_specific_data.error.cls_name == "ExecutorConfigError"
 
 
 def test_processes_starts_and_closes_a_local_cluster(

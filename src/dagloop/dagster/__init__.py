@@ -9,17 +9,15 @@ from dagloop._extras import require
 require("dagster", extra="dagster", feature="dagloop.dagster (the Dagster executor)")
 
 # The imports below need Dagster: they come after the check above.
-from dagloop.dagster.config import (  # noqa: E402
-    STEP_TIMEOUT_TAG,
-    AsyncExecutorConfig,
+from dagloop.dagster.config import AsyncExecutorConfig  # noqa: E402
+from dagloop.dagster.errors import (  # noqa: E402
+    EventLogWriteError,
     ExecutorConfigError,
+    StepTimeoutError,
 )
-from dagloop.dagster.dask.config import PLACEMENT_TAG  # noqa: E402
-from dagloop.dagster.event_log import EventLogWriteError  # noqa: E402
 from dagloop.dagster.executor import AsyncExecutor, async_executor  # noqa: E402
 from dagloop.dagster.in_process import execute_in_process  # noqa: E402
-from dagloop.dagster.step_run import StepTimeoutError  # noqa: E402
-from dagloop.dagster.streaming import STREAM_TAG  # noqa: E402
+from dagloop.dagster.tags import PLACEMENT_TAG, STEP_TIMEOUT_TAG, STREAM_TAG  # noqa: E402
 
 __all__ = [
     "PLACEMENT_TAG",

@@ -3,7 +3,7 @@
 Every entry Dagster logs for a run reaches `instance.handle_new_event` (the log handler
 and `report_engine_event` both call it). `route_entries` replaces that method on the
 instance object, once for all the runs routed through it, and sends a routed run's
-entries to its handler; other runs' entries are stored as before. When the last route
+entries to its handler; other runs' entries are stored by the instance as usual. When the last route
 of an instance is removed, what the instance had before is back.
 """
 

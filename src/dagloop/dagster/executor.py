@@ -20,13 +20,18 @@ from dagloop.dagster._internals import (
     RetryMode,
     StepDependencyConfig,
     multiple_process_executor_requirements,
+    run_with_steps_to_execute,
     share_scoped_resources,
 )
+from dagloop.dagster.attempts import AttemptTable
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
-from dagloop.dagster.event_log import EventLogWriteError, RunEventLog
-from dagloop.dagster.orchestrator import Orchestrator, check_op_tags
+from dagloop.dagster.errors import EventLogWriteError
+from dagloop.dagster.event_log import RunEventLog
+from dagloop.dagster.orchestrator import Orchestrator
 from dagloop.dagster.python_logs import route_python_logs
 from dagloop.dagster.reexecution import with_unstarted_mapped_steps
+from dagloop.dagster.step_run import StepRun
+from dagloop.dagster.tags import check_op_tags
 from dagloop.runtime.gc_tuning import tuned_gc
 from dagloop.runtime.loop_driver import iterate_on_loop
 
@@ -78,7 +83,7 @@ class AsyncExecutor(Executor):
         if added:
             # Steps read `dagster_run.step_keys_to_execute` to tell their own outputs from
             # outputs of earlier runs: the added ones store theirs in this run.
-            dagster_run = dagster_run._replace(step_keys_to_execute=list(step_keys))
+            dagster_run = run_with_steps_to_execute(dagster_run, step_keys)
         yield DagsterEvent.engine_event(
             plan_context,
             f"Executing steps on one asyncio event loop (pid: {os.getpid()}; async steps "
@@ -116,12 +121,16 @@ class AsyncExecutor(Executor):
             if orchestrator is not None:
                 orchestrator.fail_run(error)
 
+        # One authority on what each step attempt may report, on both paths its events
+        # take: to storage (the event log) and to the caller (the orchestrator).
+        attempts: AttemptTable[StepRun] = AttemptTable()
         event_log = RunEventLog(
             job_context.instance,
             job_context.run_id,
             job_context.event_loop,
             batched=self._config.event_log_writes == "batched",
             on_failure=event_log_failed,
+            attempts=attempts,
         )
         remote = None
         if self._config.dask is not None:
@@ -130,12 +139,14 @@ class AsyncExecutor(Executor):
             remote = DaskSteps(
                 self._config.dask, job_context, execution_plan, self, self._config, event_log
             )
-        orchestrator = Orchestrator(job_context, execution_plan, self._config, remote, event_log)
+        orchestrator = Orchestrator(
+            job_context, execution_plan, self._config, attempts, remote, event_log
+        )
         # Resources are initialised by now: every step context can share them.
         share_scoped_resources(job_context)
 
         async def main(emit: Callable[[DagsterEvent], None]) -> None:
-            event_log.start(dispatch=remote.dispatch if remote is not None else None)
+            event_log.start()
             try:
                 if remote is None:
                     await orchestrator.run(emit)

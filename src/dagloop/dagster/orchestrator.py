@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from typing import Protocol
@@ -27,18 +26,17 @@ from dagloop.dagster._internals import (
     InstanceConcurrencyContext,
     KnownExecutionState,
     PlanExecutionContext,
-    create_compute_log_file_key,
-    serializable_error_info_from_exc_info,
 )
 from dagloop.dagster.attempts import AttemptState, AttemptTable
-from dagloop.dagster.config import AsyncExecutorConfig, step_budget
-from dagloop.dagster.dask.config import tagged_placement
+from dagloop.dagster.compute_logs import RunLogCapture, open_for_run
+from dagloop.dagster.config import AsyncExecutorConfig
+from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_hosting import StepHosting
-from dagloop.dagster.step_logs import open_for_run
 from dagloop.dagster.step_reports import StepReports
-from dagloop.dagster.step_run import LoopBridge, StepRun, StepTimeoutError, choose_host
-from dagloop.dagster.streaming import StreamedFanOut, StreamRounds, stream_tag
+from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
+from dagloop.dagster.streaming import StreamedFanOut, StreamRounds
+from dagloop.dagster.tags import step_budget
 from dagloop.dagster.termination import Termination
 from dagloop.runtime.wakeup import Wakeup
 
@@ -72,23 +70,13 @@ class RemoteSteps(Protocol):
         ...
 
 
-def check_op_tags(execution_plan: ExecutionPlan) -> None:
-    """Reject a bad value of any op tag dagloop reads, naming the op and the tag, before
-    any step of the run starts (dynamic steps included: their tags are their op's)."""
-    for step in execution_plan.step_dict.values():
-        op_name = step.node_handle.name
-        tags = step.tags or {}
-        step_budget(op_name, step.key, tags)
-        tagged_placement(op_name, step.key, tags)
-        stream_tag(op_name, step.key, tags)
-
-
 class Orchestrator:
     def __init__(
         self,
         job_context: PlanExecutionContext,
         execution_plan: ExecutionPlan,
         config: AsyncExecutorConfig,
+        attempts: AttemptTable[StepRun],
         remote: RemoteSteps | None = None,
         event_log: RunEventLog | None = None,
     ) -> None:
@@ -100,10 +88,9 @@ class Orchestrator:
         self._active: ActiveExecution | None = None
         self._wakeup = Wakeup(self._loop)
         self._event_log = event_log
-        #: Every attempt of the run: the one authority on what each may report.
-        self._attempts: AttemptTable[StepRun] = AttemptTable()
-        if event_log is not None:
-            event_log.terminal_events = self._attempts
+        #: Every attempt of the run: the one authority on what each may report (the
+        #: event log asks it too, before storing).
+        self._attempts = attempts
         #: Paces the rounds that streamed outputs ask for.
         self._stream_rounds = StreamRounds(self._loop, self._wakeup.set)
         self._reports = StepReports(
@@ -136,7 +123,7 @@ class Orchestrator:
         #: Resolves mapped steps of each handled DynamicOutput (None: nothing streams).
         self._streaming: StreamedFanOut | None = None
         #: The run's stdout/stderr capture; ended early when a signal arrives.
-        self._run_capture = ExitStack()
+        self._run_capture: RunLogCapture | None = None
         #: The known state shared by the steps started in the current scheduling round.
         self._round_known_state: KnownExecutionState | None = None
 
@@ -408,46 +395,19 @@ class Orchestrator:
             self._emit(event)
 
     def _end_run_log_capture(self) -> None:
-        """A signal arrived: what the run reports while its steps wind down (their
-        failures, an abandonment after the grace period) goes to the real console again.
-        The capture mirrors the run's output to the console with a `tail` process in the
-        terminal's process group, which the terminal's Ctrl-C has just killed; Dagster's
-        in-process executor ends the capture at once on an interrupt too."""
-        try:
-            self._run_capture.close()
-        except Exception:
-            with contextlib.suppress(Exception):
-                self._emit(
-                    DagsterEvent.engine_event(
-                        self._job_context,
-                        "Exception while cleaning up compute log capture",
-                        EngineEventData(
-                            error=serializable_error_info_from_exc_info(sys.exc_info())
-                        ),
-                    )
-                )
+        """A signal arrived: the run's output goes to the real console again (see
+        `RunLogCapture.end`)."""
+        if self._run_capture is not None:
+            self._run_capture.end()
 
     def _start_run_log_capture(self, stack: ExitStack) -> None:
         """Capture the run's stdout/stderr once for the process, as the in-process
         executor does."""
         job_context = self._job_context
-        manager = job_context.instance.compute_log_manager
-        # Per-step capture (dagster/step_logs.py): before the run's capture takes the fds.
+        # Per-step capture (dagster/compute_logs/): before the run's capture takes the fds.
         step_logs = stack.enter_context(open_for_run(job_context, self._config.compute_logs))
         self._hosting.step_logs = step_logs
         steps = self._plan.get_steps_to_execute_in_topo_order()
-        step_keys = step_logs.run_capture_step_keys(steps, self._remote)
-        file_key = create_compute_log_file_key()
-        log_key = manager.build_log_key_for_run(job_context.run_id, file_key)
-        try:
-            self._run_capture = stack.enter_context(ExitStack())
-            log_context = self._run_capture.enter_context(manager.capture_logs(log_key))
-            self._emit(DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context))
-        except Exception:
-            self._emit(
-                DagsterEvent.engine_event(
-                    job_context,
-                    "Exception while setting up compute log capture",
-                    EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
-                )
-            )
+        self._run_capture = stack.enter_context(
+            RunLogCapture(job_context, steps, step_logs, self._remote, self._emit)
+        )

@@ -4,9 +4,9 @@ While a step's user code runs, Dagster captures what is logged through its manag
 Python loggers (`dg.get_dagster_logger()`, the instance's `managed_python_loggers`) by
 attaching the step's handler to those process-wide loggers, and detaches it afterwards.
 That is right for one step at a time. With many steps in flight in one process, every
-step's handler hangs on the same loggers at once: a record went to whichever step
-attached first (not the one that logged it), and attaching and detaching cost
-O(steps in flight) each, so a wide fan-out paid O(N^2).
+step's handler would hang on the same loggers at once: a record would go to whichever
+step attached first (not the one that logged it), and attaching and detaching would
+cost O(steps in flight) each, O(N^2) for a wide fan-out.
 
 Here, for the run, one `_Router` handler is attached to each managed logger, and each
 step's log manager (`RoutedLogManager`, made by `with_tags` from the run's) only marks
@@ -30,6 +30,8 @@ from dagloop.dagster._internals import (
     DagsterLogManager,
     PlanExecutionContext,
     StepExecutionContext,
+    dagster_handler,
+    managed_loggers,
     replace_run_log_manager,
 )
 
@@ -80,7 +82,7 @@ class _Router(logging.Handler):
         captures = _step_captures.get()
         if captures is None or captures.router is not self or not captures.active:
             return False
-        return bool(captures.active[-1]._dagster_handler.handle(record))
+        return bool(dagster_handler(captures.active[-1]).handle(record))
 
     def emit(self, record: logging.LogRecord) -> None:  # handle() does the work
         pass
@@ -92,9 +94,9 @@ class RoutedLogManager(DagsterLogManager):
 
     def __init__(self, source: Any, router: _Router, captures: _StepCaptures | None) -> None:
         super().__init__(
-            dagster_handler=source._dagster_handler,
+            dagster_handler=dagster_handler(source),
             level=source.level,
-            managed_loggers=source._managed_loggers,
+            managed_loggers=managed_loggers(source),
         )
         self._router = router
         #: The step's captures (None: the run's own manager, not a step's yet).
@@ -107,7 +109,7 @@ class RoutedLogManager(DagsterLogManager):
         # A step's context is made from the run's manager: it starts the step's captures;
         # managers made from a step's (inputs, outputs) share them.
         captures = self._captures or _StepCaptures(self._router)
-        _flag_emits(derived._dagster_handler)
+        _flag_emits(dagster_handler(derived))
         return RoutedLogManager(derived, self._router, captures)
 
     def begin_python_log_capture(self) -> None:
@@ -137,7 +139,7 @@ def route_python_logs(job_context: PlanExecutionContext) -> Callable[[], None]:
     """Route the run's managed Python loggers per step (see the module's docstring);
     returns what undoes it."""
     run_manager = job_context.log
-    loggers = list(run_manager._managed_loggers)
+    loggers = list(managed_loggers(run_manager))
     router = _Router(loggers)
     for logger in loggers:
         logger.addHandler(router)

@@ -19,7 +19,7 @@ from dagloop.dagster._internals import (
     trigger_hooks,
     warning_engine_event,
 )
-from dagloop.dagster.step_logs import StepLogs, step_capture
+from dagloop.dagster.compute_logs import StepLogs, step_capture
 from dagloop.dagster.step_run import StepRun
 from dagloop.runtime.greenbridge import await_, run_in_greenlet
 from dagloop.runtime.threads import WorkerThreads
@@ -58,7 +58,7 @@ class StepHosting:
     step_logs: StepLogs | None = None
 
     async def run_step(self, run: StepRun, accept: Accept) -> None:
-        # Its stdout/stderr go to its own capture (dagster/step_logs.py) while it runs.
+        # Its stdout/stderr go to its own capture (dagster/compute_logs/) while it runs.
         async with step_capture(self.step_logs, run.context, accept):
             await self._run_step(run, accept)
 

@@ -25,9 +25,9 @@ from dagloop.dagster._internals import (
     warning_engine_event,
 )
 from dagloop.dagster.attempts import AttemptTable, Settlement, Verdict
-from dagloop.dagster.event_log import EventLogWriteError
+from dagloop.dagster.errors import EventLogWriteError, StepTimeoutError
 from dagloop.dagster.step_hosting import blocked_loop_warning
-from dagloop.dagster.step_run import StepRun, StepTimeoutError
+from dagloop.dagster.step_run import StepRun
 from dagloop.dagster.streaming import StreamedFanOut, StreamRounds
 
 

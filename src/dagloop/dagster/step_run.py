@@ -39,19 +39,6 @@ INTERRUPT_RETRY_SECONDS = 0.005
 _current_step: contextvars.ContextVar[StepRun] = contextvars.ContextVar("dagloop_current_step")
 
 
-class StepTimeoutError(Exception):
-    """An async step ran past its time budget and was cancelled."""
-
-    def __init__(self, op_name: str, step_key: str, budget: float) -> None:
-        super().__init__(
-            f"Op '{op_name}' (step '{step_key}') exceeded its time budget of {budget:g} s "
-            "and was cancelled."
-        )
-        self.op_name = op_name
-        self.step_key = step_key
-        self.budget = budget
-
-
 def _user_compute_fn(context: StepExecutionContext) -> Any:
     """The function the user wrote: the decorated function of an `@op`/`@asset`, or the
     compute function an `OpDefinition` was given directly."""

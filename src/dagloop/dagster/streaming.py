@@ -24,7 +24,7 @@ every mapped step of a producer that does not stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -38,32 +38,13 @@ from dagloop.dagster._internals import (
     resolve_mapping_key_ahead,
 )
 from dagloop.dagster.attempts import TERMINAL_EVENT_TYPES
+from dagloop.dagster.tags import stream_tag
 
 #: Streamed outputs are resolved in rounds at least this far apart (the first at once).
 #: It bounds how late a mapped step starts after its output (outputs further apart than
 #: this each get a round at once) and how many rounds a producer of thousands of instant
 #: outputs costs.
 STREAM_ROUND_SECONDS = 0.05
-
-#: Op tag: "true" streams the op's dynamic outputs to its mapped steps.
-STREAM_TAG = "dagloop/stream_dynamic_outputs"
-_TAG_VALUES = ("true", "false")
-
-
-def stream_tag(op_name: str, step_key: str, tags: Mapping[str, str]) -> bool | None:
-    """What an op's tag says about streaming (None: no tag); a value other than
-    true/false names the op."""
-    value = tags.get(STREAM_TAG)
-    if value is None:
-        return None
-    if value.lower() not in _TAG_VALUES:
-        raise dg.DagsterInvalidConfigError(
-            f"Op '{op_name}' (step '{step_key}'): tag '{STREAM_TAG}' must be \"true\" or "
-            f'"false", got {value!r}.',
-            [],
-            value,
-        )
-    return value.lower() == "true"
 
 
 class StreamedFanOut:

@@ -12,9 +12,8 @@ import difflib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-
-class DagloopError(Exception):
-    """Base class of every error dagloop raises itself."""
+# Re-exported: the root is shared with the Dagster integration's errors.
+from ..errors import DagloopError as DagloopError
 
 
 class GraphError(DagloopError, ValueError):

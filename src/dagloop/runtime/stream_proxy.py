@@ -113,10 +113,6 @@ _route: contextvars.ContextVar[Route | None] = contextvars.ContextVar(
 )
 
 
-def current_route() -> Route | None:
-    return _route.get()
-
-
 @contextmanager
 def bound(route: Route | None) -> Iterator[None]:
     """Route this context's writes (and those of tasks, greenlets and threads that copy

@@ -1,6 +1,6 @@
 """Steps that print their own marker lines, interleaved with awaits and sleeps (issue 12).
 
-Used by tests/dagster/test_step_logs.py and by the browser test, which serves this file
+Used by tests/dagster/test_compute_logs.py and by the browser test, which serves this file
 with dagster-webserver.
 """
 

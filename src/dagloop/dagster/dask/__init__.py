@@ -4,6 +4,7 @@ Importing this package does not import ``distributed``; the executor does, for r
 configured with ``dask``.
 """
 
-from dagloop.dagster.dask.config import PLACEMENT_TAG, DaskConfig, Placement
+from dagloop.dagster.dask.config import DaskConfig
+from dagloop.dagster.tags import PLACEMENT_TAG, Placement
 
 __all__ = ["PLACEMENT_TAG", "DaskConfig", "Placement"]

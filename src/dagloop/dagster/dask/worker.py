@@ -51,7 +51,7 @@ def _session(spec: RunSpec, publish: Callable[[list[Any]], None]) -> RunSession:
         session = _sessions.get(spec.topic)
         if session is None:
             if spec.events_written_by == "run":
-                # The run process writes them (see dagster/event_log.py).
+                # The run process writes them (see dagster/event_log/).
                 route_entries(
                     instance,
                     spec.dagster_run.run_id,

@@ -1,5 +1,6 @@
-"""Issue 12: each concurrent step's stdout/stderr captured on its own, through the
-instance's compute log manager, under the step's own log key."""
+"""Compute logs: each concurrent step's stdout/stderr captured on its own, through the
+instance's compute log manager, under the step's own log key; the run's captured once
+for the process, and ended when a signal arrives."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+import pytest
 
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.runtime import stream_proxy
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
+from tests.dagster.jobs import run_capture
 from tests.dagster.jobs.printing import (
     ASYNC_STEPS,
     LINES,
@@ -160,6 +163,32 @@ def test_config_key() -> None:
         {"retries": {"enabled": {}}, "compute_logs": "per_run"}
     )
     assert config.compute_logs == "per_run"
+
+
+# -- the run-level capture --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["per_step", "per_run"])
+def test_a_signal_ends_the_run_capture_and_the_run_goes_on(
+    sqlite_instance: dg.DagsterInstance, mode: str
+) -> None:
+    # Ctrl-C in a terminal also kills the process that mirrors the run's capture to the
+    # console: the capture ends at the signal, while the run's steps carry on.
+    outcome = run_job(
+        run_capture.signalled_job,
+        sqlite_instance,
+        run_config={"execution": {"config": {"compute_logs": mode}}},
+    )
+    assert outcome.success
+    assert outcome.step_keys(E.STEP_UP_FOR_RETRY) == {"signalled"}
+    seen = {
+        event.step_key: event.step_output_data.metadata[run_capture.COMPLETE].value
+        for event in outcome.of_type(E.STEP_OUTPUT)
+    }
+    assert seen == {"before_the_signal": False, "signalled": True}
+    run_steps = [steps for steps, _ in captures(sqlite_instance, outcome.run_id)]
+    assert run_steps[0] == ([] if mode == "per_step" else ["before_the_signal", "signalled"])
+    assert not stream_proxy.is_installed()
 
 
 # -- the stream proxy alone -------------------------------------------------------------

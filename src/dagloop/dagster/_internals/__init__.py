@@ -1,0 +1,138 @@
+"""Every Dagster-private name dagloop depends on, reached through this one package.
+
+Names imported from `dagster._...` live in `names`; code that reads or writes private
+attributes of Dagster's objects lives in one module per concern: `storage` (event-log
+listeners and batch writers), `plan` (plan and `ActiveExecution` changes for
+streaming), `resources` (resources shared by a run's step contexts), `log_manager` (a
+run's log manager and its parts), `events` (events built as Dagster builds its own).
+`relied_on` lists every such attribute; `tests/dagster/test_internals.py` checks each
+on the installed Dagster, so a Dagster upgrade fails CI naming what it broke.
+"""
+
+from __future__ import annotations
+
+from dagloop.dagster._internals.events import step_failure_for_interrupt, warning_engine_event
+from dagloop.dagster._internals.log_manager import (
+    dagster_handler,
+    managed_loggers,
+    replace_run_log_manager,
+)
+from dagloop.dagster._internals.names import (
+    RESUME_RETRY_TAG,
+    ActiveExecution,
+    CapturedLogContext,
+    CloudStorageComputeLogManager,
+    ComputeIOType,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterExecutionInterruptedError,
+    DagsterLogManager,
+    EngineEventData,
+    EventLogEntry,
+    ExecuteRunWithPlanIterable,
+    ExecutionPlan,
+    ExecutionStep,
+    Executor,
+    InMemoryJob,
+    InstanceConcurrencyContext,
+    KnownExecutionState,
+    LocalComputeLogManager,
+    PlanExecutionContext,
+    PlanExecutionContextManager,
+    PlanOrchestrationContext,
+    ReconstructableJob,
+    ResolvedFromDynamicStepHandle,
+    ResolvedRunConfig,
+    RetryMode,
+    StepDependencyConfig,
+    StepExecutionContext,
+    core_execute_in_process,
+    create_compute_log_file_key,
+    create_execution_plan,
+    dagster_event_sequence_for_step,
+    execute_plan_iterator,
+    execute_run_iterator,
+    get_retries_config,
+    get_step_dependency_config_field,
+    get_tag_concurrency_limits_config,
+    merge_run_tags,
+    multiple_process_executor_requirements,
+    pop_captured_interrupt,
+    serializable_error_info_from_exc_info,
+    trigger_hooks,
+    type_check_and_normalize_args,
+)
+from dagloop.dagster._internals.plan import (
+    mapped_steps_by_dynamic_output,
+    resolve_mapping_key_ahead,
+    run_with_steps_to_execute,
+)
+from dagloop.dagster._internals.relied_on import PRIVATE_ATTRIBUTES, ReliedOn
+from dagloop.dagster._internals.resources import share_scoped_resources
+from dagloop.dagster._internals.storage import (
+    event_listeners,
+    event_log_in_memory,
+    run_shard_batch_writer,
+    writes_to_run_shard_only,
+)
+
+__all__ = [
+    "PRIVATE_ATTRIBUTES",
+    "RESUME_RETRY_TAG",
+    "ActiveExecution",
+    "CapturedLogContext",
+    "CloudStorageComputeLogManager",
+    "ComputeIOType",
+    "DagsterEvent",
+    "DagsterEventType",
+    "DagsterExecutionInterruptedError",
+    "DagsterLogManager",
+    "EngineEventData",
+    "EventLogEntry",
+    "ExecuteRunWithPlanIterable",
+    "ExecutionPlan",
+    "ExecutionStep",
+    "Executor",
+    "InMemoryJob",
+    "InstanceConcurrencyContext",
+    "KnownExecutionState",
+    "LocalComputeLogManager",
+    "PlanExecutionContext",
+    "PlanExecutionContextManager",
+    "PlanOrchestrationContext",
+    "ReconstructableJob",
+    "ReliedOn",
+    "ResolvedFromDynamicStepHandle",
+    "ResolvedRunConfig",
+    "RetryMode",
+    "StepDependencyConfig",
+    "StepExecutionContext",
+    "core_execute_in_process",
+    "create_compute_log_file_key",
+    "create_execution_plan",
+    "dagster_event_sequence_for_step",
+    "dagster_handler",
+    "event_listeners",
+    "event_log_in_memory",
+    "execute_plan_iterator",
+    "execute_run_iterator",
+    "get_retries_config",
+    "get_step_dependency_config_field",
+    "get_tag_concurrency_limits_config",
+    "managed_loggers",
+    "mapped_steps_by_dynamic_output",
+    "merge_run_tags",
+    "multiple_process_executor_requirements",
+    "pop_captured_interrupt",
+    "replace_run_log_manager",
+    "resolve_mapping_key_ahead",
+    "run_shard_batch_writer",
+    "run_with_steps_to_execute",
+    "serializable_error_info_from_exc_info",
+    "share_scoped_resources",
+    "step_failure_for_interrupt",
+    "trigger_hooks",
+    "type_check_and_normalize_args",
+    "warning_engine_event",
+    "writes_to_run_shard_only",
+]

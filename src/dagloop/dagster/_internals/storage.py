@@ -1,0 +1,160 @@
+"""Event-log storage: in-process listeners, and writers of many entries of one run in
+one transaction, for the storages whose `store_event` writes one row per entry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dagloop.dagster._internals.names import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    PIPELINE_EVENTS,
+    EventLogCursor,
+    EventLogEntry,
+    InMemoryEventLogStorage,
+    SqlEventLogStorageTable,
+    SqliteEventLogStorage,
+)
+
+BatchWriter = Callable[[str, Sequence[EventLogEntry]], None]
+
+
+def event_listeners(instance: Any, run_id: str) -> list[Callable[[EventLogEntry], None]]:
+    """The in-process subscribers of a run's entries (`instance.add_event_listener`), which
+    `handle_new_event` calls after storing an entry."""
+    subscribers: Any = instance._subscribers
+    return list(subscribers.get(run_id, ()))
+
+
+def event_log_in_memory(instance: Any) -> bool:
+    """True when the instance's event log lives in this process's memory (ephemeral
+    instances): writing it costs CPU only, and a crash loses it all anyway."""
+    return type(instance.event_log_storage) is InMemoryEventLogStorage
+
+
+#: Event types whose `store_event` or `instance.handle_new_event` writes more than the
+#: entry's row: SQLite mirrors asset, asset-check and run-status events into its index
+#: shard; SQLite and PostgreSQL index asset events (asset_keys, asset_event_tags) and
+#: asset-check events (asset_check_executions); the instance updates the run's status in
+#: run storage for every run (job) event, RUN_DEQUEUED included.
+_MIRRORED_EVENT_TYPES = (
+    ASSET_EVENTS | ASSET_CHECK_EVENTS | PIPELINE_EVENTS | set(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
+)
+
+
+def writes_to_run_shard_only(entry: EventLogEntry) -> bool:
+    """True for step events and logs, which storing writes as one row of the run's event
+    log and nothing else, on SQLite and PostgreSQL alike; False for asset, asset-check
+    and run (job) events, which are also written elsewhere (they are written one by one,
+    through the instance)."""
+    event = entry.dagster_event
+    return event is None or event.event_type not in _MIRRORED_EVENT_TYPES
+
+
+def run_shard_batch_writer(instance: Any) -> BatchWriter | None:
+    """A writer of many entries of one run in one transaction, or None if the instance's
+    event log has none we can use. Only for entries `writes_to_run_shard_only` accepts:
+    for those, `store_event` writes one row of the event_logs table and nothing else.
+
+    SQLite's `store_event` opens an engine, a connection and a transaction (one fsync)
+    per entry; one transaction for a batch shares that cost. Its event watcher polls the
+    run's shard, so no notification is skipped. PostgreSQL's opens a connection (no
+    pool) and runs an INSERT and a NOTIFY per entry, see `_postgres_batch_writer`; the
+    in-memory storage of ephemeral instances, see `_in_memory_batch_writer`.
+    Exact types only: a subclass may store differently.
+    """
+    storage = instance.event_log_storage
+    if type(storage) is SqliteEventLogStorage:
+        return _sqlite_batch_writer(storage)
+    if type(storage) is InMemoryEventLogStorage:
+        return _in_memory_batch_writer(storage)
+    postgres = _postgres_event_log()
+    if postgres is not None and type(storage) is postgres.PostgresEventLogStorage:
+        return _postgres_batch_writer(storage, postgres.CHANNEL_NAME)
+    return None
+
+
+def _postgres_event_log() -> Any:
+    """dagster-postgres' event-log module, or None where it is not installed (it is not a
+    dependency of dagloop: only PostgreSQL deployments have it)."""
+    try:
+        from dagster_postgres.event_log import event_log
+    except ImportError:
+        return None
+    return event_log
+
+
+def _postgres_batch_writer(storage: Any, channel: str) -> BatchWriter:
+    """The entries' rows in one transaction: one INSERT of many rows (SQLAlchemy's
+    "insertmanyvalues": one compiled statement, cached, not one compiled per batch),
+    returning their ids, then one statement sending the notifications `store_event`
+    sends, one per entry, `<run_id>_<storage id>` on `channel`, in storage order; all are
+    delivered when the transaction commits.
+
+    dagster-postgres' own watcher polls `get_records_for_run` after its cursor
+    (`SqlPollingEventWatcher`) rather than listening; the NOTIFY serves processes of
+    older versions reading the same database, whose watcher fetches the one entry a
+    notification names. One notification per entry keeps those seeing every entry, for
+    one round trip per batch.
+    """
+    import sqlalchemy as sa
+
+    table = SqlEventLogStorageTable
+    insert = table.insert().returning(table.c.run_id, table.c.id, sort_by_parameter_order=True)
+    notify = sa.text(
+        "SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) "
+        "WITH ORDINALITY AS sent(payload, position) ORDER BY position"
+    )
+
+    def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
+        rows = [storage._event_to_row(entry) for entry in entries]
+        with storage.run_connection(run_id) as conn:
+            # dagster-postgres' engine autocommits every statement; one transaction here.
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                stored = conn.execute(insert, rows)
+                payloads = [f"{stored_run_id}_{storage_id}" for stored_run_id, storage_id in stored]
+                conn.execute(notify, {"channel": channel, "payloads": payloads})
+
+    return write
+
+
+def _in_memory_batch_writer(storage: Any) -> BatchWriter:
+    """The ephemeral instance's event log is an in-memory SQLite database; its
+    `store_event` takes a lock, opens a connection, runs two PRAGMAs, a transaction and
+    an INSERT per entry, then counts the entry in `_storage_id` and calls the run's
+    watchers (`watch`, kept in `_handlers`) with that cursor. Here: one connection,
+    transaction and INSERT (executemany) per batch, then the same counting and calls,
+    entry by entry."""
+
+    def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
+        _insert_rows(storage, run_id, entries)
+        for entry in entries:
+            storage._storage_id += 1
+            cursor = str(EventLogCursor.from_storage_id(storage._storage_id))
+            for handler in list(storage._handlers[entry.run_id]):
+                try:
+                    handler(entry, cursor)
+                except Exception:  # as store_event does: one watcher must not stop the run
+                    logging.exception("Exception in callback for event watch on run %s.", run_id)
+
+    return write
+
+
+def _sqlite_batch_writer(storage: Any) -> BatchWriter:
+    def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
+        _insert_rows(storage, run_id, entries)
+
+    return write
+
+
+def _insert_rows(storage: Any, run_id: str, entries: Sequence[EventLogEntry]) -> None:
+    """One executemany of the rows `store_event` would insert, in the transaction the
+    storage's `run_connection` opens. One cached single-row statement: SQLAlchemy would
+    compile a multi-row VALUES statement anew for every batch size."""
+    rows = [storage._event_to_row(entry) for entry in entries]
+    with storage.run_connection(run_id) as conn:
+        conn.execute(SqlEventLogStorageTable.insert(), rows)
