@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagloop.dagster.terminal_events import TerminalLedger
+from dagloop.dagster.attempts import AttemptTable
 from tests.conftest import instance_in_home
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
 from tests.dagster.interrupt_audit import (
@@ -195,19 +195,29 @@ def test_a_second_terminal_event_is_dropped_and_reported(
     assert audit_run(storage_instance, outcome.run_id).exact
 
 
-def test_the_ledger_admits_each_attempt_once(sqlite_instance: dg.DagsterInstance) -> None:
-    """Replays a real run's events (with a retried step) through a ledger, each one
-    twice: the second copy of every terminal event is dropped, nothing else is."""
+def test_storage_admits_one_terminal_event_per_attempt(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    """Replays a real run's events (with a retried step) through an attempt table, each
+    one twice, launching each attempt before its opening event as the orchestrator
+    does: the second copy of every terminal event is dropped, nothing else is."""
     outcome = run_job(jobs.over_budget_retry_job, sqlite_instance)
     assert outcome.success
     dropped: list[tuple[str, str]] = []
-    ledger = TerminalLedger(on_drop=lambda key, kind: dropped.append((key, kind)))
-    admitted = [event for event in outcome.events for _ in range(2) if ledger.admit(event)]
+    table: AttemptTable[None] = AttemptTable()
+    table.set_drop_report(lambda key, kind: dropped.append((key, kind)))
+    admitted = []
+    for event in outcome.events:
+        if event.event_type in (E.STEP_START, E.STEP_RESTARTED):
+            assert event.step_key is not None
+            table.launch(event.step_key, None)
+        admitted += [event for _ in range(2) if table.admit(event)]
     terminal = {E.STEP_SUCCESS, E.STEP_FAILURE, E.STEP_UP_FOR_RETRY}
     expected_drops = [
         (e.step_key, e.event_type_value) for e in outcome.events if e.event_type in terminal
     ]
-    assert dropped == expected_drops and ledger.dropped == len(expected_drops)
+    assert any(e.event_type == E.STEP_UP_FOR_RETRY for e in outcome.events)
+    assert dropped == expected_drops and table.dropped_stored == len(expected_drops)
     assert len(admitted) == 2 * len(outcome.events) - len(expected_drops)
 
 

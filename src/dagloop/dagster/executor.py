@@ -23,12 +23,14 @@ from dagloop.dagster._internals import (
     run_with_steps_to_execute,
     share_scoped_resources,
 )
+from dagloop.dagster.attempts import AttemptTable
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.orchestrator import Orchestrator
 from dagloop.dagster.python_logs import route_python_logs
 from dagloop.dagster.reexecution import with_unstarted_mapped_steps
+from dagloop.dagster.step_run import StepRun
 from dagloop.dagster.tags import check_op_tags
 from dagloop.runtime.gc_tuning import tuned_gc
 from dagloop.runtime.loop_driver import iterate_on_loop
@@ -119,12 +121,16 @@ class AsyncExecutor(Executor):
             if orchestrator is not None:
                 orchestrator.fail_run(error)
 
+        # One authority on what each step attempt may report, on both paths its events
+        # take: to storage (the event log) and to the caller (the orchestrator).
+        attempts: AttemptTable[StepRun] = AttemptTable()
         event_log = RunEventLog(
             job_context.instance,
             job_context.run_id,
             job_context.event_loop,
             batched=self._config.event_log_writes == "batched",
             on_failure=event_log_failed,
+            attempts=attempts,
         )
         remote = None
         if self._config.dask is not None:
@@ -133,7 +139,9 @@ class AsyncExecutor(Executor):
             remote = DaskSteps(
                 self._config.dask, job_context, execution_plan, self, self._config, event_log
             )
-        orchestrator = Orchestrator(job_context, execution_plan, self._config, remote, event_log)
+        orchestrator = Orchestrator(
+            job_context, execution_plan, self._config, attempts, remote, event_log
+        )
         # Resources are initialised by now: every step context can share them.
         share_scoped_resources(job_context)
 

@@ -69,7 +69,9 @@ class StepHosting:
             pool = self._sync if run.host is None else self._hosts
             await pool.run(self._thread_step_body, run, self._threadsafe(accept))
         else:
-            await run_in_greenlet(_step_body, run, accept, hooks=run, on_cancel=run.cancellation)
+            await run_in_greenlet(
+                _greenlet_step_body, run, accept, hooks=run, on_cancel=run.cancellation
+            )
 
     def has_hooks(self, run: StepRun) -> bool:
         context = run.context
@@ -87,8 +89,9 @@ class StepHosting:
     def _thread_step_body(self, run: StepRun, deliver: Accept) -> None:
         """`_step_body` in a worker thread, inside the section the orchestrator may
         interrupt (termination, time budget)."""
-        if not run.section.enter():
+        if not run.begin():
             return  # withdrawn while it waited for a thread: it never starts
+        run.section.enter()
         try:
             if run.cancel_reason is not None:  # cancelled while it waited for a thread
                 raise run.cancel_reason
@@ -106,6 +109,11 @@ class StepHosting:
         return deliver
 
 
+def _greenlet_step_body(run: StepRun, deliver: Accept) -> None:
+    if run.begin():  # else withdrawn before its greenlet first ran: it never starts
+        _step_body(run, deliver)
+
+
 def _step_body(run: StepRun, deliver: Accept) -> None:
     """Run one step's events to its end; called in its greenlet or worker thread.
 
@@ -120,7 +128,6 @@ def _step_body(run: StepRun, deliver: Accept) -> None:
     followed by one trip through the loop, so that they start even while the step's own
     code never awaits; a cancellation arriving there is thrown in like any other."""
     run.bind()
-    run.mark_started()
     events: Generator[DagsterEvent, None, None] = dagster_event_sequence_for_step(run.context)  # type: ignore[assignment]
     thrown: BaseException | None = None
     while True:

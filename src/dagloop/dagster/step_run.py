@@ -21,12 +21,15 @@ from dagloop.dagster._internals import (
     ExecutionStep,
     StepExecutionContext,
 )
+from dagloop.dagster.attempts import Attempt, AttemptState, AttemptTable
 from dagloop.dagster.config import StepHost
 from dagloop.runtime.greenbridge import await_, in_bridged_greenlet
 from dagloop.runtime.loop_hold import HoldTimed
 from dagloop.runtime.thread_interrupt import InterruptibleSection, exception_class
 
 T = TypeVar("T")
+
+_OVER = frozenset({AttemptState.CLOSED, AttemptState.ABANDONED})
 
 #: How often a step's worker thread is looked at again for a safe point to interrupt it.
 INTERRUPT_RETRY_SECONDS = 0.005
@@ -94,33 +97,27 @@ def choose_host(context: StepExecutionContext, configured: StepHost) -> StepHost
 
 @dataclass(eq=False)
 class StepRun:
+    """What one step attempt runs with: its context, where it is hosted and the handles
+    that stop it. Its state is its `attempt`'s, owned by the run's `AttemptTable`."""
+
     step: ExecutionStep
     context: StepExecutionContext
     host: StepHost | None  # None: a synchronous op, always in a worker thread
     budget: float | None
     report_hold: Callable[[StepRun, float], None]
+    attempts: AttemptTable[StepRun] = field(repr=False)
+    #: Runs on a remote host (Dask): its code begins as soon as it is handed over.
+    remote: bool = False
     events: list[DagsterEvent] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
-    cancel_reason: BaseException | None = None
-    finished: bool = False
-    #: Dagster was told whether this attempt reached a terminal event (verify_complete).
-    verified: bool = False
-    #: This attempt reported STEP_SUCCESS, STEP_FAILURE or STEP_UP_FOR_RETRY.
-    reported_terminal: bool = False
-    #: Set when the orchestrator gave up on a thread-hosted step; its late events are dropped.
-    abandoned: bool = False
-    #: Set when the step was withdrawn before its code began (`withdraw`): it never ran.
-    never_started: bool = False
-    #: Runs on a remote host (Dask): started as soon as it is handed over.
-    remote: bool = False
     deadline_timer: asyncio.TimerHandle | None = None
     #: Set on the loop when this greenlet-hosted step's last event made other steps ready
     #: (a streamed DynamicOutput): the step lets the loop start them before it goes on,
     #: even if its own code never awaits.
     yield_to_loop: bool = False
+    attempt: Attempt[StepRun] = field(init=False)
     #: The stretch of a worker thread in which this step's code runs (thread-hosted).
     section: InterruptibleSection = field(init=False)
-    _greenlet_started: bool = False
     _thread_awaits: set[concurrent.futures.Future[Any]] = field(default_factory=set)
     _inner_sigint: Any = None
     _outer_sigint: Any = None
@@ -128,6 +125,7 @@ class StepRun:
     def __post_init__(self) -> None:
         entry_points = op_entry_points(self.context) if self.host is None else ()
         self.section = InterruptibleSection(entry_points)
+        self.attempt = self.attempts.launch(self.step.key, self)
 
     @property
     def key(self) -> str:
@@ -142,27 +140,27 @@ class StepRun:
         return self.step.node_handle.name
 
     @property
-    def started(self) -> bool:
-        """The step's own code began: its thread entered its section, or its greenlet
-        ran (for a remote step: it was handed over)."""
-        if self.remote:
-            return True
-        return self.section.entered if self.in_thread else self._greenlet_started
+    def state(self) -> AttemptState:
+        return self.attempt.state
 
-    def mark_started(self) -> None:
-        """Called by the step's greenlet, first thing."""
-        self._greenlet_started = True
+    @property
+    def cancel_reason(self) -> BaseException | None:
+        """Why the attempt was asked to stop (None: it was not)."""
+        return self.attempt.stop_reason
+
+    def begin(self) -> bool:
+        """Called where the step's code is about to run (its greenlet or worker thread).
+        False: it was withdrawn meanwhile and must not run."""
+        return self.attempts.begin(self.attempt)
 
     def withdraw(self) -> bool:
-        """Make sure a step whose code has not begun never begins (its thread never
-        picks it up, its greenlet never runs). True if it was withdrawn: it ends without
-        any event, as a step Dagster's executors never launched."""
-        if self.finished or self.never_started or self.started or self.task is None:
+        """Make sure a step whose code has not begun never begins. True if it was
+        withdrawn: it ends without any event, as a step Dagster's executors never
+        launched."""
+        if not self.attempts.withdraw(self.attempt):
             return False
-        if self.in_thread and not self.section.withdraw():
-            return False  # its thread entered just now: interrupt it instead
-        self.never_started = True
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()
         return True
 
     def cancellation(self, _: BaseException) -> BaseException:
@@ -173,10 +171,9 @@ class StepRun:
     def cancel(self, reason: BaseException) -> bool:
         """Stop the step with `reason`: at its current await (async code), or at the next
         Python bytecode of its worker thread (sync code). False if it was not signalled
-        (already finished or cancelled)."""
-        if self.finished or self.cancel_reason is not None:
+        (not begun, already over, or already stopped)."""
+        if not self.attempt.begun or not self.attempts.stop(self.attempt, reason):
             return False
-        self.cancel_reason = reason
         if not self.in_thread:
             assert self.task is not None
             self.task.cancel()
@@ -197,7 +194,7 @@ class StepRun:
         """Deliver the interrupt once the thread runs the op's own code (never in
         Dagster's step machinery, a log call or a lock's plumbing); look again shortly."""
         task = self.task
-        if self.finished or self.abandoned or task is None or task.done():
+        if self.state in _OVER or task is None or task.done():
             return
         if not self.section.try_interrupt():
             task.get_loop().call_later(INTERRUPT_RETRY_SECONDS, self._keep_interrupting)

@@ -32,17 +32,18 @@ import dagster as dg
 from dagloop.dagster._internals import (
     ActiveExecution,
     DagsterEvent,
+    EngineEventData,
     ExecutionPlan,
     mapped_steps_by_dynamic_output,
     resolve_mapping_key_ahead,
 )
+from dagloop.dagster.attempts import TERMINAL_EVENT_TYPES
 from dagloop.dagster.tags import stream_tag
-from dagloop.dagster.terminal_events import is_terminal
 
 #: Streamed outputs are resolved in rounds at least this far apart (the first at once).
-#: It bounds how late a mapped step starts after its output (the issue's bound is 0.5 s;
-#: outputs further apart than this each get a round at once) and how many rounds a
-#: producer of thousands of instant outputs costs.
+#: It bounds how late a mapped step starts after its output (outputs further apart than
+#: this each get a round at once) and how many rounds a producer of thousands of instant
+#: outputs costs.
 STREAM_ROUND_SECONDS = 0.05
 
 
@@ -110,7 +111,8 @@ class StreamedFanOut:
         """Feed every event of a step before Dagster's `ActiveExecution` handles it: a
         producer's outputs are resolved before Dagster sees the producer end, so that
         its end (success, failure or retry) meets them resolved, whatever the pacing."""
-        if event.step_key in self._handling_producers and is_terminal(event):
+        terminal = event.event_type_value in TERMINAL_EVENT_TYPES
+        if terminal and event.step_key in self._handling_producers:
             self.resolve_handled()
 
     def resolve_handled(self) -> None:
@@ -128,6 +130,22 @@ class StreamedFanOut:
             self.resolved_ahead += len(added)
         self._handled.clear()
         self._handling_producers.clear()
+
+    def summary(self, job_context: Any) -> list[DagsterEvent]:
+        """The run's engine event saying how many mapped steps were resolved ahead."""
+        if not self.resolved_ahead:
+            return []
+        return [
+            DagsterEvent.engine_event(
+                job_context,
+                f"dagloop async executor: {self.resolved_ahead} mapped step(s) were "
+                "resolved as their DynamicOutput was stored, before their dynamic op "
+                "finished",
+                EngineEventData(
+                    metadata={"resolved_ahead": dg.MetadataValue.int(self.resolved_ahead)}
+                ),
+            )
+        ]
 
     def _streaming(self, producer_key: str) -> bool:
         streams = self._streams.get(producer_key)

@@ -150,7 +150,6 @@ class InterruptibleSection:
         self._entry_ids = frozenset(id(code) for code in self._entry_code)
         self._thread_id: int | None = None
         self._entered = False
-        self._withdrawn = False
         self._requested: type[BaseException] | None = None
         self.interrupted_with: type[BaseException] | None = None
         #: Sampled deliveries during which the thread moved (see `try_interrupt`).
@@ -175,25 +174,12 @@ class InterruptibleSection:
         """An interrupt was requested and not delivered yet."""
         return self._requested is not None and self.interrupted_with is None
 
-    def enter(self) -> bool:
-        """Called by the thread that runs the section, first thing. False if the section
-        was withdrawn before it started: the caller must not run it."""
+    def enter(self) -> None:
+        """Called by the thread that runs the section, first thing."""
         with self._lock:
-            if self._withdrawn:
-                return False
             self._entered = True
             self._thread_id = threading.get_ident()
         _inside.section = self
-        return True
-
-    def withdraw(self) -> bool:
-        """Called by the controller: True if no thread has entered, and then none ever
-        will (`enter` returns False)."""
-        with self._lock:
-            if self._entered:
-                return False
-            self._withdrawn = True
-            return True
 
     def leave(self) -> None:
         """Called by the same thread on its way out, however it leaves.

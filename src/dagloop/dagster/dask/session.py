@@ -36,6 +36,7 @@ from dagloop.dagster._internals import (
     create_execution_plan,
     serializable_error_info_from_exc_info,
 )
+from dagloop.dagster.attempts import AttemptTable
 from dagloop.dagster.config import StepHost
 from dagloop.dagster.dask.messages import END, EVENT
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
@@ -100,6 +101,7 @@ class RunSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hosting: StepHosting | None = None
         self._runs: dict[str, StepRun] = {}
+        self._attempts: AttemptTable[StepRun] = AttemptTable()
         self._thread = threading.Thread(
             target=self._main,
             name=f"dagloop-dask-run-{spec.dagster_run.run_id[:8]}",
@@ -219,6 +221,7 @@ class RunSession:
                 host=choose_host(context, self.spec.step_host),
                 budget=None,  # the orchestrator keeps the budget and cancels the Dask task
                 report_hold=lambda step, held: self._report_hold(step, held, accept),
+                attempts=self._attempts,
             )
             run.task = asyncio.current_task()
             self._runs[command.token] = run
@@ -243,7 +246,7 @@ class RunSession:
 
     def _interrupt(self, token: str) -> None:
         run = self._runs.get(token)
-        if run is not None:
+        if run is not None and not run.withdraw():
             run.cancel(DagsterExecutionInterruptedError())
 
     def _report_hold(
@@ -255,7 +258,8 @@ class RunSession:
 
     async def _stop(self) -> None:
         for run in list(self._runs.values()):
-            run.cancel(DagsterExecutionInterruptedError())
+            if not run.withdraw():
+                run.cancel(DagsterExecutionInterruptedError())
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
@@ -14,13 +15,13 @@ from dagloop.dagster._internals import (
     event_log_in_memory,
     writes_to_run_shard_only,
 )
+from dagloop.dagster.attempts import AttemptTable
 from dagloop.dagster.entry_routes import route_entries, unroute_entries
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log.loop_writer import LoopBatchWriter
 from dagloop.dagster.event_log.run_store import RunStore
 from dagloop.dagster.event_log.thread_writer import DirectWriter, ThreadBatchWriter
 from dagloop.dagster.event_log.writer import EntryWriter
-from dagloop.dagster.terminal_events import TerminalLedger
 from dagloop.runtime.thread_interrupt import checkpoint
 
 
@@ -43,6 +44,7 @@ class RunEventLog:
         *,
         batched: bool = True,
         on_failure: Callable[[EventLogWriteError], None] | None = None,
+        attempts: AttemptTable[Any] | None = None,
     ) -> None:
         self._instance = instance
         self._run_id = run_id
@@ -53,8 +55,8 @@ class RunEventLog:
         #: Guards the quarantine against the logging threads.
         self._lock = threading.Lock()
         self._quarantined: set[int] = set()
-        #: Drops a second terminal event of a step attempt (any thread, before storing).
-        self.terminal_events = TerminalLedger()
+        #: The run's attempts: a second terminal event of one is not stored.
+        self._attempts: AttemptTable[Any] = attempts if attempts is not None else AttemptTable()
 
     @property
     def failure(self) -> EventLogWriteError | None:
@@ -103,7 +105,7 @@ class RunEventLog:
 
         def decode() -> EventLogEntry | None:
             entry = dg.deserialize_value(serialized, EventLogEntry)
-            return entry if self.terminal_events.admit(entry.dagster_event) else None
+            return entry if self._attempts.admit(entry.dagster_event) else None
 
         self._writer.enqueue_source(decode)
 
@@ -145,7 +147,7 @@ class RunEventLog:
         with self._lock:
             if threading.get_ident() in self._quarantined:
                 return
-        if not self.terminal_events.admit(entry.dagster_event):
+        if not self._attempts.admit(entry.dagster_event):
             return
         if not self._writer.enqueue(entry, wait=not writes_to_run_shard_only(entry)):
             # Declined (direct writes, or the writer is closed): stored by the thread
