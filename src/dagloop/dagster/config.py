@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import dagster as dg
@@ -23,6 +23,7 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.dask.config import DASK_CONFIG_SHAPE, DaskConfig
 from dagloop.dagster.errors import ExecutorConfigError
+from dagloop.dagster.schema_defaults import dataclass_default
 from dagloop.dagster.tags import STEP_TIMEOUT_TAG
 
 T = TypeVar("T")
@@ -137,10 +138,7 @@ def _tag_concurrency_limits(
 
 
 def _default(name: str) -> Any:
-    """The schema's default for `name`: the dataclass's."""
-    default = AsyncExecutorConfig.__dataclass_fields__[name].default
-    assert default is not MISSING, f"AsyncExecutorConfig.{name} has no plain default"
-    return default
+    return dataclass_default(AsyncExecutorConfig, name)
 
 
 EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = {

@@ -7,8 +7,8 @@ A bad value raises `ExecutorConfigError` naming the op, the step and the tag.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from dagloop.dagster.errors import ExecutorConfigError
 
@@ -27,55 +27,61 @@ STREAM_TAG = "dagloop/stream_dynamic_outputs"
 Placement = Literal["local", "cluster"]
 PLACEMENTS: tuple[Placement, ...] = ("local", "cluster")
 
-_STREAM_VALUES = ("true", "false")
+_STREAM_VALUES = {"true": True, "false": False}
+
+T = TypeVar("T")
 
 
 def step_budget(op_name: str, step_key: str, tags: Mapping[str, str]) -> float | None:
     """The time budget an op's tag sets, None if untagged."""
-    tagged = tags.get(STEP_TIMEOUT_TAG)
-    if tagged is None:
-        return None
-    try:
-        budget = float(tagged)
-    except ValueError:
-        budget = math.nan
-    if not (math.isfinite(budget) and budget > 0):
-        raise ExecutorConfigError(
-            STEP_TIMEOUT_TAG,
-            tagged,
-            "a positive, finite number of seconds",
-            op_name=op_name,
-            step_key=step_key,
-        )
-    return budget
+    expectation = "a positive, finite number of seconds"
+    return _parsed(STEP_TIMEOUT_TAG, expectation, _seconds, op_name, step_key, tags)
 
 
 def tagged_placement(op_name: str, step_key: str, tags: Mapping[str, str]) -> Placement | None:
     """The placement an op's tag chooses, None if untagged."""
-    tagged = tags.get(PLACEMENT_TAG)
-    if tagged is None:
-        return None
-    if tagged not in PLACEMENTS:
-        raise ExecutorConfigError(
-            PLACEMENT_TAG,
-            tagged,
-            f"one of {', '.join(repr(p) for p in PLACEMENTS)}",
-            op_name=op_name,
-            step_key=step_key,
-        )
-    return tagged
+    expectation = f"one of {', '.join(repr(p) for p in PLACEMENTS)}"
+    return _parsed(PLACEMENT_TAG, expectation, _placement, op_name, step_key, tags)
 
 
 def stream_tag(op_name: str, step_key: str, tags: Mapping[str, str]) -> bool | None:
     """What an op's tag says about streaming its dynamic outputs, None if untagged."""
-    value = tags.get(STREAM_TAG)
-    if value is None:
+    return _parsed(STREAM_TAG, '"true" or "false"', _streams, op_name, step_key, tags)
+
+
+def _parsed(
+    tag: str,
+    expectation: str,
+    parse: Callable[[str], T | None],
+    op_name: str,
+    step_key: str,
+    tags: Mapping[str, str],
+) -> T | None:
+    """The tag's parsed value, None if untagged; a value `parse` rejects (None) names
+    the op, the step and the tag."""
+    raw = tags.get(tag)
+    if raw is None:
         return None
-    if value.lower() not in _STREAM_VALUES:
-        raise ExecutorConfigError(
-            STREAM_TAG, value, '"true" or "false"', op_name=op_name, step_key=step_key
-        )
-    return value.lower() == "true"
+    value = parse(raw)
+    if value is None:
+        raise ExecutorConfigError(tag, raw, expectation, op_name=op_name, step_key=step_key)
+    return value
+
+
+def _seconds(raw: str) -> float | None:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
+def _streams(raw: str) -> bool | None:
+    return _STREAM_VALUES.get(raw.lower())
+
+
+def _placement(raw: str) -> Placement | None:
+    return next((placement for placement in PLACEMENTS if placement == raw), None)
 
 
 def check_op_tags(execution_plan: ExecutionPlan) -> None:

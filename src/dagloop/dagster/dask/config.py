@@ -8,12 +8,13 @@ Imports nothing from `distributed`, so the executor's schema loads without the e
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dagster as dg
 
 from dagloop.dagster.errors import ExecutorConfigError
+from dagloop.dagster.schema_defaults import dataclass_default
 from dagloop.dagster.tags import PLACEMENT_TAG, Placement, tagged_placement
 
 EventsWrittenBy = Literal["auto", "run", "workers"]
@@ -61,10 +62,7 @@ class DaskConfig:
 
 
 def _default(name: str) -> Any:
-    """The schema's default for `name`: the dataclass's."""
-    default = DaskConfig.__dataclass_fields__[name].default
-    assert default is not MISSING, f"DaskConfig.{name} has no plain default"
-    return default
+    return dataclass_default(DaskConfig, name)
 
 
 #: The shape of the executor's `dask:` key (config.py makes it optional, default off).
