@@ -82,6 +82,7 @@ def test_readme_is_short_and_links_every_guide() -> None:
             "dask",
             "engine",
             "performance",
+            "architecture",
         )
     }
     assert guides <= linked, guides - linked
