@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,6 +199,12 @@ async def run_scenario(scenario: Scenario) -> tuple[Any, Observed, int, int]:
     threads_before = threading.active_count()
     result = await executor.execute(tasks, timeout=scenario.global_timeout, cancel_event=cancel)
     leftover_tasks = len(asyncio.all_tasks() - {asyncio.current_task()})
+    # A sync call a timeout cut off is abandoned, not waited for (on a loaded machine even
+    # an instant one can still be queued then): it may finish after execute() returns,
+    # but its thread must then exit, so no worker thread is left behind for good.
+    deadline = time.monotonic() + 10
+    while threading.active_count() > threads_before and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     threads_after = threading.active_count()
     assert threads_after <= threads_before, "a worker thread outlived execute()"
     return result, seen, leftover_tasks, threads_after
