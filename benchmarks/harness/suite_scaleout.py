@@ -181,7 +181,21 @@ def rounds_case(
     for rnd in range(p.rounds):
         for mode in MODES if rnd % 2 == 0 else MODES[::-1]:
             runs[mode].append({**run_one(ctx, cluster, mode, instance, n, cpu), "round": rnd})
-    out: dict[str, Any] = {"case": case, "instance": instance, "n": n, "modes": {}}
+    return {"case": case, "instance": instance, "n": n, "modes": summarise(runs)}
+
+
+#: ratio name -> (a cluster mode's key, the loop's key): both CPU ratios are against the
+#: loop's run process, the only process of the single loop
+RATIOS = {
+    "run": ("ms_run", "ms_run"),
+    "workers": ("ms_workers", "ms_run"),
+    "wall": ("wall", "wall"),
+}
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per mode: medians of its runs, and the medians of its per-round ratios to the loop."""
+    modes: dict[str, dict[str, Any]] = {}
     for mode, rs in runs.items():
         ok = [r for r in rs if r.get("ok")]
         summary: dict[str, Any] = {
@@ -192,15 +206,15 @@ def rounds_case(
         for key in ("wall", "ms_run", "ms_workers", "ms_scheduler", "peak_rss_self_mb"):
             summary[key] = _median([r[key] for r in ok if r.get(key) is not None])
         if mode != "loop":
-            for name, key in (("run", "ms_run"), ("workers", "ms_workers"), ("wall", "wall")):
+            for name, (key, loop_key) in RATIOS.items():
                 pairs = [
-                    a[key] / b[key]
+                    a[key] / b[loop_key]
                     for a, b in zip(rs, runs["loop"], strict=True)
-                    if a.get("ok") and b.get("ok") and a.get(key) and b.get(key)
+                    if a.get("ok") and b.get("ok") and a.get(key) and b.get(loop_key)
                 ]
                 summary[f"ratio_{name}"] = _median(pairs)
-        out["modes"][mode] = summary
-    return out
+        modes[mode] = summary
+    return modes
 
 
 def flat_case(
