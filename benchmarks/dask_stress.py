@@ -177,7 +177,7 @@ def one_run(
         child = _launch(home, job, _write_config(home, _config(mode, cluster)))
         workers_seen: dict[int, psutil.Process] = {}
         run_id = _new_run(instance, before, child)
-        acted = True
+        acted = act is not None
         start = time.monotonic()
         if act is not None and run_id is not None:
             if _cluster_step_started(instance, run_id, child):
