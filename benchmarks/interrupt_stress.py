@@ -6,11 +6,16 @@ auditor (`tests/dagster/interrupt_audit.py`):
 
 * terminations: runs marked CANCELING at a random moment in this process, and
   `dagster job execute` processes sent SIGTERM at a random moment;
-* step timeouts: the six-generators-over-budget job beside steps that must succeed.
+* step timeouts: the six-generators-over-budget job beside steps that must succeed;
+* the Dask column (`dask_stress.py`): runs with their steps on a Dask cluster, terminated
+  at random moments, a worker SIGKILLed mid-run, steps over their budgets.
 
-Prints a table and writes `benchmarks/results/interrupt_stress.json`.
+Prints the tables and writes `benchmarks/results/interrupt_stress.json` (the single loop)
+and `benchmarks/results/interrupt_stress_dask.json` (Dask); a part run 0 times is not
+written.
 
     python benchmarks/interrupt_stress.py [--canceling 100] [--sigterm 50] [--timeout-runs 34]
+        [--dask-terminations 50] [--dask-kills 10] [--dask-budget-runs 10]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import dagster as dg  # noqa: E402
+from dask_stress import Counts, print_dask_table, run_dask_stress  # noqa: E402
 from harness.meta import git_info, machine, versions  # noqa: E402
 
 from tests.dagster.interrupt_audit import (  # noqa: E402
@@ -133,12 +139,46 @@ def main() -> None:
     parser.add_argument("--sigterm", type=int, default=50)
     parser.add_argument("--timeout-runs", type=int, default=34)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--dask-terminations", type=int, default=50)
+    parser.add_argument("--dask-kills", type=int, default=10)
+    parser.add_argument("--dask-budget-runs", type=int, default=10)
     parser.add_argument(
         "--out", default=str(REPO / "benchmarks" / "results" / "interrupt_stress.json")
+    )
+    parser.add_argument(
+        "--dask-out", default=str(REPO / "benchmarks" / "results" / "interrupt_stress_dask.json")
     )
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
+    if args.canceling or args.sigterm or args.timeout_runs:
+        _loop_part(args, rng)
+    counts = Counts(args.dask_terminations, args.dask_kills, args.dask_budget_runs)
+    if counts.terminations or counts.kills or counts.budget_runs:
+        _dask_part(args, counts, rng)
+
+
+def _dask_part(args: argparse.Namespace, counts: Counts, rng: random.Random) -> None:
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    cases = run_dask_stress(counts, rng)
+    results = {
+        "benchmark": "interrupt_stress_dask",
+        "git": git_info(str(REPO)),
+        "versions": versions(),
+        "machine": machine(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "seed": args.seed,
+        "counts": vars(counts),
+        "cases": cases,
+    }
+    Path(args.dask_out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf8")
+    print_dask_table(cases)
+
+
+def _loop_part(args: argparse.Namespace, rng: random.Random) -> None:
     load_before = os.getloadavg()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dagloop-interrupts-") as tmp:

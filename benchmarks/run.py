@@ -46,12 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         "comma-separated subset of ephemeral,sqlite,postgres; their cases replace those of "
         "an existing results file of the same mode (for dask: and the same N and S)",
     )
-    ap.add_argument("--n", type=int, default=None, help="dask suites: mapped steps N")
+    ap.add_argument(
+        "--n", type=int, default=None, help="dask suites: mapped steps N; scaleout: the large N"
+    )
     ap.add_argument(
         "--sleep", type=float, default=None, help="dask suite: seconds per step S (not dask_cpu)"
     )
     ap.add_argument(
-        "--repeats", type=int, default=None, help="dask suites: runs of every case (rounds)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="dask and scaleout suites: runs of every case (rounds)",
     )
     ap.add_argument(
         "--headline",

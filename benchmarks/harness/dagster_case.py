@@ -2,7 +2,8 @@
 
 Usage: python -m harness.dagster_case '<json spec>'
 spec = {executor, n, sleep, instance: "ephemeral"|"sqlite"|"postgres", pg_url?, profile?,
-        job_kwargs?, console_level?}   (job_kwargs: extra keyword arguments of
+        job_kwargs?, console_level?, exec_config?}   (exec_config replaces the executor
+        entry's config; job_kwargs: extra keyword arguments of
         jobs.fanout.make_job; console_level: of Dagster's console logger, default DEBUG)
 
 Peak RSS: ``peak_rss_self_mb`` is this process's own high-water mark (VmHWM, the run's
@@ -126,7 +127,8 @@ def fanout_run(spec: dict[str, Any], tmp: str) -> tuple[Any, Any, dict[str, Any]
         },
         reconstructor_working_directory=BENCH_DIR,
     )
-    exec_config = dict(EXECUTORS[executor].config)
+    # `exec_config`: a config decided at run time (the address of a running cluster)
+    exec_config = dict(spec.get("exec_config") or EXECUTORS[executor].config)
     run_config: dict[str, Any] = {"execution": {"config": exec_config}} if exec_config else {}
     if spec.get("console_level"):  # Dagster's default console logger logs at DEBUG
         run_config["loggers"] = {"console": {"config": {"log_level": spec["console_level"]}}}

@@ -15,6 +15,7 @@ from harness.engines import ENGINES
 from harness.executors import EXECUTORS
 from harness.suite_cost import rows_cost
 from harness.suite_scale import rows_scale
+from harness.suite_scaleout import rows_scaleout
 from harness.suite_storage import rows_storage
 from harness.suite_streaming import rows_streaming
 from harness.suite_termination import rows_termination
@@ -27,6 +28,7 @@ SUITE_ORDER = [
     "engine",
     "dask",
     "dask_cpu",
+    "scaleout",
     "storage",
     "termination",
     "streaming",
@@ -238,6 +240,7 @@ ROWS = {
     "dask_cpu": _rows_dask,
     "storage": rows_storage,
     "scale": rows_scale,
+    "scaleout": rows_scaleout,
     "cost": rows_cost,
     "termination": rows_termination,
     "streaming": rows_streaming,

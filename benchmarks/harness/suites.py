@@ -16,6 +16,7 @@ from harness.suite_engine import engine_suite
 from harness.suite_fanout import fanout_suite, fanout_targets, merge_cases
 from harness.suite_hosting import hosting_comparisons, hosting_suite
 from harness.suite_scale import scale_suite
+from harness.suite_scaleout import scaleout_suite
 from harness.suite_storage import storage_suite
 from harness.suite_streaming import streaming_suite
 from harness.suite_termination import termination_suite
@@ -87,6 +88,7 @@ SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "engine": engine_suite,
     "dask": dask_suite,
     "dask_cpu": dask_cpu_suite,
+    "scaleout": scaleout_suite,
     "storage": storage_suite,
     "termination": termination_suite,
     "streaming": streaming_suite,
@@ -112,6 +114,7 @@ NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
     "engine": lambda quick, instances: False,
     "dask": _pg_if_asked,  # quick mode: ephemeral and SQLite unless --instances says more
     "dask_cpu": _pg_if_asked,  # quick mode: SQLite unless --instances says more
+    "scaleout": _pg_if_asked,  # quick mode: SQLite unless --instances says more
     "storage": lambda quick, instances: instances is None or "postgres" in instances,
 }
 #: suites whose cases a run restricted with --instances merges into the earlier results

@@ -1,0 +1,108 @@
+"""Child process: one fan-out run for the scaleout suite, with the CPU of every process.
+
+Usage: python -m harness.scaleout_case '<json spec>' (the spec of harness.dagster_case,
+with ``exec_config`` the executor's config, e.g. ``{"dask": {"processes": 2}}``).
+
+CPU, each over ``execute_job`` alone:
+
+* ``cpu_run``: this process (the run process; with ``processes: K`` the Dask scheduler
+  runs in it too), from ``getrusage(RUSAGE_SELF)``;
+* ``cpu_children``: child processes ended and waited for during the run
+  (``RUSAGE_CHILDREN``): the worker processes of ``processes: K``, whose cluster closes
+  with the run;
+* ``cpu_children_each``: the same per child process, the last psutil sample of each
+  (every 0.1 s, so up to 0.1 s of a worker's last CPU can be missing from it; the total
+  above is exact).
+
+The workers of a cluster given by ``address`` are not children: the parent reads their
+CPU (harness/dask_cluster.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import resource
+import shutil
+import tempfile
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from harness.dagster_case import check_run, fanout_run
+from harness.proc import child_main, peak_rss_self_mb
+
+
+class ChildCpu:
+    """Samples the CPU of this process's descendants until stopped (last value per pid)."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self._every = every
+        self._stop = threading.Event()
+        self._last: dict[int, tuple[str, float]] = {}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ChildCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                for child in me.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        t = child.cpu_times()
+                        name = " ".join(child.cmdline())
+                        self._last[child.pid] = (name, t.user + t.system)
+            self._stop.wait(self._every)
+
+    def each(self) -> list[float]:
+        """CPU of each worker process seen (multiprocessing's spawned children), highest
+        first."""
+        return sorted(
+            (round(cpu, 3) for name, cpu in self._last.values() if "spawn_main" in name),
+            reverse=True,
+        )
+
+
+def main(spec: dict[str, Any]) -> dict[str, Any]:
+    import dagster as dg
+
+    n = int(spec["n"])
+    tmp = tempfile.mkdtemp(prefix="dagloop-bench-so-")
+    try:
+        instance, recon, run_config = fanout_run(spec, tmp)
+        gc.collect()
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        rc0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        with ChildCpu() as children:
+            result = dg.execute_job(recon, instance=instance, run_config=run_config)
+        wall = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        rc1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out: dict[str, Any] = {
+            "wall": round(wall, 4),
+            "cpu_run": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3),
+            "cpu_children": round(rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime, 3),
+            "cpu_children_each": children.each(),
+            "peak_rss_self_mb": round(peak_rss_self_mb(), 1),
+            "pid": os.getpid(),
+            **check_run(instance, result, n),
+        }
+        instance.dispose()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    child_main(main)
