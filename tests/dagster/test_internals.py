@@ -69,6 +69,8 @@ def _names_imported_from_internals() -> dict[str, set[str]]:
     importers: dict[str, set[str]] = {}
     for folder in ("src", "tests", "benchmarks", "examples"):
         for path in (ROOT / folder).rglob("*.py"):
+            if any(part.startswith(".") for part in path.relative_to(ROOT).parts):
+                continue  # a virtual environment (benchmarks/.venv), not dagloop's code
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom) and node.module == "dagloop.dagster._internals":
                     for alias in node.names:
