@@ -21,7 +21,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, overload
 
-from .binding import CallSpec, ExtraSlots, Source, SpecFactory, bind_explicit, unwrap
+from .binding import (
+    CallSpec,
+    ExtraSlots,
+    Source,
+    SpecFactory,
+    bind_explicit,
+    result_of,
+    unwrap,
+)
 from .errors import (
     ConfigError,
     DagloopError,
@@ -200,7 +208,7 @@ class TaskManager(Generic[ParamT]):
 
     def _source(self, value: Any, extras: ExtraSlots) -> Source:
         if isinstance(value, NodeRef):
-            return value.index
+            return result_of(value.index)
         if isinstance(value, ParameterNode):
             return extras.parameter()
         return extras.constant(value)
