@@ -295,8 +295,8 @@ class SpecFactory:
 
 
 def takes_no_parameters(fn: Callable[..., Any]) -> bool:
-    """Cheap exact test for plain functions; inspect.signature() costs microseconds per
-    call, which adds up over 100,000 nodes."""
+    """Cheap exact test for plain functions: inspect.signature() is slow enough to
+    matter when it runs once per node of a large graph."""
     code = getattr(fn, "__code__", None)
     return (
         type(fn) is types.FunctionType

@@ -164,9 +164,9 @@ class TaskManager(Generic[ParamT]):
         return self._numbered(base)
 
     def _numbered(self, base: str) -> str:
-        # The same function may be added many times; later copies get a suffix. The
-        # counter per base name keeps this O(1) (a probe from #2 each time was
-        # quadratic: 12 s for 10,000 copies).
+        # The same function may be added many times; later copies get a suffix. A
+        # counter per base name makes naming each copy O(1); probing every suffix from
+        # the first one again would make adding many copies quadratic.
         n = self._suffixes.get(base, 1)
         candidate = base if n == 1 else f"{base}#{n}"
         while candidate in self._used_names:

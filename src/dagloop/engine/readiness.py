@@ -58,30 +58,6 @@ Gate = Callable[[int], bool]
 class Readiness:
     """Dependency counting, the ready queue and terminal statuses of one run."""
 
-    __slots__ = (
-        "_children",
-        "_children_left",
-        "_deadline_passed",
-        "_fail_fast",
-        "_failed_child",
-        "_gate",
-        "_heap",
-        "_interrupt_on_failure",
-        "_on_all_settled",
-        "_on_decided",
-        "_on_interrupt",
-        "_on_reported",
-        "_parent",
-        "_prepared",
-        "_priority",
-        "_queue",
-        "_remaining",
-        "_status",
-        "_stopping",
-        "_succs",
-        "_unfinished",
-    )
-
     def __init__(
         self,
         preds: Sequence[Sequence[int]],
@@ -190,8 +166,8 @@ class Readiness:
                 self._release(index)
 
     def pop_ready(self) -> int | None:
-        """Hand out the next ready node, now RUNNING, or None if none is ready (after a
-        stop none ever is).
+        """Hand out the next ready node, which becomes RUNNING, or None if none is ready
+        (after a stop none ever is).
 
         One at a time rather than graphlib's whole batch: the caller starts nodes under
         a concurrency limit, and a node that finishes while being started may release

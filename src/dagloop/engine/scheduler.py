@@ -10,7 +10,6 @@ state change happens on the loop thread, so nothing needs a lock. Sync callables
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -28,13 +27,8 @@ from .node_run import NodeRun
 from .outcomes import OutcomeRecorder
 from .readiness import Readiness
 from .results import NodeResult, NodeStatus
+from .task_cleanup import finish_node_tasks
 from .tasks import FanOut, Task
-
-logger = logging.getLogger("dagloop")
-
-#: How long `execute` waits for node tasks it cancelled (after a timeout) to unwind
-#: before giving up on code that swallows cancellation.
-CANCEL_GRACE_SECONDS = 2.0
 
 
 class Scheduler:
@@ -268,29 +262,7 @@ class Scheduler:
             await asyncio.wait(helpers)
         if cancel:
             self._aborting = True
-            for task in self._active.values():
-                task.cancel()
-        pending = [t for t in self._active.values() if not t.done()]
-        if not pending:
-            return
-        if not cancel:
-            # Nodes are all terminal, but tasks cancelled by a timeout are still unwinding.
-            _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS)
-        else:
-            # execute() itself is being cancelled: shield the wait from a second cancel
-            # so we do not leave the tasks behind, but do not wait forever.
-            waiter = asyncio.ensure_future(asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS))
-            try:
-                _, stuck = await asyncio.shield(waiter)
-            except asyncio.CancelledError:
-                _, stuck = await waiter
-                raise
-        if stuck:
-            logger.warning(
-                "dagloop: %d node task(s) ignored cancellation and are abandoned: %s",
-                len(stuck),
-                ", ".join(sorted(t.get_name() for t in stuck)),
-            )
+        await finish_node_tasks(self._active.values(), cancel=cancel)
 
 
 if sys.version_info >= (3, 12):
