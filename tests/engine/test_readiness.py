@@ -502,6 +502,81 @@ def test_nested_fan_out() -> None:
     assert not run.readiness.is_active()
 
 
+# -- complete_if_running: how the engine reports a completion -------------------------------
+
+
+def _complete_one_at_a_time(run: Run, *, through_done: bool) -> list[str]:
+    """Hand out nodes one by one and complete each at once, until none is ready."""
+    handed_out = []
+    while (name := run.pop()) is not None:
+        handed_out.append(name)
+        if through_done:
+            run.done(name, value=name.upper())
+        else:
+            assert run.readiness.complete_if_running(run.index[name], name.upper()) is True
+    return handed_out
+
+
+WIDE = (["a", "b", "c", "d", "e"], [("a", "c"), ("b", "c"), ("a", "d"), ("c", "d")])
+
+
+@pytest.mark.parametrize("variant", ["fifo", "priorities", "gate", "best-effort"])
+@pytest.mark.parametrize("graph", [DIAMOND, WIDE], ids=["diamond", "wide"])
+def test_complete_if_running_behaves_like_done_completed(
+    graph: tuple[list[str], list[tuple[str, str]]], variant: str
+) -> None:
+    nodes, edges = graph
+    options: dict[str, Any] = {
+        "fifo": {},
+        "priorities": {"priorities": [float(i % 3) for i in range(len(nodes))]},
+        "gate": {"gate": lambda name: name != "c"},
+        "best-effort": {"fail_fast": False},
+    }[variant]
+    by_done = Run(nodes, edges, **options).prepare()
+    by_complete = Run(nodes, edges, **options).prepare()
+    assert _complete_one_at_a_time(by_done, through_done=True) == _complete_one_at_a_time(
+        by_complete, through_done=False
+    )
+    assert by_complete.events == by_done.events
+    assert by_complete.statuses() == by_done.statuses()
+    assert by_complete.all_settled == by_done.all_settled == 1
+
+
+def test_complete_if_running_of_the_last_child_completes_its_parent() -> None:
+    run = Run(["p", "after"], [("p", "after")]).prepare()
+    run.pop()
+    children = run.fan_out("p", 2)
+    assert run.pop_all() == children
+    for child in children:
+        assert run.readiness.complete_if_running(run.index[child], child) is True
+    assert run.settled()[-1] == ("p", COMPLETED)
+    assert run.pop_all() == ["after"]
+
+
+@pytest.mark.parametrize("end", ["expire", "fatal stop"])
+def test_complete_if_running_leaves_a_node_readiness_already_ended_as_it_is(end: str) -> None:
+    run = Run(["a", "b"], [("a", "b")]).prepare()
+    assert run.pop() == "a"
+    if end == "expire":
+        run.readiness.expire()
+    else:
+        run.readiness.stop("fatal")
+    events = list(run.events)
+    assert run.readiness.complete_if_running(run.index["a"], "late") is False
+    assert run.events == events
+    assert run.status("a") is (TIMED_OUT if end == "expire" else CANCELLED)
+    assert run.status("b") is (SKIPPED if end == "expire" else CANCELLED)
+
+
+def test_complete_if_running_of_a_fanned_out_parent_is_refused() -> None:
+    run = Run(["p"]).prepare()
+    run.pop()
+    run.fan_out("p", 1)
+    with pytest.raises(ValueError, match="fanned out: it ends when its children are done"):
+        run.readiness.complete_if_running(run.index["p"], None)
+    assert run.status("p") is RUNNING
+
+
 # -- illegal calls ------------------------------------------------------------------------
 
 

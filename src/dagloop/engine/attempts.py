@@ -1,10 +1,10 @@
 """Running one node: its attempts, each under the node's own timeout, with the retry
 policy's backoff awaited on the loop between them.
 
-The runner decides nothing about the graph. It reports how the node's attempts ended,
-and the scheduler records that in `Readiness`. After each attempt it asks readiness
-whether the node is still wanted: the execution timeout or a stop may have ended it
-meanwhile.
+The runner decides nothing about the graph. It reports how the node's attempts ended
+to `Readiness` (a fan-out to the scheduler, which expands it). After each attempt it
+asks readiness whether the node is still wanted: the execution timeout or a stop may
+have ended it meanwhile.
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ from .errors import NodeTimeoutError
 from .node_run import NodeRun
 from .readiness import Readiness
 from .results import NodeStatus
+from .tasks import FanOut
 from .traced_call import traced_call
 
 
 class NodeEnds(Protocol):
-    """Where the runner reports how a node's task ended (the scheduler)."""
+    """What the runner reports to the scheduler rather than to readiness."""
 
-    def node_completed(self, node: NodeRun, value: Any) -> None:
-        """The node returned `value` and is still running as far as readiness knows."""
-
-    def node_failed(self, node: NodeRun, status: NodeStatus, error: BaseException) -> None:
-        """It ended FAILED or TIMED_OUT (its own timeout), retries exhausted or barred."""
+    def node_fanned_out(self, node: NodeRun, fan: FanOut) -> None:
+        """The node returned `fan` and is still running as far as readiness knows."""
 
     def node_raised_fatal(self, node: NodeRun, error: BaseException) -> None:
         """It raised KeyboardInterrupt or SystemExit: the whole run must stop."""
@@ -96,8 +94,11 @@ class AttemptRunner:
                     ends.node_raised_fatal(node, exc)
                     return
                 else:
-                    if readiness.is_running(node.index):
-                        ends.node_completed(node, value)
+                    if isinstance(value, FanOut):
+                        if readiness.is_running(node.index):
+                            ends.node_fanned_out(node, value)
+                    else:
+                        readiness.complete_if_running(node.index, value)
                     return
                 if not readiness.is_running(node.index):
                     return
@@ -120,7 +121,7 @@ class AttemptRunner:
                         return
                 timed_out = isinstance(error, NodeTimeoutError)
                 status = NodeStatus.TIMED_OUT if timed_out else NodeStatus.FAILED
-                ends.node_failed(node, status, error)
+                readiness.done(node.index, status, error=error)
                 return
         finally:
             ends.task_finished(node)

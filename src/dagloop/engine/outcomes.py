@@ -12,6 +12,13 @@ from .node_run import NodeRun
 from .readiness import Readiness
 from .results import NodeStatus
 
+# Module-level names: an enum member looked up on its class costs more than a global,
+# and `reported` compares against them once per node.
+COMPLETED = NodeStatus.COMPLETED
+FAILED = NodeStatus.FAILED
+SKIPPED = NodeStatus.SKIPPED
+TIMED_OUT = NodeStatus.TIMED_OUT
+
 
 class OutcomeRecorder:
     """The listener of a run's `Readiness`.
@@ -29,7 +36,8 @@ class OutcomeRecorder:
         timeout: float | None,
     ) -> None:
         self._nodes = nodes
-        self._values = values
+        # The same list as `values.results`: fan-out only ever appends to it.
+        self._results = values.results
         self._callbacks = callbacks
         self._timeout = timeout
         self._readiness: Readiness | None = None
@@ -47,13 +55,13 @@ class OutcomeRecorder:
         node = self._nodes[index]
         value: Any = None
         error: BaseException | None = None
-        if status is NodeStatus.TIMED_OUT:
+        if status is TIMED_OUT:
             error = NodeTimeoutError(node.name, self._timeout or 0.0, "execution")
-        elif status is NodeStatus.COMPLETED or status is NodeStatus.FAILED:
+        elif status is COMPLETED or status is FAILED:
             readiness = self._readiness
             assert readiness is not None, "attach() the readiness first"
-            if status is NodeStatus.COMPLETED:
-                results = self._values.results
+            if status is COMPLETED:
+                results = self._results
                 value = [results[child] for child in readiness.children(index) or ()]
             else:
                 child = readiness.first_failed_child(index)
@@ -65,21 +73,22 @@ class OutcomeRecorder:
     ) -> None:
         """A node ended as the scheduler reported it (or as `decided` worked out)."""
         node = self._nodes[index]
-        if node.started is not None:
-            node.duration_seconds = time.perf_counter() - node.started
+        started = node.started
+        if started is not None:
+            node.duration_seconds = time.perf_counter() - started
         node.status = status
         node.error = error
         callbacks = self._callbacks
-        if status is NodeStatus.COMPLETED:
-            self._values.results[index] = value
+        if status is COMPLETED:
+            self._results[index] = value
             node.result = value
             if callbacks.node_complete:
                 callbacks.emit(callbacks.node_complete, node.name, value)
-        elif status is NodeStatus.FAILED or status is NodeStatus.TIMED_OUT:
+        elif status is FAILED or status is TIMED_OUT:
             self.failure_order.append(node.name)
             if callbacks.node_error:
                 callbacks.emit(callbacks.node_error, node.name, error)
-        elif status is NodeStatus.SKIPPED:
+        elif status is SKIPPED:
             if callbacks.node_skip:
                 callbacks.emit(callbacks.node_skip, node.name)
         elif callbacks.node_cancel:

@@ -40,6 +40,7 @@ STOP_REASONS: tuple[StopReason, ...] = ("fail_fast", "cancel_event", "timeout", 
 
 #: How a handed-out node may end through `done()`.
 DONE_STATUSES = (COMPLETED, FAILED, TIMED_OUT)
+_FANNED_OUT = "node {} fanned out: it ends when its children are done, not by {}"
 
 
 #: `(index, status, value, error)`: a node ended as the caller reported through `done()`
@@ -94,6 +95,8 @@ class Readiness:
         self._fail_fast = fail_fast
         self._interrupt_on_failure = interrupt_on_failure
         self._gate = gate
+        #: Releasing a node is only appending it to the FIFO queue (until a stop).
+        self._plain_release = gate is None and priorities is None
         self._on_reported = on_reported
         self._on_decided = on_decided
         self._on_interrupt = on_interrupt
@@ -161,6 +164,10 @@ class Readiness:
         self._prepared = True
         remaining = self._remaining
         status = self._status
+        if self._plain_release and self._stopping is None:
+            # Nothing has started or stopped yet, so every node is PENDING.
+            self._queue.extend([index for index, left in enumerate(remaining) if not left])
+            return
         for index in range(len(status)):
             if remaining[index] == 0 and status[index] is PENDING:
                 self._release(index)
@@ -203,19 +210,48 @@ class Readiness:
         COMPLETED releases dependents whose dependencies are now all complete; any
         other end skips every pending node below it and, under fail-fast, stops the run.
         """
-        node_status = self._status
-        if not (0 <= index < len(node_status) and node_status[index] is RUNNING):
-            self._reject_not_running(index, "done()")
+        self._check_running(index, "done()")
         if status not in DONE_STATUSES:
             raise ValueError(
                 f"done() takes COMPLETED, FAILED or TIMED_OUT, got {status.name}; "
                 "SKIPPED and CANCELLED are decided by readiness"
             )
         if index in self._children:
-            raise ValueError(
-                f"node {index} fanned out: it ends when its children are done, not by done()"
-            )
+            raise ValueError(_FANNED_OUT.format(index, "done()"))
         self._finish(index, status, True, value, error)
+
+    def complete_if_running(self, index: int, value: Any = None) -> bool:
+        """`done(index, COMPLETED, value)` for a caller whose work may end after readiness
+        ended the node itself (the execution timeout, a stop that ends running nodes):
+        then nothing changes and the answer is False.
+
+        Every node the engine completes passes through here, so `_settle` and the usual
+        case of `_release` are spelled out: a call layer per node shows in its overhead.
+        """
+        node_status = self._status
+        if node_status[index] is not RUNNING:
+            return False
+        if index in self._children:
+            raise ValueError(_FANNED_OUT.format(index, "complete_if_running()"))
+        node_status[index] = COMPLETED
+        self._unfinished -= 1
+        if self._on_reported is not None:
+            self._on_reported(index, COMPLETED, value, None)
+        if not self._unfinished and self._on_all_settled is not None:
+            self._on_all_settled()
+        if self._parent[index] >= 0:
+            self._child_settled(index, COMPLETED)
+        remaining = self._remaining
+        queue = self._queue
+        plain = self._plain_release
+        for successor in self._succs[index]:
+            remaining[successor] -= 1
+            if remaining[successor] == 0 and node_status[successor] is PENDING:
+                if plain and self._stopping is None:
+                    queue.append(successor)
+                else:
+                    self._release(successor)
+        return True
 
     def abort(self, index: int, error: BaseException | None = None) -> None:
         """A handed-out node raised something that ends the whole run (KeyboardInterrupt,
@@ -263,9 +299,7 @@ class Readiness:
             raise ValueError(f"unknown stop reason {reason!r}; expected one of {STOP_REASONS}")
         if self._stopping is None:
             self._stopping = reason
-            self._clear_queue()
-            status = self._not_started_status()
-            self._settle_all_pending(status)
+            self._end_pending(self._not_started_status())
         if reason == "fatal" or (reason == "fail_fast" and self._interrupt_on_failure):
             # The user wants out (KeyboardInterrupt, SystemExit), or builder style raises
             # the failure now: running work is cancelled instead of awaited.
@@ -287,15 +321,15 @@ class Readiness:
         for index in self.running():
             if self._status[index] is RUNNING:
                 self._settle(index, TIMED_OUT)
-        self._clear_queue()
-        self._settle_all_pending(SKIPPED)
+        self._end_pending(SKIPPED)
         if self._on_interrupt is not None:
             self._on_interrupt()
 
     # -- internals --------------------------------------------------------------------
 
     def _release(self, index: int) -> None:
-        """Every dependency of `index` completed: check its gate, then queue it."""
+        """Every dependency of `index` completed: check its gate, then queue it. Keep
+        `prepare` and `complete_if_running`, which queue directly, in step."""
         if self._stopping is not None:
             self._settle(index, self._not_started_status())
             return
@@ -322,7 +356,8 @@ class Readiness:
         value: Any = None,
         error: BaseException | None = None,
     ) -> None:
-        """Record a terminal status and tell a listener; nothing below it changes."""
+        """Record a terminal status and tell a listener; nothing below it changes. Keep
+        `complete_if_running` in step."""
         self._status[index] = status
         self._unfinished -= 1
         if reported:
@@ -392,15 +427,14 @@ class Readiness:
         after a failure or the execution timeout a node that never started is SKIPPED."""
         return CANCELLED if self._stopping in ("cancel_event", "fatal") else SKIPPED
 
-    def _settle_all_pending(self, status: NodeStatus) -> None:
+    def _end_pending(self, status: NodeStatus) -> None:
+        """Empty the ready queue and end every node not yet handed out as `status`."""
+        self._queue.clear()
+        self._heap.clear()
         node_status = self._status
         for index in range(len(node_status)):
             if node_status[index] is PENDING:
                 self._settle(index, status)
-
-    def _clear_queue(self) -> None:
-        self._queue.clear()
-        self._heap.clear()
 
     def _check_known(self, index: int) -> None:
         if not 0 <= index < len(self._status):

@@ -10,9 +10,10 @@ state change happens on the loop thread, so nothing needs a lock. Sync callables
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..runtime.threads import WorkerThreads
@@ -29,6 +30,27 @@ from .readiness import Readiness
 from .results import NodeResult, NodeStatus
 from .task_cleanup import finish_node_tasks
 from .tasks import FanOut, Task
+
+#: Makes a node's task: `factory(coroutine, name=...)`.
+TaskFactory = Callable[..., "asyncio.Task[None]"]
+
+
+def _missing_task_factory(*args: Any, **kwargs: Any) -> asyncio.Task[None]:
+    raise RuntimeError("Scheduler.run() binds the task factory before starting nodes")
+
+
+if sys.version_info >= (3, 12):
+
+    def _task_factory(loop: asyncio.AbstractEventLoop) -> TaskFactory:
+        # Eager start: the node's coroutine runs at once, up to its first real
+        # suspension, so a node that never suspends finishes without a trip through
+        # the loop. A partial keeps a Python frame off every node's start.
+        return functools.partial(asyncio.Task, loop=loop, eager_start=True)
+
+else:
+
+    def _task_factory(loop: asyncio.AbstractEventLoop) -> TaskFactory:
+        return loop.create_task
 
 
 class Scheduler:
@@ -64,7 +86,7 @@ class Scheduler:
         self._values = ArgumentValues([None] * len(self._nodes), extras)
         self._occupied = 0
         self._active: dict[int, asyncio.Task[None]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_task: TaskFactory = _missing_task_factory
         self._helper_tasks: list[asyncio.Task[Any]] = []
         self._fatal: BaseException | None = None
         self._aborting = False
@@ -93,6 +115,9 @@ class Scheduler:
         )
         self._recorder.attach(self._readiness)
         self._runner = AttemptRunner(self._readiness, self, self._values, pool, callbacks, tracer)
+        # Bound once: used at least once per node.
+        self._pop_ready = self._readiness.pop_ready
+        self._run_node = self._runner.run
 
     @property
     def failure_order(self) -> list[str]:
@@ -100,7 +125,8 @@ class Scheduler:
         return self._recorder.failure_order
 
     async def run(self) -> list[NodeResult]:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        self._new_task = _task_factory(loop)
         self._done = loop.create_future()
         readiness = self._readiness
         cleanups: list[Callable[[], object]] = []
@@ -148,14 +174,19 @@ class Scheduler:
                 return False
         return True
 
-    def _pump(self) -> None:
-        """Start ready nodes while the concurrency limit allows."""
+    def _pump(self, finished: NodeRun | None = None) -> None:
+        """Start ready nodes while the concurrency limit allows. With `finished`, first
+        free the place of that node's task: as `task_finished` this runs once per node,
+        and one call instead of two shows in the engine's per-node overhead."""
+        if finished is not None:
+            self._active.pop(finished.index, None)
+            self._occupied -= 1
         if self._pumping:
             # A node that ran to completion eagerly inside `_start` lands here; the
             # outer loop below picks up whatever it made ready, without recursion.
             return
         limit = self._limit
-        readiness = self._readiness
+        pop_ready = self._pop_ready
         nodes = self._nodes
         cancel_event = self._cancel_event
         self._pumping = True
@@ -167,9 +198,9 @@ class Scheduler:
                 # finishes inside `_start`, and what it made ready is popped by this
                 # same loop. Only runs that pass a cancel_event pay for the check.
                 if cancel_event is not None and cancel_event.is_set():
-                    readiness.stop("cancel_event")
+                    self._readiness.stop("cancel_event")
                     break
-                index = readiness.pop_ready()
+                index = pop_ready()
                 if index is None:
                     break
                 self._start(nodes[index])
@@ -181,21 +212,11 @@ class Scheduler:
         self._occupied += 1
         if self._callbacks.node_start:
             self._callbacks.emit(self._callbacks.node_start, node.name)
-        assert self._loop is not None
-        task = _new_task(self._loop, self._runner.run(node), node.name)
+        task = self._new_task(self._run_node(node), name=node.name)
         if not task.done():  # an eager task may already have finished (3.12+)
             self._active[node.index] = task
 
     # -- NodeEnds: what the attempt runner reports -------------------------------------
-
-    def node_completed(self, node: NodeRun, value: Any) -> None:
-        if isinstance(value, FanOut):
-            self._expand(node, value)
-        else:
-            self._readiness.done(node.index, NodeStatus.COMPLETED, value)
-
-    def node_failed(self, node: NodeRun, status: NodeStatus, error: BaseException) -> None:
-        self._readiness.done(node.index, status, error=error)
 
     def node_raised_fatal(self, node: NodeRun, error: BaseException) -> None:
         # Stop everything, then let execute() re-raise it after cleanup.
@@ -205,15 +226,13 @@ class Scheduler:
         else:
             self._readiness.stop("fatal")
 
-    def task_finished(self, node: NodeRun) -> None:
-        self._active.pop(node.index, None)
-        self._occupied -= 1
-        self._pump()
+    #: The node's task is ending: free its place and start what is ready.
+    task_finished = _pump
 
     def is_aborting(self) -> bool:
         return self._aborting
 
-    def _expand(self, parent: NodeRun, fan: FanOut) -> None:
+    def node_fanned_out(self, parent: NodeRun, fan: FanOut) -> None:
         fn: Callable[..., Any]
         options: Task[..., Any] | None
         if isinstance(fan.fn, Task):
@@ -263,21 +282,3 @@ class Scheduler:
         if cancel:
             self._aborting = True
         await finish_node_tasks(self._active.values(), cancel=cancel)
-
-
-if sys.version_info >= (3, 12):
-
-    def _new_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], name: str
-    ) -> asyncio.Task[None]:
-        # Eager start: the node's coroutine runs at once, up to its first real
-        # suspension, so a node that never suspends finishes without a trip through
-        # the loop.
-        return asyncio.Task(coro, loop=loop, name=name, eager_start=True)
-
-else:
-
-    def _new_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], name: str
-    ) -> asyncio.Task[None]:
-        return loop.create_task(coro, name=name)
