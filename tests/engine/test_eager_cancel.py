@@ -10,6 +10,7 @@ step runs synchronously inside task creation, exactly what 3.12 does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 from collections.abc import Coroutine, Generator
@@ -74,7 +75,8 @@ def _lazy_task(
 def test_node_setting_cancel_event_without_awaiting_stops_its_dependents(
     eager: bool, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scheduler, "_new_task", _eager_task if eager else _lazy_task)
+    make_task = _eager_task if eager else _lazy_task
+    monkeypatch.setattr(scheduler, "_task_factory", lambda loop: functools.partial(make_task, loop))
     dag = make_dag(["a", "b", "c"], [("a", "b"), ("b", "c")])
     ran: list[str] = []
 

@@ -11,17 +11,30 @@ import inspect
 import types
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import TaskBindingError, did_you_mean
 from .graph import NodePredicate
 from .retry import RetryPolicy
 from .tasks import Task
 
-# An argument source is an int: a node index when >= 0 (that node's result), otherwise
-# the slot `-1 - source` of the run's "extras" list (resources, the invoke parameter,
-# constants), which `ExtraSlots` lays out.
-Source = int
+
+class Source(NamedTuple):
+    """Where one argument of a call comes from."""
+
+    #: True: the result of the node at `position`. False: slot `position` of the run's
+    #: extras (a resource, the invoke parameter, a constant, a fan-out item), which
+    #: `ExtraSlots` lays out and `ArgumentValues.extras` holds.
+    from_result: bool
+    position: int
+
+
+def result_of(node: int) -> Source:
+    return Source(True, node)
+
+
+def extra_slot(slot: int) -> Source:
+    return Source(False, slot)
 
 
 @dataclass(slots=True)
@@ -57,19 +70,20 @@ class ExtraSlots:
 
     def resource(self, name: str) -> Source:
         if name not in self._resource_slots:
-            self.specs.append(("resource", name))
-            self._resource_slots[name] = -len(self.specs)
+            self._resource_slots[name] = self._add(("resource", name))
         return self._resource_slots[name]
 
     def parameter(self) -> Source:
         if self._parameter_slot is None:
-            self.specs.append(self.PARAMETER)
-            self._parameter_slot = -len(self.specs)
+            self._parameter_slot = self._add(self.PARAMETER)
         return self._parameter_slot
 
     def constant(self, value: Any) -> Source:
-        self.specs.append(("constant", value))
-        return -len(self.specs)
+        return self._add(("constant", value))
+
+    def _add(self, spec: tuple[str, Any]) -> Source:
+        self.specs.append(spec)
+        return extra_slot(len(self.specs) - 1)
 
     def resolve(self, resources: Mapping[str, Any], parameter: Any) -> list[Any]:
         values: list[Any] = []
@@ -81,6 +95,30 @@ class ExtraSlots:
             else:
                 values.append(payload)
         return values
+
+
+@dataclass(slots=True)
+class ArgumentValues:
+    """Everything one run can pass to a call, kept by where it comes from."""
+
+    #: Node results by node index; fan-out children get theirs appended.
+    results: list[Any]
+    #: Values that are not node results, by slot; fan-out items get theirs appended.
+    extras: list[Any]
+
+    def add_extra(self, value: Any) -> Source:
+        self.extras.append(value)
+        return extra_slot(len(self.extras) - 1)
+
+    def call_arguments(self, spec: CallSpec) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments of `spec`'s next call."""
+        results = self.results
+        extras = self.extras
+        args = [results[s.position] if s.from_result else extras[s.position] for s in spec.args]
+        kwargs = {
+            k: results[s.position] if s.from_result else extras[s.position] for k, s in spec.kwargs
+        }
+        return args, kwargs
 
 
 def unwrap(obj: object, node: str) -> tuple[Callable[..., Any], Task[..., Any] | None]:
@@ -257,8 +295,8 @@ class SpecFactory:
 
 
 def takes_no_parameters(fn: Callable[..., Any]) -> bool:
-    """Cheap exact test for plain functions; inspect.signature() costs microseconds per
-    call, which adds up over 100,000 nodes."""
+    """Cheap exact test for plain functions: inspect.signature() is slow enough to
+    matter when it runs once per node of a large graph."""
     code = getattr(fn, "__code__", None)
     return (
         type(fn) is types.FunctionType

@@ -21,7 +21,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, overload
 
-from .binding import CallSpec, ExtraSlots, Source, SpecFactory, bind_explicit, unwrap
+from .binding import (
+    CallSpec,
+    ExtraSlots,
+    Source,
+    SpecFactory,
+    bind_explicit,
+    result_of,
+    unwrap,
+)
 from .errors import (
     ConfigError,
     DagloopError,
@@ -156,9 +164,9 @@ class TaskManager(Generic[ParamT]):
         return self._numbered(base)
 
     def _numbered(self, base: str) -> str:
-        # The same function may be added many times; later copies get a suffix. The
-        # counter per base name keeps this O(1) (a probe from #2 each time was
-        # quadratic: 12 s for 10,000 copies).
+        # The same function may be added many times; later copies get a suffix. A
+        # counter per base name makes naming each copy O(1); probing every suffix from
+        # the first one again would make adding many copies quadratic.
         n = self._suffixes.get(base, 1)
         candidate = base if n == 1 else f"{base}#{n}"
         while candidate in self._used_names:
@@ -200,7 +208,7 @@ class TaskManager(Generic[ParamT]):
 
     def _source(self, value: Any, extras: ExtraSlots) -> Source:
         if isinstance(value, NodeRef):
-            return value.index
+            return result_of(value.index)
         if isinstance(value, ParameterNode):
             return extras.parameter()
         return extras.constant(value)

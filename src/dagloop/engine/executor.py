@@ -16,6 +16,7 @@ from .binding import (
     Source,
     SpecFactory,
     bind_by_name,
+    result_of,
     takes_no_parameters,
     unwrap,
 )
@@ -152,7 +153,7 @@ class AsyncDAGExecutor:
             if takes_no_parameters(fn):
                 kwargs: tuple[tuple[str, Source], ...] = ()
             else:
-                upstream = {names[p]: p for p in dag._preds[index]}
+                upstream = {names[p]: result_of(p) for p in dag._preds[index]}
                 kwargs = bind_by_name(name, fn, upstream, self.resources, extras, all_nodes)
             specs.append(factory.make(fn, options, (), kwargs))
         return specs

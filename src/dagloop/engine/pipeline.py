@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .binding import ExtraSlots, SpecFactory, bind_by_name, unwrap
+from .binding import ExtraSlots, SpecFactory, bind_by_name, result_of, unwrap
 from .errors import ConfigError, DuplicateNodeError, SelfLoopError, TaskBindingError
 from .executor import AsyncDAGExecutor, split_options
 from .graph import DAG
@@ -74,7 +74,7 @@ class Pipeline:
         self._specs = []
         for index, task_name in enumerate(names):
             fn, options_of = entries[task_name]
-            upstream = {names[p]: p for p in self.dag._preds[index]}
+            upstream = {names[p]: result_of(p) for p in self.dag._preds[index]}
             kwargs = bind_by_name(task_name, fn, upstream, self._executor.resources, self._extras)
             self._specs.append(factory.make(fn, options_of, (), kwargs))
 
