@@ -18,7 +18,8 @@ from typing import Any
 
 import dagster as dg
 
-from dagloop.dagster.dask.messages import CLOSED, STORE
+from dagloop.dagster.dask import claims
+from dagloop.dagster.dask.messages import BEGAN, CLOSED, INTERRUPT, RAN, REFUSED, STORE
 from dagloop.dagster.dask.session import RunSession, RunSpec, StepCommand
 from dagloop.dagster.entry_routes import route_entries, unroute_entries
 
@@ -74,17 +75,43 @@ def _publisher(topic: str, worker: Any = None) -> Callable[[list[Any]], None]:
     return publish
 
 
-async def run_step(spec: RunSpec, mappings: Any, command: StepCommand) -> None:
+async def run_step(spec: RunSpec, mappings: Any, command: StepCommand) -> str:
     """The Dask task of one step attempt; `mappings` are the run's dynamic mappings
-    when the step started (the same object for all steps sent since they last grew)."""
-    session = _session(spec, _publisher(spec.topic))
+    when the step started (the same object for all steps sent since they last grew).
+
+    The attempt begins only if this task claims it first (claims.py): a task Dask runs
+    again (its worker was lost) or one that starts after the run stopped is refused
+    and runs nothing. Returns RAN or REFUSED."""
+    from distributed import get_client, get_worker
+
+    worker = get_worker()
+    address = str(worker.address)
+    claimed = await get_client().run_on_scheduler(claims.claim, spec.topic, command.token, address)
+    if not claimed:
+        return REFUSED
+    publish = _publisher(spec.topic, worker)
+    publish([BEGAN, command.token, address])
+    session = _session(spec, publish)
     await asyncio.wrap_future(session.opened)
     done = asyncio.wrap_future(session.submit(command, mappings))
     try:
         await asyncio.shield(done)
     except asyncio.CancelledError:
-        session.interrupt(command.token)
+        session.interrupt(command.token, INTERRUPT)
         raise
+    return RAN
+
+
+async def interrupt_steps(
+    topic: str, stops: list[tuple[int, str]], dask_worker: Any = None
+) -> None:
+    """Run on one worker (`Client.run`): stop these attempts of the run's session, each
+    with its kind of interrupt (messages.TIMEOUT / INTERRUPT)."""
+    with _lock:
+        session = _sessions.get(topic)
+    if session is not None:
+        for token, kind in stops:
+            session.interrupt(token, kind)
 
 
 async def close_session(topic: str, dask_worker: Any = None) -> bool:
