@@ -4,10 +4,12 @@ event loop, so each is atomic against every other).
 
 Dask may run a task more than once (it reschedules the tasks of a worker it lost), and a
 Dagster step attempt must run at most once. So before a worker begins an attempt it
-claims the attempt's token here: the first claim wins; any later one (a task Dask ran
-again) is refused. When the run stops, the run process closes the run's claims and
-learns which attempts were claimed (they began on a worker): every other attempt is
-refused from then on and never begins.
+claims the attempt's submission here (`claim_key`): the first claim wins; any later one
+(a task Dask ran again) is refused. Only the run process submits an attempt again,
+under a new key, and only when the worker that claimed it was lost before its code
+began. When the run stops, the run process closes the run's claims and learns which
+attempts were claimed (they begin on a worker): every other attempt is refused from
+then on and never begins.
 
 The state lives in the scheduler process; this module must be importable there (as
 the job's code must be on the workers).
@@ -21,8 +23,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class _RunClaims:
-    #: Attempt token -> address of the worker that claimed it.
-    claimed: dict[int, str] = field(default_factory=dict)
+    #: Claim key -> address of the worker that claimed it.
+    claimed: dict[str, str] = field(default_factory=dict)
     stopped: bool = False
 
 
@@ -30,17 +32,27 @@ _lock = threading.Lock()
 _runs: dict[str, _RunClaims] = {}
 
 
-def claim(topic: str, token: int, worker: str) -> bool:
-    """Worker `worker` asks to begin attempt `token` of the run `topic`: True once."""
+def claim_key(token: int, submission: int) -> str:
+    """The key of one submission of attempt `token` (the attempt's token in the run's
+    `AttemptTable`)."""
+    return f"{token}.{submission}"
+
+
+def token_of(key: str) -> int:
+    return int(key.partition(".")[0])
+
+
+def claim(topic: str, key: str, worker: str) -> bool:
+    """Worker `worker` asks to begin submission `key` of the run `topic`: True once."""
     with _lock:
         run = _runs.setdefault(topic, _RunClaims())
-        if run.stopped or token in run.claimed:
+        if run.stopped or key in run.claimed:
             return False
-        run.claimed[token] = worker
+        run.claimed[key] = worker
         return True
 
 
-def stop(topic: str) -> dict[int, str]:
+def stop(topic: str) -> dict[str, str]:
     """The run stops: refuse every claim from now on; the claims made so far."""
     with _lock:
         run = _runs.setdefault(topic, _RunClaims())
@@ -48,11 +60,11 @@ def stop(topic: str) -> dict[int, str]:
         return dict(run.claimed)
 
 
-def holder(topic: str, token: int) -> str | None:
-    """The worker that claimed attempt `token`, None if none did."""
+def holder(topic: str, key: str) -> str | None:
+    """The worker that claimed submission `key`, None if none did."""
     with _lock:
         run = _runs.get(topic)
-        return run.claimed.get(token) if run is not None else None
+        return run.claimed.get(key) if run is not None else None
 
 
 def forget(topic: str) -> None:

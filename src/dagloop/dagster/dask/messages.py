@@ -16,8 +16,9 @@ EVENT = "event"
 #: run's resources could not be opened on that worker, or what its step code raised
 #: outside Dagster's own handling (then it may have reported no terminal event).
 END = "end"
-#: `[STORE, serialized EventLogEntry]`: an entry for the run's event log, written by the
-#: run process (`events_written_by: run`).
+#: `[STORE, serialized EventLogEntry, step key or None]`: an entry for the run's event
+#: log, written by the run process (`events_written_by: run`); the step key when the
+#: entry is a step attempt's opening event (STEP_START, STEP_RESTARTED).
 STORE = "store"
 #: `[CLOSED]`: a worker tore the run's resources down (their entries were sent before).
 CLOSED = "closed"

@@ -1,9 +1,10 @@
 """The orchestrator's side of the Dask scale-out: submit steps, await them natively
 with the asynchronous Dask client on the run's event loop, feed their events back.
 
-An attempt placed on the cluster stays WAITING in the run's `AttemptTable` until a
-worker claims it (claims.py) and says so (BEGAN); only then does it count as begun, so
-a run that stops withdraws the attempts no worker claimed, and they never run. Each
+An attempt placed on the cluster stays WAITING in the run's `AttemptTable` until its
+worker reports its STEP_START (or, when the run stops, until a worker has claimed it:
+claims.py), so a run that stops withdraws the attempts no worker claimed, and they
+never run. Each
 attempt runs at most once: a task Dask runs again is refused on its worker, and an
 attempt whose worker was lost fails (or retries) once, naming the worker."""
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import sys
 import uuid
@@ -112,8 +114,9 @@ class DaskSteps:
         self._grace = executor_config.termination_grace_seconds
         self._topic = f"dagloop-{job_context.run_id}-{uuid.uuid4().hex[:8]}"
         self._default_budget = executor_config.step_timeout_seconds
-        #: By attempt token.
+        #: By attempt token, and by step key (one attempt of a step is in flight at once).
         self._in_flight: dict[int, _InFlight] = {}
+        self._by_step: dict[str, _InFlight] = {}
         #: Interrupts waiting to be sent, by worker address (sent once per loop turn).
         self._interrupts: dict[str, list[tuple[int, str]]] = {}
         #: Workers this run lost (each reported once).
@@ -235,16 +238,17 @@ class DaskSteps:
         on; an attempt a worker claimed before counts as begun (its BEGAN may still be
         on its way) and is stopped, the others are withdrawn and never run."""
         try:
-            claimed: dict[int, str] = await self._on_scheduler(claims.stop, self._topic)
+            claimed: dict[str, str] = await self._on_scheduler(claims.stop, self._topic)
         except Exception as exc:  # the scheduler is gone: no worker can claim either
             self._job_context.log.warning(
                 f"Closing the run's claims on the Dask scheduler failed: {exc!r}"
             )
             return
-        for token, worker in claimed.items():
-            record = self._in_flight.get(token)
+        for key, worker in claimed.items():
+            record = self._in_flight.get(claims.token_of(key))
             if record is not None and record.run.state is AttemptState.WAITING:
-                self._began(record, worker)
+                record.worker = worker
+                self._began(record)
 
     async def execute(
         self,
@@ -263,6 +267,7 @@ class DaskSteps:
             budget=budget if budget is not None else self._default_budget,
         )
         self._in_flight[token] = record
+        self._by_step[run.key] = record
         command = StepCommand(
             token=token,
             step_key=run.key,
@@ -285,6 +290,8 @@ class DaskSteps:
                 await self._stop(record, fail)
         finally:
             del self._in_flight[token]
+            if self._by_step.get(run.key) is record:
+                del self._by_step[run.key]
             if record.backstop is not None:
                 record.backstop.cancel()
             if record.retry is not None:
@@ -317,25 +324,36 @@ class DaskSteps:
                 return
             # Refused (claimed before: its worker was lost and Dask ran it again; or
             # the run stopped), or the task failed (KilledWorker: its worker was lost).
-            if run.state is AttemptState.WAITING:
-                worker = await self._on_scheduler(claims.holder, self._topic, command.token)
+            if not run.attempt.begun:
+                key = claims.claim_key(command.token, command.submission)
+                worker = await self._on_scheduler(claims.holder, self._topic, key)
                 if worker is None:
                     if error is not None:
-                        continue  # lost before any worker claimed it: it never began
+                        continue  # lost before any worker claimed it
                     await asyncio.Future()  # refused as the run stops: it is withdrawn
-                self._began(record, worker)
+                record.worker = worker
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(record.ended.wait(), DRAIN_AFTER_ERROR_SECONDS)
             if record.ended.is_set():  # it ended before its worker was lost
                 self._after_end(record)
                 return
+            if not run.attempt.begun:
+                # Its worker was lost before the step's code began (no STEP_START):
+                # it runs now, once, wherever it is claimed again.
+                record.worker = None
+                command = dataclasses.replace(command, submission=command.submission + 1)
+                continue
             self._report_lost(record, error)
             return
 
     def _after_end(self, record: _InFlight) -> None:
         """The attempt's step code ended on its worker (END)."""
-        if record.terminal.is_set() or record.end_error is None:
-            return  # without an error and its end, the orchestrator tells Dagster
+        if record.terminal.is_set():
+            return
+        if record.run.state is AttemptState.WAITING:
+            self._began(record)  # it ends without having started: resources failed
+        if record.end_error is None:
+            return  # its code ended without its end: the orchestrator tells Dagster
         # As the multiprocess executor does for a child whose step could not run.
         record.accept(
             self._executor.log_failure_or_retry_event_after_error(
@@ -353,7 +371,7 @@ class DaskSteps:
             steps = sorted(
                 other.run.key
                 for other in self._in_flight.values()
-                if other.worker == worker and not other.ended.is_set()
+                if other.worker == worker and other.run.attempt.begun and not other.ended.is_set()
             )
             record.accept(lost_workers_event(self._job_context, worker, steps, cause))
         error = WorkerLostError.info(worker, record.run.key, cause)
@@ -383,9 +401,9 @@ class DaskSteps:
         if not record.terminal.is_set():
             fail(reason)
 
-    def _began(self, record: _InFlight, worker: str) -> None:
-        """A worker claimed the attempt: it begins (or began) there."""
-        record.worker = worker
+    def _began(self, record: _InFlight) -> None:
+        """The attempt began on its worker (or will: a worker claimed it as the run
+        stops)."""
         if not record.run.begin():
             return  # withdrawn: cannot happen, a withdrawn attempt is never claimed
         if record.budget is not None:
@@ -435,6 +453,9 @@ class DaskSteps:
         _, payload = message
         if payload[0] == STORE:
             self._event_log.store_serialized(payload[1])
+            record = self._by_step.get(payload[2]) if payload[2] is not None else None
+            if record is not None and record.run.state is AttemptState.WAITING:
+                self._began(record)  # its STEP_START is on its way to storage
         else:
             # Handled once every entry the worker sent before it is written, so the
             # orchestrator never acts on a step event whose entries are not stored yet.
@@ -451,8 +472,7 @@ class DaskSteps:
         if record is None or record.run.state is AttemptState.WITHDRAWN:
             return  # an attempt already given up on; its entries were written anyway
         if kind == BEGAN:
-            if record.run.state is AttemptState.WAITING:
-                self._began(record, payload[2])
+            record.worker = payload[2]
             return
         if kind == END:
             if payload[2] is not None:
@@ -460,6 +480,8 @@ class DaskSteps:
             record.ended.set()
             return
         event = dg.deserialize_value(payload[2], DagsterEvent)
+        if record.run.state is AttemptState.WAITING:
+            self._began(record)  # its first event: STEP_START
         if event.is_step_success or event.is_step_failure or event.is_step_up_for_retry:
             record.terminal.set()
         if event.is_resource_init_failure:

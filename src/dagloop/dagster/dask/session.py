@@ -86,6 +86,9 @@ class StepCommand:
     known_state: KnownExecutionState
     #: Its time budget in seconds (counted from its STEP_START here), None: none.
     budget: float | None = None
+    #: Which submission of the attempt this is (claims.py): the run process submits
+    #: an attempt again only if a lost worker had claimed it before its code began.
+    submission: int = 0
 
 
 #: Publishes one message on the run's Dask topic; callable from any thread.

@@ -18,6 +18,7 @@ from typing import Any
 
 import dagster as dg
 
+from dagloop.dagster.attempts import OPENING_EVENT_TYPES
 from dagloop.dagster.dask import claims
 from dagloop.dagster.dask.messages import BEGAN, CLOSED, INTERRUPT, RAN, REFUSED, STORE
 from dagloop.dagster.dask.session import RunSession, RunSpec, StepCommand
@@ -53,14 +54,23 @@ def _session(spec: RunSpec, publish: Callable[[list[Any]], None]) -> RunSession:
         if session is None:
             if spec.events_written_by == "run":
                 # The run process writes them (see dagster/event_log/).
-                route_entries(
-                    instance,
-                    spec.dagster_run.run_id,
-                    lambda entry: publish([STORE, dg.serialize_value(entry)]),
-                )
+                route_entries(instance, spec.dagster_run.run_id, _sender(publish))
             session = _sessions[spec.topic] = RunSession(spec, _instance, publish)
             session.start()
         return session
+
+
+def _sender(publish: Callable[[list[Any]], None]) -> Callable[[Any], None]:
+    """Sends each entry to the run process; an attempt's opening event also names its
+    step, so that the run process knows the step's code began even if this worker is
+    lost before the event itself reaches it."""
+
+    def send(entry: Any) -> None:
+        event = entry.dagster_event
+        opened = event is not None and event.event_type_value in OPENING_EVENT_TYPES
+        publish([STORE, dg.serialize_value(entry), event.step_key if opened else None])
+
+    return send
 
 
 def _publisher(topic: str, worker: Any = None) -> Callable[[list[Any]], None]:
@@ -86,7 +96,8 @@ async def run_step(spec: RunSpec, mappings: Any, command: StepCommand) -> str:
 
     worker = get_worker()
     address = str(worker.address)
-    claimed = await get_client().run_on_scheduler(claims.claim, spec.topic, command.token, address)
+    key = claims.claim_key(command.token, command.submission)
+    claimed = await get_client().run_on_scheduler(claims.claim, spec.topic, key, address)
     if not claimed:
         return REFUSED
     publish = _publisher(spec.topic, worker)
