@@ -142,7 +142,8 @@ def test_a_killed_worker_fails_each_of_its_steps_once(
     assert sum(ran.values()) >= 2 * fault_jobs.WIDTH
     audit = audit_run(instance, outcome.run_id)
     assert audit.exact, audit
-    assert _run_failure_class(entries) in (None, "DagsterExecutionStepExecutionError")
+    # The run fails with a lost step's error, or succeeds if only retried steps were lost.
+    assert _run_failure_class(entries) in (None, "WorkerLostError")
     cluster.wait_for_workers()  # its nanny started a new worker process
 
 

@@ -49,7 +49,8 @@ from dagloop.dagster.dask.messages import (
     TIMEOUT,
 )
 from dagloop.dagster.dask.session import RunSpec, StepCommand
-from dagloop.dagster.dask.worker import close_session, interrupt_steps, run_step
+from dagloop.dagster.dask.worker import close_session, run_step
+from dagloop.dagster.dask.worker_calls import WorkerCalls
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
@@ -117,12 +118,9 @@ class DaskSteps:
         #: By attempt token, and by step key (one attempt of a step is in flight at once).
         self._in_flight: dict[int, _InFlight] = {}
         self._by_step: dict[str, _InFlight] = {}
-        #: Interrupts waiting to be sent, by worker address (sent once per loop turn).
-        self._interrupts: dict[str, list[tuple[int, str]]] = {}
         #: Workers this run lost (each reported once).
         self._lost: set[str] = set()
-        #: Calls to the cluster nobody awaits (interrupts, cancellations).
-        self._background: set[asyncio.Future[Any]] = set()
+        self._calls: WorkerCalls | None = None
         self._spec = RunSpec(
             topic=self._topic,
             run_config=dict(job_context.run_config),
@@ -215,12 +213,18 @@ class DaskSteps:
     async def _forget_claims(self) -> None:
         with contextlib.suppress(Exception):
             await self._on_scheduler(claims.forget, self._topic)
-        for future in list(self._background):
-            future.cancel()
+        if self._calls is not None:
+            self._calls.cancel_all()
 
     async def _on_scheduler(self, function: Callable[..., Any], *args: Any) -> Any:
         async with asyncio.timeout(CLAIMS_CALL_SECONDS):
             return await self._client.run_on_scheduler(function, *args)
+
+    @property
+    def _worker_calls(self) -> WorkerCalls:
+        if self._calls is None:
+            self._calls = WorkerCalls(self._client, self._topic)
+        return self._calls
 
     def describe(self) -> str:
         if self._config.processes is not None:
@@ -282,7 +286,7 @@ class DaskSteps:
                     # Withdrawn (no worker claimed it; none ever will), or the
                     # orchestrator itself is torn down: a begun step is stopped too.
                     if run.attempt.begun and record.worker is not None:
-                        self._send_interrupt(record.worker, token, INTERRUPT)
+                        self._worker_calls.interrupt(record.worker, token, INTERRUPT)
                     raise
                 task = asyncio.current_task()
                 if task is not None:
@@ -314,7 +318,7 @@ class DaskSteps:
             try:
                 outcome = await future
             except asyncio.CancelledError:
-                self._in_background(self._client.cancel([future]))
+                self._worker_calls.in_background(self._client.cancel([future]))
                 raise
             except Exception:
                 outcome, error = None, serializable_error_info_from_exc_info(sys.exc_info())
@@ -389,7 +393,7 @@ class DaskSteps:
         assert reason is not None
         if record.worker is not None:
             kind = TIMEOUT if isinstance(reason, StepTimeoutError) else INTERRUPT
-            self._send_interrupt(record.worker, run.attempt.token, kind)
+            self._worker_calls.interrupt(record.worker, run.attempt.token, kind)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(record.ended.wait(), self._grace)
         if record.ended.is_set():
@@ -418,34 +422,6 @@ class DaskSteps:
         assert record.budget is not None
         if not record.terminal.is_set() and not record.ended.is_set():
             run.cancel(StepTimeoutError(run.op_name, run.key, record.budget))
-
-    # -- interrupts --------------------------------------------------------------------
-
-    def _send_interrupt(self, worker: str, token: int, kind: str) -> None:
-        """Ask `worker` to stop attempt `token`; the interrupts of one loop turn go to
-        each worker in one call."""
-        if not self._interrupts:
-            asyncio.get_running_loop().call_soon(self._flush_interrupts)
-        self._interrupts.setdefault(worker, []).append((token, kind))
-
-    def _flush_interrupts(self) -> None:
-        interrupts, self._interrupts = self._interrupts, {}
-        for worker, stops in interrupts.items():
-            self._in_background(
-                self._client.run(interrupt_steps, self._topic, stops, workers=[worker])
-            )
-
-    def _in_background(self, call: Any) -> None:
-        """A call to the cluster nobody waits for; its failure (a worker gone) is moot."""
-        future = asyncio.ensure_future(call)
-        self._background.add(future)
-
-        def done(future: asyncio.Future[Any]) -> None:
-            self._background.discard(future)
-            if not future.cancelled():
-                future.exception()
-
-        future.add_done_callback(done)
 
     # -- events ------------------------------------------------------------------------
 
