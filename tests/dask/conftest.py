@@ -12,6 +12,7 @@ import pytest
 from distributed import LocalCluster
 
 from tests.dagster.conftest import persistent_sqlite_instance
+from tests.dask.cli_cluster import CliCluster, cli_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,3 +40,9 @@ def address(cluster: LocalCluster) -> str:
 @pytest.fixture
 def sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     yield from persistent_sqlite_instance(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def dask_cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:
+    """A cluster started with `dask scheduler` and `dask worker` (tests/dask/cli_cluster.py)."""
+    yield from cli_cluster(tmp_path_factory.mktemp("dask_cli_cluster"))

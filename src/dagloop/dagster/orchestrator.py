@@ -57,6 +57,11 @@ class RemoteSteps(Protocol):
 
     def accepts(self, step: ExecutionStep) -> bool: ...
 
+    async def before_stopping(self) -> None:
+        """The run is about to stop: after this, an attempt that has not begun
+        (WAITING) never begins, so withdrawing it is final."""
+        ...
+
     async def execute(
         self,
         run: StepRun,
@@ -64,9 +69,11 @@ class RemoteSteps(Protocol):
         accept: Callable[[DagsterEvent], None],
         fail: Callable[[BaseException], None],
     ) -> None:
-        """Run `run`'s step to its end, passing each of its events to `accept`. A
-        cancellation with `run.cancel_reason` set stops the step; if it cannot report
-        its own terminal event, call `fail(run.cancel_reason)`."""
+        """Run `run`'s step to its end, passing each of its events to `accept`. The
+        attempt is WAITING until its step code begins over there (`run.begin()`); a
+        cancellation while it waits withdraws it. A cancellation with
+        `run.cancel_reason` set stops the begun step; if it cannot report its own
+        terminal event, call `fail(run.cancel_reason)`. A step budget is kept there."""
         ...
 
 
@@ -219,6 +226,7 @@ class Orchestrator:
         while True:
             termination.poll()
             if termination.requested is not None and not termination.stopping:
+                await self._remote_before_stopping()
                 termination.begin_stopping(active, termination.requested)
 
             if not termination.stopping:
@@ -255,12 +263,17 @@ class Orchestrator:
     async def _wind_down(self, active: ActiveExecution, why: str) -> None:
         with contextlib.suppress(Exception):
             if not self._termination.stopping:
+                await self._remote_before_stopping()
                 self._termination.begin_stopping(active, why)
         while len(self._attempts):
             try:
                 await self._wakeup.wait(INTERRUPT_POLL_SECONDS)
             except asyncio.CancelledError:
                 continue  # cancelled again while winding down: keep waiting for the steps
+
+    async def _remote_before_stopping(self) -> None:
+        if self._remote is not None:
+            await self._remote.before_stopping()
 
     async def _reap_tasks(self) -> None:
         pending = [task for task in self._tasks if not task.done()]
@@ -288,17 +301,18 @@ class Orchestrator:
         # A remote step is awaited by its task, which is cancelled like a greenlet's.
         host = "greenlet" if remote else choose_host(context, self._config.step_host)
         budget = step_budget(step.node_handle.name, step.key, step.tags)
+        if budget is None:
+            budget = self._config.step_timeout_seconds
         run = StepRun(
             step=step,
             context=context,
             host=host,
-            budget=budget if budget is not None else self._config.step_timeout_seconds,
+            # A remote step's budget is kept where it runs, from its STEP_START there.
+            budget=None if remote else budget,
             report_hold=self._reports.report_hold,
             attempts=self._attempts,
             remote=remote,
         )
-        if remote:
-            run.begin()  # handed over to the cluster: it may begin there at once
         task = self._loop.create_task(
             self._execute(run, known_state if remote else None), name=f"dagloop-step:{step.key}"
         )

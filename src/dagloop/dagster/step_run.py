@@ -106,7 +106,7 @@ class StepRun:
     budget: float | None
     report_hold: Callable[[StepRun, float], None]
     attempts: AttemptTable[StepRun] = field(repr=False)
-    #: Runs on a remote host (Dask): its code begins as soon as it is handed over.
+    #: Runs on a remote host (Dask): it begins when its worker says it began there.
     remote: bool = False
     events: list[DagsterEvent] = field(default_factory=list)
     task: asyncio.Task[None] | None = None

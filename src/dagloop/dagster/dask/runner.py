@@ -1,12 +1,19 @@
 """The orchestrator's side of the Dask scale-out: submit steps, await them natively
-with the asynchronous Dask client on the run's event loop, feed their events back."""
+with the asynchronous Dask client on the run's event loop, feed their events back.
+
+An attempt placed on the cluster stays WAITING in the run's `AttemptTable` until its
+worker reports its STEP_START (or, when the run stops, until a worker has claimed it:
+claims.py), so a run that stops withdraws the attempts no worker claimed, and they
+never run. Each
+attempt runs at most once: a task Dask runs again is refused on its worker, and an
+attempt whose worker was lost fails (or retries) once, naming the worker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
-import itertools
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +25,6 @@ import dagster as dg
 
 from dagloop.dagster._internals import (
     DagsterEvent,
-    EngineEventData,
     ExecutionPlan,
     ExecutionStep,
     Executor,
@@ -28,33 +34,60 @@ from dagloop.dagster._internals import (
     run_shard_batch_writer,
     serializable_error_info_from_exc_info,
 )
+from dagloop.dagster.attempts import AttemptState
 from dagloop.dagster.config import AsyncExecutorConfig
+from dagloop.dagster.dask import claims
 from dagloop.dagster.dask.config import DaskConfig
-from dagloop.dagster.dask.messages import CLOSED, END, STORE
+from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event
+from dagloop.dagster.dask.messages import (
+    BEGAN,
+    CLOSED,
+    END,
+    INTERRUPT,
+    RAN,
+    STORE,
+    TIMEOUT,
+)
 from dagloop.dagster.dask.session import RunSpec, StepCommand
 from dagloop.dagster.dask.worker import close_session, run_step
+from dagloop.dagster.dask.worker_calls import WorkerCalls
+from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
+from dagloop.dagster.tags import step_budget
 from dagloop.runtime.dask_client import dask_client
 
 Mappings = Mapping[str, Mapping[str, Sequence[str] | None]]
 
-#: After a step's Dask task failed (e.g. its worker died), how long to wait for the
-#: step's last events before reporting it failed from the orchestrator.
+#: After a step's Dask task failed or was refused (its worker was lost), how long to
+#: wait for the step's last messages before reporting it lost.
 DRAIN_AFTER_ERROR_SECONDS = 2.0
 #: How long the workers get to tear a run's resources down when it ends.
 CLOSE_SESSIONS_SECONDS = 60.0
+#: How long a call to the scheduler's claims may take before it is given up.
+CLAIMS_CALL_SECONDS = 10.0
+#: A step on a worker fails at its budget there; the run process asks it to stop only
+#: this much later (its own failure is on its way by then, on any sane cluster).
+BUDGET_BACKSTOP_SECONDS = 1.0
 
 
 @dataclass(eq=False)
 class _InFlight:
+    run: StepRun
     accept: Callable[[DagsterEvent], None]
+    known_state: KnownExecutionState
+    budget: float | None
     terminal: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
-    resource_error: Any = None
+    #: The worker that claimed the attempt (None: none yet).
+    worker: str | None = None
+    #: Why the attempt's step code ended without (perhaps) its terminal event: the
+    #: run's resources failed to open on its worker, or the error its code raised.
+    end_error: Any = None  # SerializableErrorInfo
     #: A STEP_UP_FOR_RETRY, handed to the orchestrator only once the attempt has ended:
     #: a retry started earlier would be the same step key still in flight.
     retry: DagsterEvent | None = None
+    backstop: asyncio.TimerHandle | None = None
 
 
 class DaskSteps:
@@ -81,8 +114,13 @@ class DaskSteps:
         self._event_log = event_log
         self._grace = executor_config.termination_grace_seconds
         self._topic = f"dagloop-{job_context.run_id}-{uuid.uuid4().hex[:8]}"
-        self._tokens = itertools.count()
-        self._in_flight: dict[str, _InFlight] = {}
+        self._default_budget = executor_config.step_timeout_seconds
+        #: By attempt token, and by step key (one attempt of a step is in flight at once).
+        self._in_flight: dict[int, _InFlight] = {}
+        self._by_step: dict[str, _InFlight] = {}
+        #: Workers this run lost (each reported once).
+        self._lost: set[str] = set()
+        self._calls: WorkerCalls | None = None
         self._spec = RunSpec(
             topic=self._topic,
             run_config=dict(job_context.run_config),
@@ -113,19 +151,26 @@ class DaskSteps:
         config = self._config
         # A failed entry leaves nothing open: dask_client cleans up after itself.
         stack = AsyncExitStack()
-        self._client = await stack.enter_async_context(
-            dask_client(
-                address=config.address,
-                processes=config.processes,
-                threads_per_worker=config.steps_per_worker,
+        import dask
+
+        # A local cluster reports a task whose worker died (KilledWorker) instead of
+        # running it again; on a cluster at `address` the claims refuse a rerun.
+        local = {"distributed.scheduler.allowed-failures": 0} if config.processes else {}
+        with dask.config.set(local):
+            self._client = await stack.enter_async_context(
+                dask_client(
+                    address=config.address,
+                    processes=config.processes,
+                    threads_per_worker=config.steps_per_worker,
+                )
             )
-        )
         # Exit in reverse: close the workers' sessions (their last entries still reach
         # the run's event log), then unsubscribe.
         self._client.subscribe_topic(self._topic, self._on_message)
         stack.callback(self._client.unsubscribe_topic, self._topic)
         # Sent to every worker once, not pickled with every step.
         self._spec_on_workers = await self._broadcast(self._spec)
+        stack.push_async_callback(self._forget_claims)
         stack.push_async_callback(self._close_sessions)
         self._stack = stack
         return self
@@ -165,6 +210,22 @@ class DaskSteps:
                 f"Closing the run's sessions on the Dask workers failed: {exc!r}"
             )
 
+    async def _forget_claims(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._on_scheduler(claims.forget, self._topic)
+        if self._calls is not None:
+            self._calls.cancel_all()
+
+    async def _on_scheduler(self, function: Callable[..., Any], *args: Any) -> Any:
+        async with asyncio.timeout(CLAIMS_CALL_SECONDS):
+            return await self._client.run_on_scheduler(function, *args)
+
+    @property
+    def _worker_calls(self) -> WorkerCalls:
+        if self._calls is None:
+            self._calls = WorkerCalls(self._client, self._topic)
+        return self._calls
+
     def describe(self) -> str:
         if self._config.processes is not None:
             return f"a local Dask cluster of {self._config.processes} worker processes"
@@ -176,6 +237,23 @@ class DaskSteps:
         placement = self._config.placement_of(step.node_handle.name, step.key, step.tags)
         return placement == "cluster"
 
+    async def before_stopping(self) -> None:
+        """The run stops: close its claims, so that no worker begins an attempt from now
+        on; an attempt a worker claimed before counts as begun (its BEGAN may still be
+        on its way) and is stopped, the others are withdrawn and never run."""
+        try:
+            claimed: dict[str, str] = await self._on_scheduler(claims.stop, self._topic)
+        except Exception as exc:  # the scheduler is gone: no worker can claim either
+            self._job_context.log.warning(
+                f"Closing the run's claims on the Dask scheduler failed: {exc!r}"
+            )
+            return
+        for key, worker in claimed.items():
+            record = self._in_flight.get(claims.token_of(key))
+            if record is not None and record.run.state is AttemptState.WAITING:
+                record.worker = worker
+                self._began(record)
+
     async def execute(
         self,
         run: StepRun,
@@ -183,93 +261,167 @@ class DaskSteps:
         accept: Callable[[DagsterEvent], None],
         fail: Callable[[BaseException], None],
     ) -> None:
-        try:
-            mappings = await self._mappings_on_workers(known_state.dynamic_mappings)
-        except asyncio.CancelledError:
-            if run.cancel_reason is None:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            fail(run.cancel_reason)  # stopped before it was sent
-            return
-        token = f"{run.key}#{next(self._tokens)}"
-        record = _InFlight(accept=accept)
-        self._in_flight[token] = record
-        command = StepCommand(
-            token=token, step_key=run.key, known_state=_for_one_step(run.step, known_state)
+        mappings = await self._mappings_on_workers(known_state.dynamic_mappings)
+        token = run.attempt.token
+        budget = step_budget(run.op_name, run.key, run.step.tags)
+        record = _InFlight(
+            run=run,
+            accept=accept,
+            known_state=known_state,
+            budget=budget if budget is not None else self._default_budget,
         )
-        future = self._client.submit(
-            run_step,
-            self._spec_on_workers,
-            mappings,
-            command,
-            key=f"dagloop-step-{token}-{uuid.uuid4().hex[:8]}",
-            pure=False,
+        self._in_flight[token] = record
+        self._by_step[run.key] = record
+        command = StepCommand(
+            token=token,
+            step_key=run.key,
+            known_state=_for_one_step(run.step, known_state),
+            budget=record.budget,
         )
         try:
             try:
-                await future
-                await record.ended.wait()
-                if record.resource_error is not None and not record.terminal.is_set():
-                    # As the multiprocess executor does: the step never started.
-                    accept(
-                        self._executor.log_failure_or_retry_event_after_error(
-                            run.context, record.resource_error, known_state
-                        )
-                    )
+                await self._run_to_end(record, command, mappings)
             except asyncio.CancelledError:
                 if run.cancel_reason is None:
-                    raise  # the orchestrator itself is torn down
+                    # Withdrawn (no worker claimed it; none ever will), or the
+                    # orchestrator itself is torn down: a begun step is stopped too.
+                    if run.attempt.begun and record.worker is not None:
+                        self._worker_calls.interrupt(record.worker, token, INTERRUPT)
+                    raise
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                await self._stop(future, record, run, fail)
-            except Exception:
-                await self._after_task_error(run, record, known_state, sys.exc_info())
+                await self._stop(record, fail)
         finally:
             del self._in_flight[token]
+            if self._by_step.get(run.key) is record:
+                del self._by_step[run.key]
+            if record.backstop is not None:
+                record.backstop.cancel()
             if record.retry is not None:
                 accept(record.retry)
 
-    async def _stop(
-        self,
-        future: Any,
-        record: _InFlight,
-        run: StepRun,
-        fail: Callable[[BaseException], None],
-    ) -> None:
-        """Cancel the step's Dask task; give the step `grace` seconds to report its end."""
-        await self._client.cancel([future])
-        try:
-            await asyncio.wait_for(record.terminal.wait(), self._grace)
-        except TimeoutError:
-            assert run.cancel_reason is not None
-            fail(run.cancel_reason)
+    # -- one attempt -------------------------------------------------------------------
 
-    async def _after_task_error(
-        self,
-        run: StepRun,
-        record: _InFlight,
-        known_state: KnownExecutionState,
-        exc_info: Any,
-    ) -> None:
-        error = serializable_error_info_from_exc_info(exc_info)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(record.ended.wait(), DRAIN_AFTER_ERROR_SECONDS)
+    async def _run_to_end(self, record: _InFlight, command: StepCommand, mappings: Any) -> None:
+        run = record.run
+        while True:
+            future = self._client.submit(
+                run_step,
+                self._spec_on_workers,
+                mappings,
+                command,
+                key=f"dagloop-step-{run.key}-{command.token}-{uuid.uuid4().hex[:8]}",
+                pure=False,
+            )
+            error: Any = None
+            try:
+                outcome = await future
+            except asyncio.CancelledError:
+                self._worker_calls.in_background(self._client.cancel([future]))
+                raise
+            except Exception:
+                outcome, error = None, serializable_error_info_from_exc_info(sys.exc_info())
+            if outcome == RAN:
+                await record.ended.wait()
+                self._after_end(record)
+                return
+            # Refused (claimed before: its worker was lost and Dask ran it again; or
+            # the run stopped), or the task failed (KilledWorker: its worker was lost).
+            if not run.attempt.begun:
+                key = claims.claim_key(command.token, command.submission)
+                worker = await self._on_scheduler(claims.holder, self._topic, key)
+                if worker is None:
+                    if error is not None:
+                        continue  # lost before any worker claimed it
+                    await asyncio.Future()  # refused as the run stops: it is withdrawn
+                record.worker = worker
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(record.ended.wait(), DRAIN_AFTER_ERROR_SECONDS)
+            if record.ended.is_set():  # it ended before its worker was lost
+                self._after_end(record)
+                return
+            if not run.attempt.begun:
+                # Its worker was lost before the step's code began (no STEP_START):
+                # it runs now, once, wherever it is claimed again.
+                record.worker = None
+                command = dataclasses.replace(command, submission=command.submission + 1)
+                continue
+            self._report_lost(record, error)
+            return
+
+    def _after_end(self, record: _InFlight) -> None:
+        """The attempt's step code ended on its worker (END)."""
         if record.terminal.is_set():
             return
+        if record.run.state is AttemptState.WAITING:
+            self._began(record)  # it ends without having started: resources failed
+        if record.end_error is None:
+            return  # its code ended without its end: the orchestrator tells Dagster
+        # As the multiprocess executor does for a child whose step could not run.
         record.accept(
-            DagsterEvent.engine_event(
-                run.context,
-                f"The Dask task of step '{run.key}' failed: {error.message.strip()}",
-                EngineEventData.engine_error(error),
+            self._executor.log_failure_or_retry_event_after_error(
+                record.run.context, record.end_error, record.known_state
             )
         )
-        # As the multiprocess executor does when a child process crashes.
+
+    def _report_lost(self, record: _InFlight, cause: Any) -> None:
+        """The attempt's worker was lost while the attempt ran: one engine event per
+        lost worker, listing the steps it took along, and one failure (or retry, as the
+        step's RetryPolicy says) for each."""
+        worker = record.worker or "an unknown worker"
+        if worker not in self._lost:
+            self._lost.add(worker)
+            steps = sorted(
+                other.run.key
+                for other in self._in_flight.values()
+                if other.worker == worker and other.run.attempt.begun and not other.ended.is_set()
+            )
+            record.accept(lost_workers_event(self._job_context, worker, steps, cause))
+        error = WorkerLostError.info(worker, record.run.key, cause)
         record.accept(
-            self._executor.log_failure_or_retry_event_after_error(run.context, error, known_state)
+            self._executor.log_failure_or_retry_event_after_error(
+                record.run.context, error, record.known_state
+            )
         )
+
+    async def _stop(self, record: _InFlight, fail: Callable[[BaseException], None]) -> None:
+        """The run asked a begun attempt to stop: its worker interrupts it; one that
+        has not reported its end `grace` seconds later is reported failed here."""
+        run = record.run
+        reason = run.cancel_reason
+        assert reason is not None
+        if record.worker is not None:
+            kind = TIMEOUT if isinstance(reason, StepTimeoutError) else INTERRUPT
+            self._worker_calls.interrupt(record.worker, run.attempt.token, kind)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(record.ended.wait(), self._grace)
+        if record.ended.is_set():
+            if record.terminal.is_set():
+                return
+            if record.end_error is not None:
+                self._after_end(record)
+                return
+        if not record.terminal.is_set():
+            fail(reason)
+
+    def _began(self, record: _InFlight) -> None:
+        """The attempt began on its worker (or will: a worker claimed it as the run
+        stops)."""
+        if not record.run.begin():
+            return  # withdrawn: cannot happen, a withdrawn attempt is never claimed
+        if record.budget is not None:
+            loop = asyncio.get_running_loop()
+            record.backstop = loop.call_later(
+                record.budget + BUDGET_BACKSTOP_SECONDS, self._over_budget, record
+            )
+
+    def _over_budget(self, record: _InFlight) -> None:
+        """The attempt's worker did not report its end at its budget: stop it from here."""
+        run = record.run
+        assert record.budget is not None
+        if not record.terminal.is_set() and not record.ended.is_set():
+            run.cancel(StepTimeoutError(run.op_name, run.key, record.budget))
 
     # -- events ------------------------------------------------------------------------
 
@@ -277,6 +429,9 @@ class DaskSteps:
         _, payload = message
         if payload[0] == STORE:
             self._event_log.store_serialized(payload[1])
+            record = self._by_step.get(payload[2]) if payload[2] is not None else None
+            if record is not None and record.run.state is AttemptState.WAITING:
+                self._began(record)  # its STEP_START is on its way to storage
         else:
             # Handled once every entry the worker sent before it is written, so the
             # orchestrator never acts on a step event whose entries are not stored yet.
@@ -290,23 +445,23 @@ class DaskSteps:
             self._session_closed.set()
             return
         record = self._in_flight.get(payload[1])
-        if record is None:
-            return  # a step already given up on; its entries were written anyway
+        if record is None or record.run.state is AttemptState.WITHDRAWN:
+            return  # an attempt already given up on; its entries were written anyway
+        if kind == BEGAN:
+            record.worker = payload[2]
+            return
         if kind == END:
             if payload[2] is not None:
-                record.resource_error = dg.deserialize_value(payload[2])
+                record.end_error = record.end_error or dg.deserialize_value(payload[2])
             record.ended.set()
             return
         event = dg.deserialize_value(payload[2], DagsterEvent)
-        if (
-            event.is_step_success
-            or event.is_step_failure
-            or event.is_step_skipped
-            or (event.is_step_up_for_retry)
-        ):
+        if record.run.state is AttemptState.WAITING:
+            self._began(record)  # its first event: STEP_START
+        if event.is_step_success or event.is_step_failure or event.is_step_up_for_retry:
             record.terminal.set()
         if event.is_resource_init_failure:
-            record.resource_error = event.engine_event_data.error
+            record.end_error = event.engine_event_data.error
         if event.is_step_up_for_retry:
             record.retry = event
             return

@@ -36,13 +36,20 @@ from dagloop.dagster._internals import (
     create_execution_plan,
     serializable_error_info_from_exc_info,
 )
-from dagloop.dagster.attempts import AttemptTable
+from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState, AttemptTable
 from dagloop.dagster.config import StepHost
-from dagloop.dagster.dask.messages import END, EVENT
+from dagloop.dagster.dask.messages import END, EVENT, TIMEOUT
+from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
 
 _INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
+#: How often an interrupt for a step that has not begun yet (it waits for a thread) is
+#: tried again.
+INTERRUPT_RETRY_SECONDS = 0.01
+#: When the run ends, how long the session waits for steps it still hosts to stop
+#: (the run process has reported each of them ended by then).
+STOP_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,15 @@ class StepCommand:
     """One attempt of one step, and the part of the run's known state its execution
     reads (ready inputs, its retry count, the parent run's state)."""
 
-    token: str
+    #: The attempt's token in the run's `AttemptTable`: issued once per attempt.
+    token: int
     step_key: str
     known_state: KnownExecutionState
+    #: Its time budget in seconds (counted from its STEP_START here), None: none.
+    budget: float | None = None
+    #: Which submission of the attempt this is (claims.py): the run process submits
+    #: an attempt again only if a lost worker had claimed it before its code began.
+    submission: int = 0
 
 
 #: Publishes one message on the run's Dask topic; callable from any thread.
@@ -100,7 +113,10 @@ class RunSession:
         self._context: PlanExecutionContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hosting: StepHosting | None = None
-        self._runs: dict[str, StepRun] = {}
+        self._runs: dict[int, StepRun] = {}
+        #: Interrupts asked for (any thread), by token: applied once the step has begun.
+        self._interrupts: dict[int, str] = {}
+        self._interrupts_lock = threading.Lock()
         self._attempts: AttemptTable[StepRun] = AttemptTable()
         self._thread = threading.Thread(
             target=self._main,
@@ -190,9 +206,14 @@ class RunSession:
             return future
         return asyncio.run_coroutine_threadsafe(self._execute(command, mappings), self._loop)
 
-    def interrupt(self, token: str) -> None:
-        """Stop a step at its current await (thread-safe). A sync op cannot be stopped;
-        the orchestrator reports it failed after its grace period."""
+    def interrupt(self, token: int, kind: str) -> None:
+        """Stop a step (thread-safe) as the run's loop does: an async step at its
+        current await, a sync step in the op's own code (`StepRun.cancel`). `kind`:
+        messages.TIMEOUT (its budget ran out) or INTERRUPT. One that has not begun yet
+        is stopped as soon as it begins. A step that does not stop is reported failed
+        by the run process after its grace period."""
+        with self._interrupts_lock:
+            self._interrupts.setdefault(token, kind)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._interrupt, token)
 
@@ -207,11 +228,22 @@ class RunSession:
     async def _execute(self, command: StepCommand, mappings: Any) -> None:
         assert self._context is not None and self._hosting is not None
         publish = self._publish
+        run: StepRun | None = None
+        budget = command.budget
+        escaped: Any = None  # SerializableErrorInfo
 
         def accept(event: DagsterEvent) -> None:
+            if (
+                budget is not None
+                and run is not None
+                and run.deadline_timer is None
+                and event.event_type_value in OPENING_EVENT_TYPES
+            ):
+                # Counted from its STEP_START here, as on the run's loop.
+                loop = asyncio.get_running_loop()
+                run.deadline_timer = loop.call_later(budget, self._expire, run, budget)
             publish([EVENT, command.token, dg.serialize_value(event)])
 
-        run: StepRun | None = None
         try:
             step = self._step(command.step_key, mappings)
             context = self._context.for_step(step, command.known_state)
@@ -219,20 +251,28 @@ class RunSession:
                 step=step,
                 context=context,
                 host=choose_host(context, self.spec.step_host),
-                budget=None,  # the orchestrator keeps the budget and cancels the Dask task
+                budget=budget,
                 report_hold=lambda step, held: self._report_hold(step, held, accept),
                 attempts=self._attempts,
             )
             run.task = asyncio.current_task()
             self._runs[command.token] = run
+            if command.token in self._interrupts:  # asked before the step was here
+                self._interrupt(command.token)
             await self._hosting.run_step(run, accept)
             if self._hosting.has_hooks(run):
                 await self._hosting.run_hooks(run, accept)
-        except _INTERRUPTS:
-            pass  # Dagster reported the step failed (interrupted) before re-raising.
+        except BaseException:
+            # Dagster reported the step's end before re-raising an interrupt or its
+            # timeout; if not, the run process reports it failed with this error.
+            escaped = serializable_error_info_from_exc_info(sys.exc_info())
         finally:
             self._runs.pop(command.token, None)
-            publish([END, command.token, None])
+            with self._interrupts_lock:
+                self._interrupts.pop(command.token, None)
+            if run is not None and run.deadline_timer is not None:
+                run.deadline_timer.cancel()
+            publish([END, command.token, dg.serialize_value(escaped) if escaped else None])
 
     def _step(self, key: str, mappings: Any) -> ExecutionStep:
         """The step as the orchestrator's `ActiveExecution` resolved it: a step of a
@@ -244,10 +284,28 @@ class RunSession:
             plan.resolve(mappings)
         return plan.get_executable_step_by_key(key)
 
-    def _interrupt(self, token: str) -> None:
+    def _interrupt(self, token: int) -> None:
         run = self._runs.get(token)
-        if run is not None and not run.withdraw():
+        if run is None:
+            return  # not here yet: `_execute` applies it when it is
+        if run.state is AttemptState.WAITING:
+            # Claimed, so it begins (the run counts it as begun): stopped once it has.
+            loop = asyncio.get_running_loop()
+            loop.call_later(INTERRUPT_RETRY_SECONDS, self._interrupt, token)
+            return
+        with self._interrupts_lock:
+            kind = self._interrupts.pop(token, None)
+        if kind is None:
+            return
+        budget = run.budget
+        if kind == TIMEOUT and budget is not None:
+            run.cancel(StepTimeoutError(run.op_name, run.key, budget))
+        else:
             run.cancel(DagsterExecutionInterruptedError())
+
+    def _expire(self, run: StepRun, budget: float) -> None:
+        """A step's budget ran out: it fails with `StepTimeoutError`, as on the loop."""
+        run.cancel(StepTimeoutError(run.op_name, run.key, budget))
 
     def _report_hold(
         self, run: StepRun, held: float, accept: Callable[[DagsterEvent], None]
@@ -262,7 +320,7 @@ class RunSession:
                 run.cancel(DagsterExecutionInterruptedError())
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
         asyncio.get_running_loop().stop()
 
     def _publish_open_failure(self, command: StepCommand) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 
 import dagster as dg
 
-from dagloop.dagster.dask.messages import CLOSED, STORE
+from dagloop.dagster.attempts import OPENING_EVENT_TYPES
+from dagloop.dagster.dask import claims
+from dagloop.dagster.dask.messages import BEGAN, CLOSED, INTERRUPT, RAN, REFUSED, STORE
 from dagloop.dagster.dask.session import RunSession, RunSpec, StepCommand
 from dagloop.dagster.entry_routes import route_entries, unroute_entries
 
@@ -52,14 +54,23 @@ def _session(spec: RunSpec, publish: Callable[[list[Any]], None]) -> RunSession:
         if session is None:
             if spec.events_written_by == "run":
                 # The run process writes them (see dagster/event_log/).
-                route_entries(
-                    instance,
-                    spec.dagster_run.run_id,
-                    lambda entry: publish([STORE, dg.serialize_value(entry)]),
-                )
+                route_entries(instance, spec.dagster_run.run_id, _sender(publish))
             session = _sessions[spec.topic] = RunSession(spec, _instance, publish)
             session.start()
         return session
+
+
+def _sender(publish: Callable[[list[Any]], None]) -> Callable[[Any], None]:
+    """Sends each entry to the run process; an attempt's opening event also names its
+    step, so that the run process knows the step's code began even if this worker is
+    lost before the event itself reaches it."""
+
+    def send(entry: Any) -> None:
+        event = entry.dagster_event
+        opened = event is not None and event.event_type_value in OPENING_EVENT_TYPES
+        publish([STORE, dg.serialize_value(entry), event.step_key if opened else None])
+
+    return send
 
 
 def _publisher(topic: str, worker: Any = None) -> Callable[[list[Any]], None]:
@@ -74,17 +85,44 @@ def _publisher(topic: str, worker: Any = None) -> Callable[[list[Any]], None]:
     return publish
 
 
-async def run_step(spec: RunSpec, mappings: Any, command: StepCommand) -> None:
+async def run_step(spec: RunSpec, mappings: Any, command: StepCommand) -> str:
     """The Dask task of one step attempt; `mappings` are the run's dynamic mappings
-    when the step started (the same object for all steps sent since they last grew)."""
-    session = _session(spec, _publisher(spec.topic))
+    when the step started (the same object for all steps sent since they last grew).
+
+    The attempt begins only if this task claims it first (claims.py): a task Dask runs
+    again (its worker was lost) or one that starts after the run stopped is refused
+    and runs nothing. Returns RAN or REFUSED."""
+    from distributed import get_client, get_worker
+
+    worker = get_worker()
+    address = str(worker.address)
+    key = claims.claim_key(command.token, command.submission)
+    claimed = await get_client().run_on_scheduler(claims.claim, spec.topic, key, address)
+    if not claimed:
+        return REFUSED
+    publish = _publisher(spec.topic, worker)
+    publish([BEGAN, command.token, address])
+    session = _session(spec, publish)
     await asyncio.wrap_future(session.opened)
     done = asyncio.wrap_future(session.submit(command, mappings))
     try:
         await asyncio.shield(done)
     except asyncio.CancelledError:
-        session.interrupt(command.token)
+        session.interrupt(command.token, INTERRUPT)
         raise
+    return RAN
+
+
+async def interrupt_steps(
+    topic: str, stops: list[tuple[int, str]], dask_worker: Any = None
+) -> None:
+    """Run on one worker (`Client.run`): stop these attempts of the run's session, each
+    with its kind of interrupt (messages.TIMEOUT / INTERRUPT)."""
+    with _lock:
+        session = _sessions.get(topic)
+    if session is not None:
+        for token, kind in stops:
+            session.interrupt(token, kind)
 
 
 async def close_session(topic: str, dask_worker: Any = None) -> bool:

@@ -1,0 +1,105 @@
+"""Jobs for the fault tests on a real cluster (loaded by module path on the workers).
+
+A local producer fans out to mapped async and sync steps on the workers. Every op body
+leaves a marker file when it begins (`<step key>@<pid>@<unique>` in `marker_dir`), so a
+test counts how often each step's code ran, and in which worker process.
+"""
+
+import asyncio
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dagloop.dagster import PLACEMENT_TAG, STEP_TIMEOUT_TAG, async_executor
+
+WIDTH = 24
+#: The budget of the steps of `budget_job` (seconds); its odd items take longer.
+BUDGET = 1.5
+MARKERS = {"marker_dir": str, "seconds": float}
+
+
+def mark(context: dg.OpExecutionContext) -> None:
+    step_key = context.get_step_execution_context().step.key
+    marker = f"{step_key}@{os.getpid()}@{uuid.uuid4().hex}"
+    (Path(context.op_config["marker_dir"]) / marker).touch()
+
+
+def ran(marker_dir: Path) -> dict[str, list[int]]:
+    """The pids of every execution of each step's code."""
+    runs: dict[str, list[int]] = {}
+    for path in marker_dir.iterdir():
+        step_key, pid, _ = path.name.split("@")
+        runs.setdefault(step_key, []).append(int(pid))
+    return runs
+
+
+@dg.op(out=dg.DynamicOut(int), tags={PLACEMENT_TAG: "local"})
+def produce() -> Any:
+    for i in range(WIDTH):
+        yield dg.DynamicOutput(i, mapping_key=str(i))
+
+
+@dg.op(config_schema=MARKERS, retry_policy=dg.RetryPolicy(max_retries=1))
+async def waits(context: dg.OpExecutionContext, item: int) -> int:
+    mark(context)
+    await asyncio.sleep(context.op_config["seconds"])
+    return item
+
+
+@dg.op(config_schema=MARKERS)
+def works(context: dg.OpExecutionContext, item: int) -> int:
+    mark(context)
+    deadline = time.monotonic() + context.op_config["seconds"]
+    while time.monotonic() < deadline:  # Python code between short waits
+        time.sleep(0.02)
+    return item
+
+
+@dg.op(tags={PLACEMENT_TAG: "local"})
+def gather(values: list[int]) -> int:
+    return len(values)
+
+
+@dg.job(executor_def=async_executor)
+def mapped_job() -> None:
+    items = produce()
+    gather(items.map(waits).collect())
+    gather.alias("gather_works")(items.map(works).collect())
+
+
+def mapped() -> dg.JobDefinition:
+    return mapped_job
+
+
+# -- budgets -------------------------------------------------------------------------------
+
+
+@dg.op(config_schema=MARKERS, tags={STEP_TIMEOUT_TAG: str(BUDGET)})
+async def waits_past_budget(context: dg.OpExecutionContext, item: int) -> int:
+    mark(context)
+    await asyncio.sleep(context.op_config["seconds"] if item % 2 else 0.05)
+    return item
+
+
+@dg.op(config_schema=MARKERS)  # its budget: the executor's step_timeout_seconds
+def works_past_budget(context: dg.OpExecutionContext, item: int) -> int:
+    mark(context)
+    deadline = time.monotonic() + (context.op_config["seconds"] if item % 2 else 0.05)
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    return item
+
+
+@dg.job(executor_def=async_executor)
+def budget_job() -> None:
+    items = produce()
+    items.map(waits_past_budget)
+    items.map(works_past_budget)
+
+
+def budgets() -> dg.JobDefinition:
+    return budget_job

@@ -1,0 +1,246 @@
+"""Faults of steps on a real cluster (`dask scheduler` + two `dask worker` processes,
+reached by `address`): a worker killed mid-run, the run terminated, step budgets; on
+SQLite and on PostgreSQL. Every op body leaves a marker when it begins, so the tests
+count how often each step's code ran."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from tests.dagster.conftest import records, run_job, wait_until
+from tests.dagster.interrupt_audit import OPENING, audit_run
+from tests.dask import fault_jobs
+from tests.dask.cli_cluster import CliCluster
+
+E = dg.DagsterEventType
+GRACE_SECONDS = 2.0
+STORAGES = pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
+
+
+def _config(address: str, marker_dir: Path, seconds: float, *ops: str, **executor: Any) -> Any:
+    marker_dir.mkdir(exist_ok=True)
+    op_config = {"marker_dir": str(marker_dir), "seconds": seconds}
+    return {
+        "execution": {
+            "config": {
+                "dask": {"address": address},
+                "termination_grace_seconds": GRACE_SECONDS,
+                **executor,
+            }
+        },
+        "ops": {name: {"config": op_config} for name in ops},
+    }
+
+
+def _in_background(target: Any) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def _opened(entries: list[dg.EventLogEntry]) -> Counter[str]:
+    """Attempts each step opened (STEP_START, STEP_RESTARTED)."""
+    return Counter(
+        r.step_key or ""
+        for r in entries
+        if r.dagster_event is not None and r.dagster_event.event_type in OPENING
+    )
+
+
+def _step_errors(entries: list[dg.EventLogEntry]) -> list[tuple[str, Any]]:
+    """(step key, error) of each stored STEP_FAILURE and STEP_UP_FOR_RETRY."""
+    found = []
+    for r in entries:
+        event = r.dagster_event
+        if event is None or r.step_key is None:
+            continue
+        if event.event_type == E.STEP_FAILURE:
+            found.append((r.step_key, event.step_failure_data.error))
+        elif event.event_type == E.STEP_UP_FOR_RETRY:
+            found.append((r.step_key, event.event_specific_data.error))
+    return found
+
+
+def _cls(error: Any) -> str:
+    """The class of a step's error: the user code's (Dagster wraps it), else its own."""
+    return str((error.cause or error).cls_name)
+
+
+def _run_failure_class(entries: list[dg.EventLogEntry]) -> str | None:
+    for r in entries:
+        event = r.dagster_event
+        if event is not None and event.event_type == E.RUN_FAILURE:
+            error = event.event_specific_data.error if event.event_specific_data else None
+            return error.cls_name if error is not None else None
+    return None
+
+
+@STORAGES
+def test_a_killed_worker_fails_each_of_its_steps_once(
+    dask_cli_cluster: CliCluster, storage_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    cluster, instance, markers = dask_cli_cluster, storage_instance, tmp_path / "markers"
+    cluster.wait_for_workers()
+    pids = cluster.worker_pids()
+    killed: dict[str, str] = {}
+
+    def kill_the_busier_worker() -> None:
+        wait_until(lambda: markers.exists() and len(list(markers.iterdir())) >= 12, 120)
+        busy = Counter(pid for ran in fault_jobs.ran(markers).values() for pid in ran)
+        pid = busy.most_common(1)[0][0]
+        killed["address"] = next(address for address, p in pids.items() if p == pid)
+        os.kill(pid, signal.SIGKILL)
+
+    killer = _in_background(kill_the_busier_worker)
+    config = _config(cluster.address, markers, 4.0, "waits", "works")
+    outcome = run_job(fault_jobs.mapped, instance, config)
+    killer.join(timeout=60)
+    address = killed["address"]
+    entries = records(instance, outcome.run_id)
+
+    # One engine event says what the lost worker took along.
+    (lost_event,) = [
+        r.dagster_event
+        for r in entries
+        if r.dagster_event is not None
+        and r.dagster_event.event_type == E.ENGINE_EVENT
+        and "lost_steps" in r.dagster_event.engine_event_data.metadata
+    ]
+    metadata = lost_event.engine_event_data.metadata
+    assert metadata["worker"].value == address
+    lost = set(metadata["lost_steps"].value)
+    assert lost
+    # Each of them ended once, with the error naming the worker: the async op's
+    # RetryPolicy retried it, the sync op (no policy) failed.
+    errors = _step_errors(entries)
+    lost_ends = Counter(key for key, error in errors if error.cls_name == "WorkerLostError")
+    assert set(lost_ends) == lost and set(lost_ends.values()) == {1}
+    assert all(
+        address in error.message for _, error in errors if error.cls_name == "WorkerLostError"
+    )
+    assert {error.cls_name for _, error in errors} == {"WorkerLostError"}
+    retried = {key for key, _ in errors if key.startswith("waits[")}
+    successes = {
+        r.step_key
+        for r in entries
+        if r.dagster_event and r.dagster_event.event_type == E.STEP_SUCCESS
+    }
+    assert retried <= successes
+    # No step's code ran more often than its attempts opened: Dask ran none again.
+    opened = _opened(entries)
+    ran = {key: len(pids_) for key, pids_ in fault_jobs.ran(markers).items()}
+    assert all(count <= opened[key] for key, count in ran.items()), (ran, opened)
+    assert sum(ran.values()) >= 2 * fault_jobs.WIDTH
+    audit = audit_run(instance, outcome.run_id)
+    assert audit.exact, audit
+    # The run fails with a lost step's error, or succeeds if only retried steps were lost.
+    assert _run_failure_class(entries) in (None, "WorkerLostError")
+    cluster.wait_for_workers()  # its nanny started a new worker process
+
+
+@STORAGES
+def test_terminate_stops_the_workers_steps_and_starts_no_more(
+    dask_cli_cluster: CliCluster, storage_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    cluster, instance, markers = dask_cli_cluster, storage_instance, tmp_path / "markers"
+    cluster.wait_for_workers()
+
+    def cancel_once_some_started() -> None:
+        wait_until(lambda: markers.exists() and len(list(markers.iterdir())) >= 12, 120)
+        (run,) = instance.get_runs(limit=1)
+        instance.report_run_canceling(run)
+
+    canceller = _in_background(cancel_once_some_started)
+    config = _config(cluster.address, markers, 60.0, "waits", "works")
+    outcome = run_job(fault_jobs.mapped, instance, config)
+    canceller.join(timeout=60)
+    assert outcome.status == dg.DagsterRunStatus.CANCELED
+    entries = records(instance, outcome.run_id)
+
+    # The executor's stop: the steps in flight it interrupts (claimed by a worker, so
+    # begun); every other step was withdrawn and never starts.
+    (stop,) = [
+        r
+        for r in entries
+        if r.dagster_event is not None
+        and r.dagster_event.event_type == E.ENGINE_EVENT
+        and r.step_key is None
+        and "steps_interrupted" in r.dagster_event.engine_event_data.metadata
+    ]
+    listed = stop.dagster_event.engine_event_data.metadata["steps_interrupted"].value
+    interrupted = set(ast.literal_eval(listed))
+    after_stop = entries[entries.index(stop) :]
+    started_after = {
+        r.step_key
+        for r in after_stop
+        if r.dagster_event and r.dagster_event.event_type == E.STEP_START
+    }
+    assert started_after <= interrupted
+    # Every started step ended once, interrupted in its own code on its worker.
+    audit = audit_run(instance, outcome.run_id)
+    assert audit.exact, audit
+    # (the async op's RetryPolicy turns its interrupt into STEP_UP_FOR_RETRY, which
+    # does not start again in a stopping run)
+    errors = _step_errors(entries)
+    assert {_cls(error) for _, error in errors} == {"DagsterExecutionInterruptedError"}
+    assert audit.succeeded + len(errors) == audit.started
+    ran = fault_jobs.ran(markers)
+    assert all(len(pids) == 1 for pids in ran.values())
+    # Within the grace (plus slack for a loaded machine), not after the steps' 60 s.
+    (end,) = [
+        r for r in entries if r.dagster_event and r.dagster_event.event_type == E.RUN_CANCELED
+    ]
+    assert end.timestamp - stop.timestamp < GRACE_SECONDS + 10
+
+
+@STORAGES
+def test_budgets_hold_on_the_workers(
+    dask_cli_cluster: CliCluster, storage_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    cluster, instance, markers = dask_cli_cluster, storage_instance, tmp_path / "markers"
+    cluster.wait_for_workers()
+    config = _config(
+        cluster.address,
+        markers,
+        8.0,
+        "waits_past_budget",
+        "works_past_budget",
+        step_timeout_seconds=fault_jobs.BUDGET,
+    )
+    outcome = run_job(fault_jobs.budgets, instance, config)
+    assert not outcome.success
+    entries = records(instance, outcome.run_id)
+    odd = [i for i in range(fault_jobs.WIDTH) if i % 2]
+    over = {f"{op}[{i}]" for op in ("waits_past_budget", "works_past_budget") for i in odd}
+    errors = _step_errors(entries)
+    assert {key for key, _ in errors} == over
+    assert {_cls(error) for _, error in errors} == {"StepTimeoutError"}
+    assert len(errors) == len(over)
+    successes = {
+        r.step_key
+        for r in entries
+        if r.dagster_event and r.dagster_event.event_type == E.STEP_SUCCESS
+    }
+    assert len(successes) == 1 + 2 * (fault_jobs.WIDTH - len(odd))
+    # Each stopped at its budget, long before its own 8 s.
+    starts = {
+        r.step_key: r.timestamp
+        for r in entries
+        if r.dagster_event and r.dagster_event.event_type == E.STEP_START
+    }
+    for r in entries:
+        if r.step_key in over and r.dagster_event and r.dagster_event.event_type == E.STEP_FAILURE:
+            assert fault_jobs.BUDGET <= r.timestamp - starts[r.step_key] + 0.2 < 6.0
+    audit = audit_run(instance, outcome.run_id)
+    assert audit.exact, audit
+    assert all(len(pids) == 1 for pids in fault_jobs.ran(markers).values())
+    assert _run_failure_class(entries) in (None, "DagsterExecutionStepExecutionError")
