@@ -335,7 +335,7 @@ def test_auto_writer_is_the_run_where_the_storage_takes_batches(
     sqlite_instance: dg.DagsterInstance, postgres_instance: dg.DagsterInstance
 ) -> None:
     from dagloop.dagster.dask.config import DaskConfig
-    from dagloop.dagster.dask.runner import _who_writes_events
+    from dagloop.dagster.dask.run_spec import _who_writes_events
 
     auto = DaskConfig.from_config({"processes": 2})
     assert auto is not None and auto.events_written_by == "auto"

@@ -31,7 +31,6 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
     ReconstructableJob,
-    run_shard_batch_writer,
     serializable_error_info_from_exc_info,
 )
 from dagloop.dagster.attempts import AttemptState
@@ -48,7 +47,8 @@ from dagloop.dagster.dask.messages import (
     STORE,
     TIMEOUT,
 )
-from dagloop.dagster.dask.session import RunSpec, StepCommand
+from dagloop.dagster.dask.run_spec import run_spec, step_known_state
+from dagloop.dagster.dask.session import StepCommand
 from dagloop.dagster.dask.worker import close_session, run_step
 from dagloop.dagster.dask.worker_calls import WorkerCalls
 from dagloop.dagster.errors import StepTimeoutError
@@ -121,22 +121,8 @@ class DaskSteps:
         #: Workers this run lost (each reported once).
         self._lost: set[str] = set()
         self._calls: WorkerCalls | None = None
-        self._spec = RunSpec(
-            topic=self._topic,
-            run_config=dict(job_context.run_config),
-            dagster_run=job_context.dagster_run,
-            instance_ref=job_context.instance.get_ref(),
-            recon_job=job,
-            retry_mode=executor_config.retries,
-            step_dependency_config=executor_config.step_dependency_config,
-            step_keys_to_execute=list(execution_plan.step_keys_to_execute),
-            known_state=execution_plan.known_state,
-            repository_load_data=execution_plan.repository_load_data,
-            step_host=executor_config.step_host,
-            events_written_by=_who_writes_events(config, job_context.instance),
-            sync_threads=executor_config.sync_threads,
-            host_threads=config.steps_per_worker,
-            blocked_loop_warning_seconds=executor_config.blocked_loop_warning_seconds,
+        self._spec = run_spec(
+            self._topic, job, job_context, execution_plan, executor_config, config
         )
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
@@ -275,7 +261,7 @@ class DaskSteps:
         command = StepCommand(
             token=token,
             step_key=run.key,
-            known_state=_for_one_step(run.step, known_state),
+            known_state=step_known_state(run.step, known_state),
             budget=record.budget,
         )
         try:
@@ -466,32 +452,3 @@ class DaskSteps:
             record.retry = event
             return
         record.accept(event)
-
-
-def _for_one_step(step: ExecutionStep, known: KnownExecutionState) -> KnownExecutionState:
-    """What of the run's known state one step's execution reads (its ready inputs, its
-    own retry count, the parent run's state); the dynamic mappings travel separately.
-    The full state is O(steps), and would make a fan-out's submissions quadratic."""
-    inputs = {
-        handle
-        for step_input in step.step_inputs
-        for handle in step_input.get_step_output_handle_dependencies()
-    }
-    attempts = known.previous_retry_attempts.get(step.key)
-    return KnownExecutionState(
-        previous_retry_attempts={step.key: attempts} if attempts is not None else {},
-        dynamic_mappings={},
-        step_output_versions=known.step_output_versions,
-        ready_outputs=inputs & known.ready_outputs,
-        parent_state=known.parent_state,
-    )
-
-
-def _who_writes_events(config: DaskConfig, instance: dg.DagsterInstance) -> str:
-    """'auto': the run process where it writes in batches (SQLite, PostgreSQL, in memory:
-    one writer, many entries per transaction, cheaper than the workers' many small
-    transactions); else the workers, in parallel (one writer of one entry at a time
-    would be the bottleneck)."""
-    if config.events_written_by != "auto":
-        return config.events_written_by
-    return "run" if run_shard_batch_writer(instance) is not None else "workers"
