@@ -62,6 +62,10 @@ Mappings = Mapping[str, Mapping[str, Sequence[str] | None]]
 #: After a step's Dask task failed or was refused (its worker was lost), how long to
 #: wait for the step's last messages before reporting it lost.
 DRAIN_AFTER_ERROR_SECONDS = 2.0
+#: How often a step whose task failed before any worker claimed it is submitted again,
+#: and the pause before each try (times the try's number).
+UNCLAIMED_RESUBMISSIONS = 3
+RESUBMIT_BACKOFF_SECONDS = 0.5
 #: How long the workers get to tear a run's resources down when it ends.
 CLOSE_SESSIONS_SECONDS = 60.0
 #: How long a call to the scheduler's claims may take before it is given up.
@@ -175,6 +179,17 @@ class DaskSteps:
         if self._mappings is None or self._mappings[0] != size:
             self._mappings = (size, asyncio.ensure_future(self._broadcast(dict(mappings))))
         return await self._mappings[1]
+
+    async def _shared_inputs(self, known_state: KnownExecutionState) -> Any:
+        """The run's spec and mappings on the workers, sent again where their futures
+        were lost (with the workers that held them); the mappings' future to submit."""
+        if self._spec_on_workers.status != "finished":
+            self._spec_on_workers = await self._broadcast(self._spec)
+        if self._mappings is not None and self._mappings[1].done():
+            mapped = self._mappings[1].result()
+            if mapped.status != "finished":
+                self._mappings = None
+        return await self._mappings_on_workers(known_state.dynamic_mappings)
 
     async def _broadcast(self, value: Any) -> Any:
         # In a list: `scatter` would take a dict for many values by key.
@@ -291,6 +306,7 @@ class DaskSteps:
 
     async def _run_to_end(self, record: _InFlight, command: StepCommand, mappings: Any) -> None:
         run = record.run
+        unclaimed_failures = 0
         while True:
             future = self._client.submit(
                 run_step,
@@ -318,9 +334,23 @@ class DaskSteps:
                 key = claims.claim_key(command.token, command.submission)
                 worker = await self._on_scheduler(claims.holder, self._topic, key)
                 if worker is None:
-                    if error is not None:
-                        continue  # lost before any worker claimed it
-                    await asyncio.Future()  # refused as the run stops: it is withdrawn
+                    if error is None:
+                        await asyncio.Future()  # refused as the run stops: it is withdrawn
+                    # Failed before any worker claimed it: what every task reads may have
+                    # been lost with a worker. Sent again, it is tried a few times, then
+                    # the step fails (or retries) with the error, never silently.
+                    unclaimed_failures += 1
+                    if unclaimed_failures > UNCLAIMED_RESUBMISSIONS:
+                        self._began(record)
+                        record.accept(
+                            self._executor.log_failure_or_retry_event_after_error(
+                                run.context, error, record.known_state
+                            )
+                        )
+                        return
+                    await asyncio.sleep(RESUBMIT_BACKOFF_SECONDS * unclaimed_failures)
+                    mappings = await self._shared_inputs(record.known_state)
+                    continue
                 record.worker = worker
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(record.ended.wait(), DRAIN_AFTER_ERROR_SECONDS)
