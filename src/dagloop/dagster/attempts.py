@@ -94,15 +94,16 @@ _FINAL = frozenset({AttemptState.CLOSED, AttemptState.ABANDONED})
 
 
 @dataclass(eq=False)
-class Attempt(Generic[P]):
-    """One attempt of a step, as handed out by Dagster; read-only outside the table."""
+class Attempt:
+    """One attempt of a step, as handed out by Dagster; read-only outside the table. It
+    does not hold what the driver runs it with (the table does, while it is open): the
+    driver's object holds the attempt, and a cycle between them would outlive the
+    attempt until the garbage collector's next full pass."""
 
     key: str
     #: Issued once per attempt by its table: tells an attempt from every other one,
     #: including a later attempt of the same step.
     token: int
-    #: What the driver runs the attempt with (opaque to the table).
-    payload: P
     state: AttemptState = AttemptState.WAITING
     #: Why it was asked to stop (the exception its code is interrupted with).
     stop_reason: BaseException | None = None
@@ -118,7 +119,8 @@ class AttemptTable(Generic[P]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
-        self._open: dict[int, Attempt[P]] = {}
+        #: Open attempts by token, with what the driver runs each with.
+        self._open: dict[int, tuple[Attempt, P]] = {}
         # Storage sees events after their attempt may be closed, so it keeps tokens,
         # not attempts (which hold everything the driver runs them with).
         #: The token of the latest attempt launched for each step key.
@@ -139,25 +141,28 @@ class AttemptTable(Generic[P]):
         """Attempts the run still waits for (not closed, not abandoned)."""
         return len(self._open)
 
-    def __iter__(self) -> Iterator[Attempt[P]]:
+    def __iter__(self) -> Iterator[P]:
+        """What each open attempt runs with."""
         with self._lock:
-            return iter(list(self._open.values()))
+            return iter([payload for _, payload in self._open.values()])
 
-    def begun(self) -> list[Attempt[P]]:
-        """Open attempts whose code began: the ones an interrupt can reach."""
-        return [attempt for attempt in self if attempt.begun]
+    def begun(self) -> list[P]:
+        """What each open attempt whose code began runs with: those an interrupt can
+        reach."""
+        with self._lock:
+            return [payload for attempt, payload in self._open.values() if attempt.begun]
 
     # -- the driver's transitions --------------------------------------------------------
 
-    def launch(self, key: str, payload: P) -> Attempt[P]:
+    def launch(self, key: str, payload: P) -> Attempt:
         """Dagster handed out step `key`: a new attempt, WAITING."""
         with self._lock:
-            attempt = Attempt(key=key, token=next(self._tokens), payload=payload)
-            self._open[attempt.token] = attempt
+            attempt = Attempt(key=key, token=next(self._tokens))
+            self._open[attempt.token] = (attempt, payload)
             self._latest[key] = attempt.token
             return attempt
 
-    def begin(self, attempt: Attempt[P]) -> bool:
+    def begin(self, attempt: Attempt) -> bool:
         """Its code is about to begin. False if it was withdrawn: it must not run."""
         with self._lock:
             if attempt.state is AttemptState.WITHDRAWN:
@@ -166,7 +171,7 @@ class AttemptTable(Generic[P]):
             attempt.state = AttemptState.RUNNING
             return True
 
-    def withdraw(self, attempt: Attempt[P]) -> bool:
+    def withdraw(self, attempt: Attempt) -> bool:
         """Make sure an attempt that has not begun never does. False if it began (stop it
         instead) or is over."""
         with self._lock:
@@ -175,7 +180,7 @@ class AttemptTable(Generic[P]):
             attempt.state = AttemptState.WITHDRAWN
             return True
 
-    def stop(self, attempt: Attempt[P], reason: BaseException) -> bool:
+    def stop(self, attempt: Attempt, reason: BaseException) -> bool:
         """Ask a begun attempt to stop with `reason`. True the first time, while its task
         still runs (an ended attempt's hooks are stopped too)."""
         with self._lock:
@@ -190,7 +195,7 @@ class AttemptTable(Generic[P]):
                 attempt.state = AttemptState.STOPPING
             return True
 
-    def accept(self, attempt: Attempt[P], event_type: str) -> Verdict:
+    def accept(self, attempt: Attempt, event_type: str) -> Verdict:
         """An event the attempt reports, on its way to the caller (the loop thread)."""
         with self._lock:
             state = attempt.state
@@ -210,7 +215,7 @@ class AttemptTable(Generic[P]):
                 return Verdict.OPENS
             return Verdict.PASS
 
-    def settle(self, attempt: Attempt[P]) -> Settlement:
+    def settle(self, attempt: Attempt) -> Settlement:
         """The attempt stopped (interrupted, cancelled, its host raised, even before its
         code began) and may not have reported its end: what the driver owes Dagster, so
         that it never waits for the step. It is ENDED afterwards."""
@@ -223,7 +228,7 @@ class AttemptTable(Generic[P]):
                 return Settlement.MARK_UNKNOWN
             return self._failure_owed(attempt)
 
-    def abandon(self, attempt: Attempt[P]) -> Settlement:
+    def abandon(self, attempt: Attempt) -> Settlement:
         """Give up on an attempt whose thread did not stop: it is over for the run, and
         nothing it reports from now on reaches it. Returns what is owed as `settle`."""
         with self._lock:
@@ -238,7 +243,7 @@ class AttemptTable(Generic[P]):
             del self._open[attempt.token]
             return owed
 
-    def code_ended(self, attempt: Attempt[P]) -> bool:
+    def code_ended(self, attempt: Attempt) -> bool:
         """Its step code returned. True when it reported no terminal event: Dagster must
         be told (`verify_complete`), once. It is ENDED afterwards."""
         with self._lock:
@@ -249,7 +254,7 @@ class AttemptTable(Generic[P]):
             attempt.state = AttemptState.ENDED
             return True
 
-    def close(self, attempt: Attempt[P]) -> bool:
+    def close(self, attempt: Attempt) -> bool:
         """Its task is over. True the first time (the driver releases what the attempt
         held); an attempt that began and never settled must be settled first."""
         with self._lock:
@@ -295,13 +300,13 @@ class AttemptTable(Generic[P]):
             self._on_drop(step_key, event_type)
         return not duplicate
 
-    def _failure_owed(self, attempt: Attempt[P]) -> Settlement:
+    def _failure_owed(self, attempt: Attempt) -> Settlement:
         # The failure reported on its behalf is this attempt's, even if storage never saw
         # it open (it never began): storage must not take it for an earlier attempt's.
         self._stored_current[attempt.key] = attempt.token
         return Settlement.REPORT_FAILURE
 
-    def _require(self, attempt: Attempt[P], action: str, *states: AttemptState) -> None:
+    def _require(self, attempt: Attempt, action: str, *states: AttemptState) -> None:
         if attempt.state not in states:
             raise AttemptStateError(
                 f"step '{attempt.key}' cannot {action} in state {attempt.state.value}"

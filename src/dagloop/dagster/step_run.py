@@ -115,7 +115,7 @@ class StepRun:
     #: (a streamed DynamicOutput): the step lets the loop start them before it goes on,
     #: even if its own code never awaits.
     yield_to_loop: bool = False
-    attempt: Attempt[StepRun] = field(init=False)
+    attempt: Attempt = field(init=False)
     #: The stretch of a worker thread in which this step's code runs (thread-hosted).
     section: InterruptibleSection = field(init=False)
     _thread_awaits: set[concurrent.futures.Future[Any]] = field(default_factory=set)

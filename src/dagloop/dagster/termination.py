@@ -136,7 +136,7 @@ class Termination:
             return
         # Steps still waiting for a thread are not interrupted: they start later, as
         # the steps after the interrupted one do in the in-process executor.
-        begun = [attempt.payload for attempt in self._attempts.begun()]
+        begun = self._attempts.begun()
         self._emit(
             DagsterEvent.engine_event(
                 self._job_context,
@@ -154,7 +154,7 @@ class Termination:
         """Stop the run: tell Dagster, withdraw what has not begun, interrupt the rest."""
         self.stopping = True
         active.mark_interrupted()
-        runs = [attempt.payload for attempt in self._attempts]
+        runs = list(self._attempts)
         withdrawn = sorted(run.key for run in runs if run.withdraw())
         in_flight = [run for run in runs if run.state is not AttemptState.WITHDRAWN]
         not_started = f"; {len(withdrawn)} not started will not run" if withdrawn else ""

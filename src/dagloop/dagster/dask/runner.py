@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,7 @@ from dagloop.dagster.dask.messages import (
 )
 from dagloop.dagster.dask.run_spec import run_spec, step_known_state
 from dagloop.dagster.dask.session import StepCommand
+from dagloop.dagster.dask.shared_inputs import SharedInputs
 from dagloop.dagster.dask.worker import close_session, run_step
 from dagloop.dagster.dask.worker_calls import WorkerCalls
 from dagloop.dagster.errors import StepTimeoutError
@@ -56,8 +57,6 @@ from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
 from dagloop.dagster.tags import step_budget
 from dagloop.runtime.dask_client import dask_client
-
-Mappings = Mapping[str, Mapping[str, Sequence[str] | None]]
 
 #: After a step's Dask task failed or was refused (its worker was lost), how long to
 #: wait for the step's last messages before reporting it lost.
@@ -131,8 +130,8 @@ class DaskSteps:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._sessions_closed = 0
-        self._spec_on_workers: Any = None
-        self._mappings: tuple[int, asyncio.Future[Any]] | None = None
+        #: The run's spec and mappings, sent to the workers once, not with every step.
+        self._on_workers: SharedInputs | None = None
         self._session_closed = asyncio.Event()
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
@@ -159,7 +158,7 @@ class DaskSteps:
         self._client.subscribe_topic(self._topic, self._on_message)
         stack.callback(self._client.unsubscribe_topic, self._topic)
         # Sent to every worker once, not pickled with every step.
-        self._spec_on_workers = await self._broadcast(self._spec)
+        self._on_workers = await SharedInputs.send(self._client, self._spec)
         stack.push_async_callback(self._forget_claims)
         stack.push_async_callback(self._close_sessions)
         self._stack = stack
@@ -170,31 +169,6 @@ class DaskSteps:
         if stack is not None:
             await stack.aclose()
         self._client = None
-
-    async def _mappings_on_workers(self, mappings: Mappings) -> Any:
-        """The run's dynamic mappings as a Dask future of data already on the workers:
-        sent once each time they grow (they are O(steps); per step they would make a
-        fan-out quadratic), not with every step."""
-        size = sum(len(keys or ()) for outputs in mappings.values() for keys in outputs.values())
-        if self._mappings is None or self._mappings[0] != size:
-            self._mappings = (size, asyncio.ensure_future(self._broadcast(dict(mappings))))
-        return await self._mappings[1]
-
-    async def _shared_inputs(self, known_state: KnownExecutionState) -> Any:
-        """The run's spec and mappings on the workers, sent again where their futures
-        were lost (with the workers that held them); the mappings' future to submit."""
-        if self._spec_on_workers.status != "finished":
-            self._spec_on_workers = await self._broadcast(self._spec)
-        if self._mappings is not None and self._mappings[1].done():
-            mapped = self._mappings[1].result()
-            if mapped.status != "finished":
-                self._mappings = None
-        return await self._mappings_on_workers(known_state.dynamic_mappings)
-
-    async def _broadcast(self, value: Any) -> Any:
-        # In a list: `scatter` would take a dict for many values by key.
-        (future,) = await self._client.scatter([value], broadcast=True, hash=False)
-        return future
 
     async def _close_sessions(self) -> None:
         """Tear the run's resources down on every worker that hosted its steps, and
@@ -220,6 +194,11 @@ class DaskSteps:
     async def _on_scheduler(self, function: Callable[..., Any], *args: Any) -> Any:
         async with asyncio.timeout(CLAIMS_CALL_SECONDS):
             return await self._client.run_on_scheduler(function, *args)
+
+    @property
+    def _shared(self) -> SharedInputs:
+        assert self._on_workers is not None, "used between __aenter__ and __aexit__"
+        return self._on_workers
 
     @property
     def _worker_calls(self) -> WorkerCalls:
@@ -262,7 +241,7 @@ class DaskSteps:
         accept: Callable[[DagsterEvent], None],
         fail: Callable[[BaseException], None],
     ) -> None:
-        mappings = await self._mappings_on_workers(known_state.dynamic_mappings)
+        mappings = await self._shared.mappings(known_state.dynamic_mappings)
         token = run.attempt.token
         budget = step_budget(run.op_name, run.key, run.step.tags)
         record = _InFlight(
@@ -310,7 +289,7 @@ class DaskSteps:
         while True:
             future = self._client.submit(
                 run_step,
-                self._spec_on_workers,
+                self._shared.spec,
                 mappings,
                 command,
                 key=f"dagloop-step-{run.key}-{command.token}-{uuid.uuid4().hex[:8]}",
@@ -349,7 +328,7 @@ class DaskSteps:
                         )
                         return
                     await asyncio.sleep(RESUBMIT_BACKOFF_SECONDS * unclaimed_failures)
-                    mappings = await self._shared_inputs(record.known_state)
+                    mappings = await self._shared.send_lost(record.known_state.dynamic_mappings)
                     continue
                 record.worker = worker
             with contextlib.suppress(TimeoutError):
