@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +112,22 @@ def instance_in_home(home: Path, storage_yaml: str) -> Iterator[dg.DagsterInstan
             os.environ.pop("DAGSTER_HOME", None)
         else:
             os.environ["DAGSTER_HOME"] = previous
+
+
+def run_checked(
+    args: list[str], cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run a command line (a CLI the tests drive) to its end; fail with its output's tail
+    if it exits non-zero."""
+    completed = subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
+    return completed

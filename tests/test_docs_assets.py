@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import dagster as dg
 import pytest
 
 from dagloop.dagster import async_executor, execute_in_process
+from tests.conftest import run_checked
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "assets.md"
@@ -140,17 +140,7 @@ def test_dg_launch_runs_a_single_run_backfill_of_the_project(tmp_path: Path) -> 
         "--partition-range",
         "2026-01-01...2026-01-07",
     ]
-    completed = subprocess.run(
-        command,
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 0, output[-4000:]
+    run_checked(command, PROJECT, env)
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         (run,) = instance.get_runs()

@@ -12,7 +12,6 @@ environment running the tests.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 import tomllib
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from tests.conftest import run_checked
 from tests.dagster.conftest import ENGINE_MARK
 
 BIN = Path(sys.executable).parent
@@ -76,27 +76,12 @@ def _env(home: Path, project: Path | None = None) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    completed = subprocess.run(
-        args,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
-    return completed
-
-
 def test_a_create_dagster_project_runs_on_dagloop_with_dg_launch(tmp_path: Path) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
-    _run(
+    run_checked(
         [str(BIN / "create-dagster"), "project", "--no-uv-sync", "adopter"],
         cwd=tmp_path,
         env=_env(home),
@@ -110,7 +95,7 @@ def test_a_create_dagster_project_runs_on_dagloop_with_dg_launch(tmp_path: Path)
     (defs_folder / "fanout.py").write_text(textwrap.dedent(JOB_MODULE))
     (defs_folder / "executor.py").write_text(textwrap.dedent(EXECUTOR_MODULE))
 
-    launched = _run(
+    launched = run_checked(
         [str(BIN / "dg"), "launch", "--job", "fanout_job"], cwd=project, env=_env(home, project)
     )
     assert ENGINE_MARK in launched.stdout + launched.stderr
