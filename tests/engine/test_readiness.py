@@ -9,16 +9,18 @@ from typing import Any
 import pytest
 
 from dagloop import DAG
-from dagloop.engine.readiness import Readiness, StopReason
+from dagloop.engine.readiness import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    TIMED_OUT,
+    Readiness,
+    StopReason,
+)
 from dagloop.engine.results import NodeStatus
-
-PENDING = NodeStatus.PENDING
-RUNNING = NodeStatus.RUNNING
-COMPLETED = NodeStatus.COMPLETED
-FAILED = NodeStatus.FAILED
-SKIPPED = NodeStatus.SKIPPED
-TIMED_OUT = NodeStatus.TIMED_OUT
-CANCELLED = NodeStatus.CANCELLED
 
 
 class Run:
