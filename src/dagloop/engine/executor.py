@@ -51,28 +51,10 @@ def default_max_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-class AsyncDAGExecutor:
-    """Runs a `DAG` on the running event loop.
-
-    The first parameters are dagron's, in dagron's order (`AsyncDAGExecutor(dag, 4)`
-    works); the others are keyword-only. An unknown keyword is a `ConfigError`.
-
-    Args:
-        dag: the graph.
-        max_workers: threads for sync callables (default: min(32, CPUs + 4)).
-        costs: cost hints by node name; ready nodes then start longest remaining
-            critical path first. Names that are not nodes are ignored with a warning.
-        callbacks: an object (or a list of objects) with `Callbacks` methods.
-        fail_fast: stop at the first failure (True) or let independent branches finish.
-        enable_tracing: record every attempt; the trace is `ExecutionResult.trace`.
-        hooks: more listeners, like `callbacks` (dagron's name for plugins that
-            observe a run).
-        max_concurrency: most nodes running at once (async and sync together);
-            None means no limit.
-        retries: default `RetryPolicy`, or a number of retries, for nodes without one.
-        progress: show a rich progress bar.
-        resources: shared resources injected by parameter name (see `resources.py`).
-    """
+class DAGExecutorBase:
+    """What `AsyncDAGExecutor` and the synchronous `DAGExecutor` share: one constructor
+    (so the two faces take the same options, in the same order, checked the same way)
+    and the run itself, on the running event loop."""
 
     def __init__(
         self,
@@ -114,20 +96,14 @@ class AsyncDAGExecutor:
         self.retries = RetryPolicy.coerce(retries, "retries")
         self.resources = validate_resources(resources)
 
-    async def execute(
-        self,
-        tasks: Mapping[str, Any],
-        timeout: float | None = None,
-        cancel_event: Any = None,
-        **unknown: Any,
-    ) -> ExecutionResult:
-        """Run `tasks` (node name -> callable or `Task`) and wait for every node.
-
-        A task receives, by parameter name, the results of its direct upstream nodes
-        and the shared resources it asks for.
-        """
+    def _reject_unknown_execute_options(self, unknown: Mapping[str, Any]) -> None:
         if unknown:
-            reject_unknown_keys(unknown, EXECUTE_OPTIONS, "execute()", _EXECUTOR_CALL)
+            constructor = dict.fromkeys(EXECUTOR_OPTIONS, f"{type(self).__name__}()")
+            reject_unknown_keys(unknown, EXECUTE_OPTIONS, "execute()", constructor)
+
+    async def _run_tasks(
+        self, tasks: Mapping[str, Any], timeout: float | None, cancel_event: Any
+    ) -> ExecutionResult:
         extras = ExtraSlots()
         specs = self.compile_mapping(tasks, extras)
         return await self.run_compiled(specs, extras, timeout=timeout, cancel_event=cancel_event)
@@ -225,8 +201,46 @@ class AsyncDAGExecutor:
         return result
 
 
+class AsyncDAGExecutor(DAGExecutorBase):
+    """Runs a `DAG` on the running event loop.
+
+    The first parameters are dagron's, in dagron's order (`AsyncDAGExecutor(dag, 4)`
+    works); the others are keyword-only. An unknown keyword is a `ConfigError`.
+
+    Args:
+        dag: the graph.
+        max_workers: threads for sync callables (default: min(32, CPUs + 4)).
+        costs: cost hints by node name; ready nodes then start longest remaining
+            critical path first. Names that are not nodes are ignored with a warning.
+        callbacks: an object (or a list of objects) with `Callbacks` methods.
+        fail_fast: stop at the first failure (True) or let independent branches finish.
+        enable_tracing: record every attempt; the trace is `ExecutionResult.trace`.
+        hooks: more listeners, like `callbacks` (dagron's name for plugins that
+            observe a run).
+        max_concurrency: most nodes running at once (async and sync together);
+            None means no limit.
+        retries: default `RetryPolicy`, or a number of retries, for nodes without one.
+        progress: show a rich progress bar.
+        resources: shared resources injected by parameter name (see `resources.py`).
+    """
+
+    async def execute(
+        self,
+        tasks: Mapping[str, Any],
+        timeout: float | None = None,
+        cancel_event: Any = None,
+        **unknown: Any,
+    ) -> ExecutionResult:
+        """Run `tasks` (node name -> callable or `Task`) and wait for every node.
+
+        A task receives, by parameter name, the results of its direct upstream nodes
+        and the shared resources it asks for.
+        """
+        self._reject_unknown_execute_options(unknown)
+        return await self._run_tasks(tasks, timeout, cancel_event)
+
+
 _EXECUTE_CALL = dict.fromkeys(EXECUTE_OPTIONS, "execute()")
-_EXECUTOR_CALL = dict.fromkeys(EXECUTOR_OPTIONS, "AsyncDAGExecutor()")
 
 
 def _listeners(value: object | Sequence[object] | None, what: str) -> list[object]:

@@ -47,6 +47,8 @@ _FANNED_OUT = "node {} fanned out: it ends when its children are done, not by {}
 #: or `abort()`, or FAILED because the caller's gate raised `error`. Readiness passes
 #: value and error on without looking at them.
 ReportedListener = Callable[[int, NodeStatus, Any, BaseException | None], object]
+#: `(value, error)` the caller reported with a node's end, for the `ReportedListener`.
+Report = tuple[Any, BaseException | None]
 #: `(index, status)`: readiness decided this end itself. COMPLETED, FAILED or TIMED_OUT
 #: of a fan-out parent whose children are all done; TIMED_OUT of a node running when
 #: `expire()` came; SKIPPED or CANCELLED of a node below a failure or behind a stop.
@@ -218,7 +220,7 @@ class Readiness:
             )
         if index in self._children:
             raise ValueError(_FANNED_OUT.format(index, "done()"))
-        self._finish(index, status, True, value, error)
+        self._finish(index, status, (value, error))
 
     def complete_if_running(self, index: int, value: Any = None) -> bool:
         """`done(index, COMPLETED, value)` for a caller whose work may end after readiness
@@ -258,7 +260,7 @@ class Readiness:
         SystemExit): it FAILED, nothing below it is examined, and the run stops with
         running nodes CANCELLED."""
         self._check_running(index, "abort()")
-        self._settle(index, FAILED, True, None, error)
+        self._settle(index, FAILED, (None, error))
         self.stop("fatal")
 
     def fan_out(self, parent: int, count: int) -> range:
@@ -338,7 +340,7 @@ class Readiness:
             try:
                 allowed = gate(index)
             except Exception as exc:
-                self._finish(index, FAILED, True, None, exc)
+                self._finish(index, FAILED, (None, exc))
                 return
             if not allowed:
                 self._finish(index, SKIPPED)
@@ -348,21 +350,14 @@ class Readiness:
         else:
             self._queue.append(index)
 
-    def _settle(
-        self,
-        index: int,
-        status: NodeStatus,
-        reported: bool = False,
-        value: Any = None,
-        error: BaseException | None = None,
-    ) -> None:
-        """Record a terminal status and tell a listener; nothing below it changes. Keep
-        `complete_if_running` in step."""
+    def _settle(self, index: int, status: NodeStatus, report: Report | None = None) -> None:
+        """Record a terminal status and tell a listener (`on_reported` when the end comes
+        with a `report`); nothing below it changes. Keep `complete_if_running` in step."""
         self._status[index] = status
         self._unfinished -= 1
-        if reported:
+        if report is not None:
             if self._on_reported is not None:
-                self._on_reported(index, status, value, error)
+                self._on_reported(index, status, *report)
         elif self._on_decided is not None:
             self._on_decided(index, status)
         if not self._unfinished and self._on_all_settled is not None:
@@ -370,16 +365,9 @@ class Readiness:
         if self._parent[index] >= 0:
             self._child_settled(index, status)
 
-    def _finish(
-        self,
-        index: int,
-        status: NodeStatus,
-        reported: bool = False,
-        value: Any = None,
-        error: BaseException | None = None,
-    ) -> None:
+    def _finish(self, index: int, status: NodeStatus, report: Report | None = None) -> None:
         """Settle `index`, then let the graph react: release or skip what depends on it."""
-        self._settle(index, status, reported, value, error)
+        self._settle(index, status, report)
         if status is COMPLETED:
             remaining = self._remaining
             node_status = self._status

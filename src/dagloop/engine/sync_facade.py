@@ -10,60 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from .executor import EXECUTE_OPTIONS, EXECUTOR_OPTIONS, AsyncDAGExecutor
-from .graph import DAG
+from .executor import DAGExecutorBase
 from .results import ExecutionResult
-from .retry import RetryPolicy
-from .validation import reject_unknown_keys
 
 
-class DAGExecutor:
+class DAGExecutor(DAGExecutorBase):
     """Synchronous facade over `AsyncDAGExecutor`; takes the same options, in the same
     order (`DAGExecutor(dag, 4)` gives 4 worker threads)."""
-
-    def __init__(
-        self,
-        dag: DAG,
-        max_workers: int | None = None,
-        costs: Mapping[str, float] | None = None,
-        callbacks: object | Sequence[object] | None = None,
-        fail_fast: bool = True,
-        enable_tracing: bool = False,
-        hooks: object | Sequence[object] | None = None,
-        *,
-        max_concurrency: int | None = None,
-        retries: RetryPolicy | int | None = None,
-        progress: bool = False,
-        resources: Mapping[str, Any] | None = None,
-        **unknown: Any,
-    ) -> None:
-        reject_unknown_keys(
-            unknown, EXECUTOR_OPTIONS, "DAGExecutor()", dict.fromkeys(EXECUTE_OPTIONS, "execute()")
-        )
-        self._core = AsyncDAGExecutor(
-            dag,
-            max_workers,
-            costs,
-            callbacks,
-            fail_fast,
-            enable_tracing,
-            hooks,
-            max_concurrency=max_concurrency,
-            retries=retries,
-            progress=progress,
-            resources=resources,
-        )
-
-    @property
-    def dag(self) -> DAG:
-        return self._core.dag
-
-    @property
-    def max_workers(self) -> int:
-        return self._core.max_workers
 
     def execute(
         self,
@@ -73,16 +29,8 @@ class DAGExecutor:
         **unknown: Any,
     ) -> ExecutionResult:
         """Run `tasks` and block until every node has a terminal status."""
-        if unknown:
-            reject_unknown_keys(
-                unknown,
-                EXECUTE_OPTIONS,
-                "execute()",
-                dict.fromkeys(EXECUTOR_OPTIONS, "DAGExecutor()"),
-            )
-        result: ExecutionResult = run_sync(
-            self._core.execute(tasks, timeout=timeout, cancel_event=cancel_event)
-        )
+        self._reject_unknown_execute_options(unknown)
+        result: ExecutionResult = run_sync(self._run_tasks(tasks, timeout, cancel_event))
         return result
 
 
