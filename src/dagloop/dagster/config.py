@@ -23,7 +23,7 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.dask.config import DASK_CONFIG_SHAPE, DaskConfig
 from dagloop.dagster.errors import ExecutorConfigError
-from dagloop.dagster.schema_defaults import dataclass_default
+from dagloop.dagster.schema_defaults import choice, schema_from_table
 from dagloop.dagster.tags import STEP_TIMEOUT_TAG
 
 T = TypeVar("T")
@@ -137,94 +137,72 @@ def _tag_concurrency_limits(
     return limits
 
 
-def _default(name: str) -> Any:
-    return dataclass_default(AsyncExecutorConfig, name)
-
-
-EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = {
-    "max_concurrent": dg.Field(
-        dg.Noneable(int),
-        default_value=_default("max_concurrent"),
-        description=(
+#: The executor's config schema, in the order the UI shows it: Dagster's own fields as
+#: Dagster defines them, and for each of dagloop's options its config type and
+#: description (its default is `AsyncExecutorConfig`'s).
+EXECUTOR_CONFIG_SCHEMA: dict[str, Any] = schema_from_table(
+    AsyncExecutorConfig,
+    {
+        "max_concurrent": (
+            dg.Noneable(int),
             "Most steps in flight at once across the run (async and sync). "
-            "Unset means no limit beyond the other controls."
+            "Unset means no limit beyond the other controls.",
         ),
-    ),
-    "sync_threads": dg.Field(
-        dg.Noneable(int),
         # Unset: the dataclass resolves it where the run executes.
-        default_value=None,
-        description=(
-            "Worker threads for steps whose compute function is synchronous; they run "
-            "there so they never block the event loop. Unset: min(32, CPUs + 4) of the "
-            "machine the run executes on."
+        "sync_threads": dg.Field(
+            dg.Noneable(int),
+            default_value=None,
+            description=(
+                "Worker threads for steps whose compute function is synchronous; they run "
+                "there so they never block the event loop. Unset: min(32, CPUs + 4) of the "
+                "machine the run executes on."
+            ),
         ),
-    ),
-    "tag_concurrency_limits": get_tag_concurrency_limits_config(),
-    "retries": get_retries_config(),
-    "step_host": dg.Field(
-        dg.Enum("DagloopStepHost", [dg.EnumValue("greenlet"), dg.EnumValue("thread")]),
-        default_value=_default("step_host"),
-        description=(
+        "tag_concurrency_limits": get_tag_concurrency_limits_config(),
+        "retries": get_retries_config(),
+        "step_host": (
+            choice("DagloopStepHost", StepHost),
             "Where the Dagster bookkeeping of an async step runs: 'greenlet' on the event "
             "loop itself (default, the cheapest), or 'thread' in a worker thread that "
-            "hands the op's coroutine to the loop."
+            "hands the op's coroutine to the loop.",
         ),
-    ),
-    "step_timeout_seconds": dg.Field(
-        dg.Noneable(float),
-        default_value=_default("step_timeout_seconds"),
-        description=(
+        "step_timeout_seconds": (
+            dg.Noneable(float),
             f"Default time budget of a step; the op tag '{STEP_TIMEOUT_TAG}' overrides it. "
             "A step over budget fails: an async step is cancelled at its current await, a "
             "sync step is interrupted at its next Python bytecode (or abandoned after "
-            "termination_grace_seconds if it is stuck in C code)."
+            "termination_grace_seconds if it is stuck in C code).",
         ),
-    ),
-    "blocked_loop_warning_seconds": dg.Field(
-        float,
-        default_value=_default("blocked_loop_warning_seconds"),
-        description=(
+        "blocked_loop_warning_seconds": (
+            float,
             "Report an engine event when one step holds the event loop (runs without "
-            "awaiting) longer than this."
+            "awaiting) longer than this.",
         ),
-    ),
-    "termination_grace_seconds": dg.Field(
-        float,
-        default_value=_default("termination_grace_seconds"),
-        description=(
+        "termination_grace_seconds": (
+            float,
             "How long a step running synchronous code in a worker thread gets to stop "
             "after it was interrupted (termination, step timeout) before it is reported "
-            "failed and abandoned: nothing it does afterwards reaches the run."
+            "failed and abandoned: nothing it does afterwards reaches the run.",
         ),
-    ),
-    "event_log_writes": dg.Field(
-        dg.Enum("DagloopEventLogWrites", [dg.EnumValue("batched"), dg.EnumValue("direct")]),
-        default_value=_default("event_log_writes"),
-        description=(
+        "event_log_writes": (
+            choice("DagloopEventLogWrites", EventLogWrites),
             "'batched': one writer thread stores the run's step events and logs behind, "
             "many per transaction, and a step starts only once the entries of the steps "
             "before it are stored. 'direct': Dagster's own behaviour, one write per entry "
-            "in the logging thread, every entry durable before the step goes on."
+            "in the logging thread, every entry durable before the step goes on.",
         ),
-    ),
-    "step_dependency_config": get_step_dependency_config_field(),
-    "compute_logs": dg.Field(
-        dg.Enum("DagloopComputeLogs", [dg.EnumValue("per_step"), dg.EnumValue("per_run")]),
-        default_value=_default("compute_logs"),
-        description=(
+        "step_dependency_config": get_step_dependency_config_field(),
+        "compute_logs": (
+            choice("DagloopComputeLogs", ComputeLogs),
             "'per_step' (default): what a step writes to sys.stdout/sys.stderr goes to its "
             "own compute log (its stdout/stderr tabs in the UI), opened when the step first "
             "writes something of its own; the rest goes to the run's. 'per_run': one "
-            "capture for the whole run, as Dagster's in-process executor."
+            "capture for the whole run, as Dagster's in-process executor.",
         ),
-    ),
-    "dask": dg.Field(
-        dg.Noneable(DASK_CONFIG_SHAPE),
-        default_value=_default("dask"),
-        description=(
+        "dask": (
+            dg.Noneable(DASK_CONFIG_SHAPE),
             "Scale steps out to a Dask cluster: {address: ...} or {processes: K}. Needs a "
-            "reconstructable job and a persistent instance."
+            "reconstructable job and a persistent instance.",
         ),
-    ),
-}
+    },
+)
