@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -36,6 +37,7 @@ from dagloop.runtime.gc_tuning import tuned_gc
 from dagloop.runtime.loop_driver import iterate_on_loop
 
 
+@dataclass(frozen=True, eq=False)
 class AsyncExecutor(Executor):
     """Runs every step of a run concurrently on the event loop Dagster created for it.
 
@@ -44,25 +46,20 @@ class AsyncExecutor(Executor):
     whose compute function is synchronous run in worker threads.
     """
 
-    def __init__(self, config: AsyncExecutorConfig) -> None:
-        self._config = config
-
-    @property
-    def config(self) -> AsyncExecutorConfig:
-        return self._config
+    config: AsyncExecutorConfig
 
     @property
     def retries(self) -> RetryMode:
-        return self._config.retries
+        return self.config.retries
 
     @property
     def step_dependency_config(self) -> StepDependencyConfig:
-        return self._config.step_dependency_config
+        return self.config.step_dependency_config
 
     def execute(
         self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
-        config = self._config
+        config = self.config
         # Bad op tags fail the run here, before resources are opened or any step runs.
         check_op_tags(execution_plan)
         execution_plan, added = with_unstarted_mapped_steps(plan_context, execution_plan)
@@ -128,19 +125,19 @@ class AsyncExecutor(Executor):
             job_context.instance,
             job_context.run_id,
             job_context.event_loop,
-            batched=self._config.event_log_writes == "batched",
+            batched=self.config.event_log_writes == "batched",
             on_failure=event_log_failed,
             attempts=attempts,
         )
         remote = None
-        if self._config.dask is not None:
+        if self.config.dask is not None:
             from dagloop.dagster.dask.runner import DaskSteps
 
             remote = DaskSteps(
-                self._config.dask, job_context, execution_plan, self, self._config, event_log
+                self.config.dask, job_context, execution_plan, self, self.config, event_log
             )
         orchestrator = Orchestrator(
-            job_context, execution_plan, self._config, attempts, remote, event_log
+            job_context, execution_plan, self.config, attempts, remote, event_log
         )
         # Resources are initialised by now: every step context can share them.
         share_scoped_resources(job_context)

@@ -10,6 +10,7 @@ have ended it meanwhile.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..runtime.threads import WorkerThreads
@@ -41,24 +42,16 @@ class NodeEnds(Protocol):
         ...
 
 
+@dataclass(eq=False, slots=True)
 class AttemptRunner:
     """Calls nodes' functions: async ones on the loop, sync ones in worker threads."""
 
-    def __init__(
-        self,
-        readiness: Readiness,
-        ends: NodeEnds,
-        values: ArgumentValues,
-        pool: WorkerThreads,
-        callbacks: CallbackDispatcher,
-        tracer: TraceRecorder | None,
-    ) -> None:
-        self._readiness = readiness
-        self._ends = ends
-        self._values = values
-        self._pool = pool
-        self._callbacks = callbacks
-        self._tracer = tracer
+    _readiness: Readiness
+    _ends: NodeEnds
+    _values: ArgumentValues
+    _pool: WorkerThreads
+    _callbacks: CallbackDispatcher
+    _tracer: TraceRecorder | None
 
     async def run(self, node: NodeRun) -> None:
         """The task body of `node`: attempt it until it succeeds or no retry is left or

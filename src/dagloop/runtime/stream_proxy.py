@@ -90,10 +90,7 @@ class Route:
             if self.closed or not self._dirty:
                 return
             self._dirty = False
-            for stream in (*self._targets, *self._mirrors):
-                if stream is not None:
-                    with suppress(OSError, ValueError):
-                        stream.flush()
+            self._flush_all()
 
     def close(self) -> None:
         """Flush and stop routing; later writes from this context go to the fallback.
@@ -102,10 +99,15 @@ class Route:
             if self.closed:
                 return
             self.closed = True
-            for stream in (*self._targets, *self._mirrors):
-                if stream is not None:
-                    with suppress(OSError, ValueError):
-                        stream.flush()
+            self._flush_all()
+
+    def _flush_all(self) -> None:
+        """Flush every target and mirror (the caller holds the lock); one that went away
+        is skipped."""
+        for stream in (*self._targets, *self._mirrors):
+            if stream is not None:
+                with suppress(OSError, ValueError):
+                    stream.flush()
 
 
 _route: contextvars.ContextVar[Route | None] = contextvars.ContextVar(

@@ -13,6 +13,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from dagloop.dagster._internals import (
@@ -28,6 +29,7 @@ from dagloop.dagster.compute_logs.step_captures import StepLogs, StepPlacement
 Emit = Callable[[DagsterEvent], None]
 
 
+@dataclass(eq=False)
 class RunLogCapture:
     """The run's capture, entered for the run (in the orchestrator's ExitStack) and ended
     early by `end()` when a signal arrives.
@@ -38,20 +40,12 @@ class RunLogCapture:
     capture is reported as an engine event and the run goes on uncaptured.
     """
 
-    def __init__(
-        self,
-        job_context: PlanExecutionContext,
-        steps: Iterable[ExecutionStep],
-        step_logs: StepLogs,
-        remote: StepPlacement | None,
-        emit: Emit,
-    ) -> None:
-        self._job_context = job_context
-        self._steps = steps
-        self._step_logs = step_logs
-        self._remote = remote
-        self._emit = emit
-        self._capture = ExitStack()
+    _job_context: PlanExecutionContext
+    _steps: Iterable[ExecutionStep]
+    _step_logs: StepLogs
+    _remote: StepPlacement | None
+    _emit: Emit
+    _capture: ExitStack = field(init=False, default_factory=ExitStack)
 
     def __enter__(self) -> RunLogCapture:
         try:
