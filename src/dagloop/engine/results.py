@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .errors import ConfigError, NodeNotCompletedError, UnknownNodeError
 
@@ -51,6 +51,21 @@ class NodeResult:
         return f"<NodeResult {self.name!r} {self.status.name}{detail}>"
 
 
+class _StatusCount(property):
+    """A read-only property of `ExecutionResult`: how many nodes ended with `status`."""
+
+    def __init__(self, status: NodeStatus) -> None:
+        super().__init__()
+        self.status = status
+
+    @overload
+    def __get__(self, result: None, owner: type | None = None) -> _StatusCount: ...
+    @overload
+    def __get__(self, result: ExecutionResult, owner: type | None = None) -> int: ...
+    def __get__(self, result: ExecutionResult | None, owner: type | None = None) -> Any:
+        return self if result is None else result.count(self.status)
+
+
 @dataclass(slots=True, eq=False)
 class ExecutionResult:
     """What `execute()` or `invoke()` returns.
@@ -82,25 +97,11 @@ class ExecutionResult:
     def count(self, status: NodeStatus) -> int:
         return self._counts[status]
 
-    @property
-    def succeeded(self) -> int:
-        return self._counts[NodeStatus.COMPLETED]
-
-    @property
-    def failed(self) -> int:
-        return self._counts[NodeStatus.FAILED]
-
-    @property
-    def skipped(self) -> int:
-        return self._counts[NodeStatus.SKIPPED]
-
-    @property
-    def timed_out(self) -> int:
-        return self._counts[NodeStatus.TIMED_OUT]
-
-    @property
-    def cancelled(self) -> int:
-        return self._counts[NodeStatus.CANCELLED]
+    succeeded = _StatusCount(NodeStatus.COMPLETED)
+    failed = _StatusCount(NodeStatus.FAILED)
+    skipped = _StatusCount(NodeStatus.SKIPPED)
+    timed_out = _StatusCount(NodeStatus.TIMED_OUT)
+    cancelled = _StatusCount(NodeStatus.CANCELLED)
 
     @property
     def ok(self) -> bool:
