@@ -80,14 +80,7 @@ def execute_in_process(
         instance=instance,
         output_capturing_enabled=True,
         raise_on_error=raise_on_error,
-        run_tags=merge_run_tags(
-            job_def=job,
-            partition_key=partition_key,
-            tags=tags,
-            asset_selection=assets,
-            instance=instance,
-            run_config=run_config,
-        ),
+        run_tags=merge_run_tags(job, partition_key, tags, assets, instance, run_config),
         run_id=run_id,
         asset_selection=frozenset(assets),
     )
