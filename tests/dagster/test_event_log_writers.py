@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from dagloop.dagster._internals import encode_entry
 from dagloop.dagster.event_log import EventLogWriteError, RunEventLog, run_store
 from tests.dagster.conftest import persistent_sqlite_instance
 
@@ -168,7 +169,8 @@ def test_a_run_event_is_stored_after_every_entry_before_it_when_its_call_returns
 def test_callbacks_run_on_the_loop_in_order_once_the_entries_before_them_are_stored(
     strategy: tuple[dg.DagsterInstance, bool, str],
 ) -> None:
-    """As the Dask runner hands in its workers' serialized entries and other messages."""
+    """As the Dask runner hands in its workers' entries (encoded as their rows, in
+    batches) and other messages."""
     instance, batched, _ = strategy
     batches, per_batch = 5, 10
 
@@ -179,10 +181,16 @@ def test_callbacks_run_on_the_loop_in_order_once_the_entries_before_them_are_sto
         def called(batch: int) -> None:
             seen.append((batch, threading.get_ident(), len(_stored(instance, run_id))))
 
+        storage = instance.event_log_storage
+
         def worker() -> None:
             for batch in range(batches):
-                for n in range(per_batch):
-                    log.store_serialized(dg.serialize_value(_entry(run_id, f"{batch} {n}")))
+                log.store_encoded(
+                    [
+                        encode_entry(storage, _entry(run_id, f"{batch} {n}"))
+                        for n in range(per_batch)
+                    ]
+                )
                 log.after_written(lambda batch=batch: called(batch))  # type: ignore[misc]
             log.after_written(done.set)
 

@@ -19,6 +19,7 @@ from dagloop.dagster._internals import (
     trigger_hooks,
     warning_engine_event,
 )
+from dagloop.dagster.attempts import OPENING_EVENT_TYPES
 from dagloop.dagster.compute_logs import StepLogs, step_capture
 from dagloop.dagster.step_run import StepRun
 from dagloop.runtime.greenbridge import await_, run_in_greenlet
@@ -139,6 +140,8 @@ def _step_body(run: StepRun, deliver: Accept) -> None:
         try:
             run.events.append(event)
             deliver(event)
+            if run.on_opening is not None and event.event_type_value in OPENING_EVENT_TYPES:
+                run.on_opening()
             if run.yield_to_loop:
                 run.yield_to_loop = False
                 await_(asyncio.sleep(0))

@@ -115,6 +115,10 @@ class StepRun:
     #: (a streamed DynamicOutput): the step lets the loop start them before it goes on,
     #: even if its own code never awaits.
     yield_to_loop: bool = False
+    #: Called where its code runs, right after its opening event (STEP_START) and
+    #: before anything else of the step: a Dask worker makes sure there that the run
+    #: process knows the step began before any of the op's code runs.
+    on_opening: Callable[[], None] | None = None
     attempt: Attempt = field(init=False)
     #: The stretch of a worker thread in which this step's code runs (thread-hosted).
     section: InterruptibleSection = field(init=False)

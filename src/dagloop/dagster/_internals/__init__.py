@@ -27,6 +27,10 @@ from dagloop.dagster._internals.plan import (
 from dagloop.dagster._internals.relied_on import PRIVATE_ATTRIBUTES, ReliedOn
 from dagloop.dagster._internals.resources import share_scoped_resources
 from dagloop.dagster._internals.storage import (
+    EncodedEntry,
+    Storable,
+    decoded,
+    encode_entry,
     event_listeners,
     event_log_in_memory,
     run_shard_batch_writer,
@@ -35,7 +39,11 @@ from dagloop.dagster._internals.storage import (
 
 __all__ = [
     *names.__all__,
+    "EncodedEntry",
     "PRIVATE_ATTRIBUTES",
+    "Storable",
+    "decoded",
+    "encode_entry",
     "ReliedOn",
     "dagster_handler",
     "event_listeners",

@@ -74,6 +74,7 @@ from dagster._core.storage.cloud_storage_compute_log_manager import (
 )
 from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
 from dagster._core.storage.event_log import InMemoryEventLogStorage, SqlEventLogStorageTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.tags import RESUME_RETRY_TAG
@@ -118,6 +119,7 @@ __all__ = [
     "ResolvedRunConfig",
     "RetryMode",
     "ScopedResourcesBuilder",
+    "SqlEventLogStorage",
     "SqlEventLogStorageTable",
     "SqliteEventLogStorage",
     "StepDependencyConfig",

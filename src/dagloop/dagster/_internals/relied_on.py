@@ -46,9 +46,10 @@ def _entries(owner: Owner, reader: str, *attributes: str) -> tuple[ReliedOn, ...
 PRIVATE_ATTRIBUTES: tuple[ReliedOn, ...] = (
     # Event-log storage (`storage`).
     *_entries("DagsterInstance", "_internals.storage.event_listeners", "_subscribers"),
-    *_entries("SqliteEventLogStorage", "_internals.storage._insert_rows", "_event_to_row"),
+    *_entries("SqliteEventLogStorage", "_internals.storage._row", "_event_to_row"),
+    *_entries("SqliteEventLogStorage", "_internals.storage.encode_entry", "_event_to_row"),
     *_entries("SqliteEventLogStorage", "_internals.storage._insert_rows", "run_connection"),
-    *_entries("InMemoryEventLogStorage", "_internals.storage._insert_rows", "_event_to_row"),
+    *_entries("InMemoryEventLogStorage", "_internals.storage._row", "_event_to_row"),
     *_entries("InMemoryEventLogStorage", "_internals.storage._insert_rows", "run_connection"),
     *_entries(
         "InMemoryEventLogStorage",
@@ -59,9 +60,9 @@ PRIVATE_ATTRIBUTES: tuple[ReliedOn, ...] = (
     *_entries(
         "PostgresEventLogStorage",
         "_internals.storage._postgres_batch_writer",
-        "_event_to_row",
         "run_connection",
     ),
+    *_entries("PostgresEventLogStorage", "_internals.storage._row", "_event_to_row"),
     *_entries(
         "dagster_postgres.event_log.event_log",
         "_internals.storage.run_shard_batch_writer",

@@ -15,11 +15,73 @@ from dagloop.dagster._internals.names import (
     EventLogCursor,
     EventLogEntry,
     InMemoryEventLogStorage,
+    SqlEventLogStorage,
     SqlEventLogStorageTable,
     SqliteEventLogStorage,
 )
 
-BatchWriter = Callable[[str, Sequence[EventLogEntry]], None]
+
+class EncodedEntry:
+    """An entry of the run that another process (a Dask worker) already turned into the
+    row its storage inserts (`encode_entry`): the run process stores it without decoding
+    it. Decoded only where something needs the entry itself (a listener, an entry
+    stored through the instance)."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+
+    @property
+    def step_key(self) -> str | None:
+        key: str | None = self.row.get("step_key")
+        return key
+
+    @property
+    def event_type_value(self) -> str:
+        """The entry's event type ("" for a log message, which has none)."""
+        value: str | None = self.row.get("dagster_event_type")
+        return value or ""
+
+    def decode(self) -> EventLogEntry:
+        import dagster as dg
+
+        entry: EventLogEntry = dg.deserialize_value(self.row["event"], EventLogEntry)
+        return entry
+
+
+#: An entry to store: decoded, or encoded elsewhere as its row.
+Storable = EventLogEntry | EncodedEntry
+
+BatchWriter = Callable[[str, Sequence[Storable]], None]
+
+
+def encode_entry(storage: Any, entry: EventLogEntry) -> EncodedEntry:
+    """`entry` as the row an SQL event log inserts for it (`_event_to_row`, the storage's
+    own encoding). A storage without one gets the columns the run process reads."""
+    if isinstance(storage, SqlEventLogStorage):
+        return EncodedEntry(storage._event_to_row(entry))
+    import dagster as dg
+
+    event = entry.dagster_event
+    return EncodedEntry(
+        {
+            "event": dg.serialize_value(entry),
+            "dagster_event_type": event.event_type_value if event is not None else None,
+            "step_key": entry.step_key,
+        }
+    )
+
+
+def decoded(entry: Storable) -> EventLogEntry:
+    return entry.decode() if isinstance(entry, EncodedEntry) else entry
+
+
+def _row(storage: Any, entry: Storable) -> dict[str, Any]:
+    if isinstance(entry, EncodedEntry):
+        return entry.row
+    row: dict[str, Any] = storage._event_to_row(entry)
+    return row
 
 
 def event_listeners(instance: Any, run_id: str) -> list[Callable[[EventLogEntry], None]]:
@@ -45,11 +107,16 @@ _MIRRORED_EVENT_TYPES = (
 )
 
 
-def writes_to_run_shard_only(entry: EventLogEntry) -> bool:
+_MIRRORED_EVENT_TYPE_VALUES = frozenset(event_type.value for event_type in _MIRRORED_EVENT_TYPES)
+
+
+def writes_to_run_shard_only(entry: Storable) -> bool:
     """True for step events and logs, which storing writes as one row of the run's event
     log and nothing else, on SQLite and PostgreSQL alike; False for asset, asset-check
     and run (job) events, which are also written elsewhere (they are written one by one,
     through the instance)."""
+    if isinstance(entry, EncodedEntry):
+        return entry.event_type_value not in _MIRRORED_EVENT_TYPE_VALUES
     event = entry.dagster_event
     return event is None or event.event_type not in _MIRRORED_EVENT_TYPES
 
@@ -109,8 +176,8 @@ def _postgres_batch_writer(storage: Any, channel: str) -> BatchWriter:
         "WITH ORDINALITY AS sent(payload, position) ORDER BY position"
     )
 
-    def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
-        rows = [storage._event_to_row(entry) for entry in entries]
+    def write(run_id: str, entries: Sequence[Storable]) -> None:
+        rows = [_row(storage, entry) for entry in entries]
         with storage.run_connection(run_id) as conn:
             # dagster-postgres' engine autocommits every statement; one transaction here.
             conn = conn.execution_options(isolation_level="READ COMMITTED")
@@ -130,9 +197,9 @@ def _in_memory_batch_writer(storage: Any) -> BatchWriter:
     transaction and INSERT (executemany) per batch, then the same counting and calls,
     entry by entry."""
 
-    def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
+    def write(run_id: str, entries: Sequence[Storable]) -> None:
         _insert_rows(storage, run_id, entries)
-        for entry in entries:
+        for entry in map(decoded, entries):
             storage._storage_id += 1
             cursor = str(EventLogCursor.from_storage_id(storage._storage_id))
             for handler in list(storage._handlers[entry.run_id]):
@@ -145,16 +212,16 @@ def _in_memory_batch_writer(storage: Any) -> BatchWriter:
 
 
 def _sqlite_batch_writer(storage: Any) -> BatchWriter:
-    def write(run_id: str, entries: Sequence[EventLogEntry]) -> None:
+    def write(run_id: str, entries: Sequence[Storable]) -> None:
         _insert_rows(storage, run_id, entries)
 
     return write
 
 
-def _insert_rows(storage: Any, run_id: str, entries: Sequence[EventLogEntry]) -> None:
+def _insert_rows(storage: Any, run_id: str, entries: Sequence[Storable]) -> None:
     """One executemany of the rows `store_event` would insert, in the transaction the
     storage's `run_connection` opens. One cached single-row statement: SQLAlchemy would
     compile a multi-row VALUES statement anew for every batch size."""
-    rows = [storage._event_to_row(entry) for entry in entries]
+    rows = [_row(storage, entry) for entry in entries]
     with storage.run_connection(run_id) as conn:
         conn.execute(SqlEventLogStorageTable.insert(), rows)

@@ -1,34 +1,53 @@
-"""What a worker tells the run's orchestrator, on the run's Dask event topic.
-
-Each message is a msgpack-able list whose first item is its kind. One worker's
-messages arrive in the order it sent them.
+"""What the run process and a worker's session say to each other on their channel
+(`channel.py`). Each message is a tuple whose first item is its kind; one side's
+messages arrive in the order that side sent them.
 """
 
 from __future__ import annotations
 
-#: `[BEGAN, token, worker address]`: the worker claimed the attempt (claims.py) and
-#: begins it; every other message of the attempt follows.
+# -- the run process to a worker --------------------------------------------------------
+
+#: `(STEP, StepCommand)`: begin this attempt now (the run counts it as begun).
+STEP = "step"
+#: `(MAPPINGS, mappings)`: the run's dynamic mappings, for the steps sent after it.
+MAPPINGS = "mappings"
+#: `(STOP, token, kind)`: stop this attempt; `kind` is TIMEOUT or INTERRUPT.
+STOP = "stop"
+#: `(HALT,)`: the run stops: begin no step from now on; a step sent here that has not
+#: begun never does. Answered with HALTED once every BEGAN before it is sent.
+HALT = "halt"
+#: `(CLOSE,)`: the run ends: stop what still runs, tear the resources down, say CLOSED.
+CLOSE = "close"
+
+# -- a worker to the run process --------------------------------------------------------
+
+#: `(HELLO, worker address, slots, {pool: threads})`: the session is open (or its
+#: resources failed to open, and every step sent here ends with that error); it runs
+#: `slots` steps at once, each pool's threads at most (`links.Pool`).
+HELLO = "hello"
+#: `(BEGAN, token)`: the attempt's code began here. Sent after its STEP_START and
+#: handed to the connection before any of the op's code runs, so the run process knows
+#: of every attempt a lost worker may have run: the others are sent elsewhere.
 BEGAN = "began"
-#: `[EVENT, token, serialized DagsterEvent]`: an event of a step attempt, for the run's
-#: `ActiveExecution` and the caller.
+#: `(HALTED,)`: the answer to HALT.
+HALTED = "halted"
+#: `(ENTRY, EncodedEntry)`: an entry for the run's event log, encoded as its row
+#: (`events_written_by: run`).
+ENTRY = "entry"
+#: `(EVENT, token, DagsterEvent)`: an event of a step attempt, for the run's
+#: `ActiveExecution` and the caller, handled once the entries sent before it are stored.
 EVENT = "event"
-#: `[END, token, serialized error or None]`: the attempt is over; the error says the
-#: run's resources could not be opened on that worker, or what its step code raised
-#: outside Dagster's own handling (then it may have reported no terminal event).
+#: `(END, token, SerializableErrorInfo or None)`: the attempt's code is over; the error
+#: says what it raised outside Dagster's own handling (then it may have reported no
+#: terminal event).
 END = "end"
-#: `[STORE, serialized EventLogEntry, step key or None]`: an entry for the run's event
-#: log, written by the run process (`events_written_by: run`); the step key when the
-#: entry is a step attempt's opening event (STEP_START, STEP_RESTARTED).
-STORE = "store"
-#: `[CLOSED]`: a worker tore the run's resources down (their entries were sent before).
+#: `(WRITE_FAILED, message)`: the worker could not store entries of the run
+#: (`events_written_by: workers`).
+WRITE_FAILED = "write_failed"
+#: `(CLOSED,)`: the resources are torn down; their entries were sent before.
 CLOSED = "closed"
 
-#: What a Dask task of an attempt returns: it ran the attempt, or it was refused (the
-#: attempt was claimed before, by this task on a worker Dask lost, or the run stopped).
-RAN = "ran"
-REFUSED = "refused"
-
-#: How the run process asks a worker to stop a step (`interrupt_steps`): the exception
-#: its code is interrupted with (a step's budget ran out, or any other interrupt).
+#: How the run process asks a worker to stop a step: the exception its code is
+#: interrupted with (its budget ran out, or any other interrupt).
 TIMEOUT = "timeout"
 INTERRUPT = "interrupt"

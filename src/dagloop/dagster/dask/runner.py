@@ -1,25 +1,19 @@
-"""The orchestrator's side of the Dask scale-out: submit steps, await them natively
-with the asynchronous Dask client on the run's event loop, feed their events back.
+"""The run process's side of the Dask scale-out: hand steps to the workers' sessions and
+take back their events, on the run's event loop.
 
-An attempt placed on the cluster stays WAITING in the run's `AttemptTable` until its
-worker reports its STEP_START (or, when the run stops, until a worker has claimed it:
-claims.py), so a run that stops withdraws the attempts no worker claimed, and they
-never run. Each
-attempt runs at most once: a task Dask runs again is refused on its worker, and an
-attempt whose worker was lost fails (or retries) once, naming the worker."""
+Dask starts the workers (or the run joins an existing cluster) and opens the run's
+session in each (`worker.open_session`); from then on each step travels over that
+worker's channel (`links.py`), not as a Dask task. Handing a step to a worker is the
+run's decision that its attempt begins: an attempt is sent once, to one worker, and a
+task scheduler never runs it again. An attempt whose worker is lost before its end fails
+once (or retries, as its RetryPolicy says), naming the worker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import functools
-import sys
-import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from typing import Any
 
 import dagster as dg
 
@@ -31,66 +25,24 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
     ReconstructableJob,
-    serializable_error_info_from_exc_info,
 )
 from dagloop.dagster.attempts import AttemptState
 from dagloop.dagster.config import AsyncExecutorConfig
-from dagloop.dagster.dask import claims
 from dagloop.dagster.dask.config import DaskConfig
+from dagloop.dagster.dask.links import InFlight, Link, Links, NoWorkersError, pool_of
 from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event
-from dagloop.dagster.dask.messages import (
-    BEGAN,
-    CLOSED,
-    END,
-    INTERRUPT,
-    RAN,
-    STORE,
-    TIMEOUT,
-)
+from dagloop.dagster.dask.messages import INTERRUPT, MAPPINGS, STEP, STOP, TIMEOUT
 from dagloop.dagster.dask.run_spec import run_spec, step_known_state
 from dagloop.dagster.dask.session import StepCommand
-from dagloop.dagster.dask.shared_inputs import SharedInputs
-from dagloop.dagster.dask.worker import close_session, run_step
-from dagloop.dagster.dask.worker_calls import WorkerCalls
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
-from dagloop.dagster.step_run import StepRun
+from dagloop.dagster.step_run import StepRun, choose_host
 from dagloop.dagster.tags import step_budget
 from dagloop.runtime.dask_client import dask_client
 
-#: After a step's Dask task failed or was refused (its worker was lost), how long to
-#: wait for the step's last messages before reporting it lost.
-DRAIN_AFTER_ERROR_SECONDS = 2.0
-#: How often a step whose task failed before any worker claimed it is submitted again,
-#: and the pause before each try (times the try's number).
-UNCLAIMED_RESUBMISSIONS = 3
-RESUBMIT_BACKOFF_SECONDS = 0.5
-#: How long the workers get to tear a run's resources down when it ends.
-CLOSE_SESSIONS_SECONDS = 60.0
-#: How long a call to the scheduler's claims may take before it is given up.
-CLAIMS_CALL_SECONDS = 10.0
 #: A step on a worker fails at its budget there; the run process asks it to stop only
 #: this much later (its own failure is on its way by then, on any sane cluster).
 BUDGET_BACKSTOP_SECONDS = 1.0
-
-
-@dataclass(eq=False)
-class _InFlight:
-    run: StepRun
-    accept: Callable[[DagsterEvent], None]
-    known_state: KnownExecutionState
-    budget: float | None
-    terminal: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    #: The worker that claimed the attempt (None: none yet).
-    worker: str | None = None
-    #: Why the attempt's step code ended without (perhaps) its terminal event: the
-    #: run's resources failed to open on its worker, or the error its code raised.
-    end_error: Any = None  # SerializableErrorInfo
-    #: A STEP_UP_FOR_RETRY, handed to the orchestrator only once the attempt has ended:
-    #: a retry started earlier would be the same step key still in flight.
-    retry: DagsterEvent | None = None
-    backstop: asyncio.TimerHandle | None = None
 
 
 class DaskSteps:
@@ -114,97 +66,38 @@ class DaskSteps:
         self._config = config
         self._job_context = job_context
         self._executor = executor
-        self._event_log = event_log
         self._grace = executor_config.termination_grace_seconds
-        self._topic = f"dagloop-{job_context.run_id}-{uuid.uuid4().hex[:8]}"
         self._default_budget = executor_config.step_timeout_seconds
-        #: By attempt token, and by step key (one attempt of a step is in flight at once).
-        self._in_flight: dict[int, _InFlight] = {}
-        self._by_step: dict[str, _InFlight] = {}
+        topic = f"dagloop-{job_context.run_id}"
+        self._spec = run_spec(topic, job, job_context, execution_plan, executor_config, config)
+        self._links = Links(job_context, event_log, self._began, self._on_link_lost)
+        #: The run stops: no attempt is sent any more.
+        self._halting = False
+        self._stack: AsyncExitStack | None = None
         #: Workers this run lost (each reported once).
         self._lost: set[str] = set()
-        self._calls: WorkerCalls | None = None
-        self._spec = run_spec(
-            self._topic, job, job_context, execution_plan, executor_config, config
-        )
-        self._stack: AsyncExitStack | None = None
-        self._client: Any = None
-        self._sessions_closed = 0
-        #: The run's spec and mappings, sent to the workers once, not with every step.
-        self._on_workers: SharedInputs | None = None
-        self._session_closed = asyncio.Event()
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
 
     async def __aenter__(self) -> DaskSteps:
         config = self._config
-        # A failed entry leaves nothing open: dask_client cleans up after itself.
-        stack = AsyncExitStack()
-        import dask
-
-        # A local cluster reports a task whose worker died (KilledWorker) instead of
-        # running it again; on a cluster at `address` the claims refuse a rerun.
-        local = {"distributed.scheduler.allowed-failures": 0} if config.processes else {}
-        with dask.config.set(local):
-            self._client = await stack.enter_async_context(
+        # A failed entry leaves nothing open: each part cleans up after itself.
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(
                 dask_client(
-                    address=config.address,
-                    processes=config.processes,
-                    threads_per_worker=config.steps_per_worker,
+                    address=config.address, processes=config.processes, threads_per_worker=1
                 )
             )
-        # Exit in reverse: close the workers' sessions (their last entries still reach
-        # the run's event log), then unsubscribe.
-        self._client.subscribe_topic(self._topic, self._on_message)
-        stack.callback(self._client.unsubscribe_topic, self._topic)
-        # Sent to every worker once, not pickled with every step.
-        self._on_workers = await SharedInputs.send(self._client, self._spec)
-        stack.push_async_callback(self._forget_claims)
-        stack.push_async_callback(self._close_sessions)
-        self._stack = stack
+            slots = config.steps_per_worker if config.processes is not None else None
+            await self._links.open(client, self._spec, slots)
+            stack.push_async_callback(self._links.aclose)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
-        self._client = None
-
-    async def _close_sessions(self) -> None:
-        """Tear the run's resources down on every worker that hosted its steps, and
-        wait for their CLOSED messages: the teardown's entries were sent before."""
-        try:
-            async with asyncio.timeout(CLOSE_SESSIONS_SECONDS):
-                hosted = await self._client.run(close_session, self._topic)
-                expected = sum(1 for had_session in hosted.values() if had_session)
-                while self._sessions_closed < expected:
-                    self._session_closed.clear()
-                    await self._session_closed.wait()
-        except Exception as exc:  # the steps are over; a teardown problem is reported
-            self._job_context.log.warning(
-                f"Closing the run's sessions on the Dask workers failed: {exc!r}"
-            )
-
-    async def _forget_claims(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._on_scheduler(claims.forget, self._topic)
-        if self._calls is not None:
-            self._calls.cancel_all()
-
-    async def _on_scheduler(self, function: Callable[..., Any], *args: Any) -> Any:
-        async with asyncio.timeout(CLAIMS_CALL_SECONDS):
-            return await self._client.run_on_scheduler(function, *args)
-
-    @property
-    def _shared(self) -> SharedInputs:
-        assert self._on_workers is not None, "used between __aenter__ and __aexit__"
-        return self._on_workers
-
-    @property
-    def _worker_calls(self) -> WorkerCalls:
-        if self._calls is None:
-            self._calls = WorkerCalls(self._client, self._topic)
-        return self._calls
 
     def describe(self) -> str:
         if self._config.processes is not None:
@@ -218,20 +111,13 @@ class DaskSteps:
         return placement == "cluster"
 
     async def before_stopping(self) -> None:
-        """The run stops: close its claims, so that no worker begins an attempt from now
-        on; an attempt a worker claimed before counts as begun (its BEGAN may still be
-        on its way) and is stopped, the others are withdrawn and never run."""
-        try:
-            claimed: dict[str, str] = await self._on_scheduler(claims.stop, self._topic)
-        except Exception as exc:  # the scheduler is gone: no worker can claim either
-            self._job_context.log.warning(
-                f"Closing the run's claims on the Dask scheduler failed: {exc!r}"
-            )
-            return
-        for key, worker in claimed.items():
-            record = self._in_flight.get(claims.token_of(key))
-            if record is not None and record.run.state is AttemptState.WAITING:
-                record.worker = worker
+        """The run stops: every worker begins nothing from now on, and each answers once
+        every BEGAN it sent before is handled here. An attempt that has not begun by
+        then never does (the orchestrator withdraws it); a worker that does not answer
+        in time has its unanswered attempts counted as begun, so they are stopped."""
+        self._halting = True
+        for link in await self._links.halt(self._grace):
+            for record in list(link.in_flight.values()):
                 self._began(record)
 
     async def execute(
@@ -241,41 +127,36 @@ class DaskSteps:
         accept: Callable[[DagsterEvent], None],
         fail: Callable[[BaseException], None],
     ) -> None:
-        mappings = await self._shared.mappings(known_state.dynamic_mappings)
-        token = run.attempt.token
         budget = step_budget(run.op_name, run.key, run.step.tags)
-        record = _InFlight(
+        record = InFlight(
             run=run,
             accept=accept,
             known_state=known_state,
             budget=budget if budget is not None else self._default_budget,
-        )
-        self._in_flight[token] = record
-        self._by_step[run.key] = record
-        command = StepCommand(
-            token=token,
-            step_key=run.key,
-            known_state=step_known_state(run.step, known_state),
-            budget=record.budget,
+            pool=pool_of(choose_host(run.context, self._spec.step_host)),
         )
         try:
             try:
-                await self._run_to_end(record, command, mappings)
+                await self._run_to_end(record)
             except asyncio.CancelledError:
                 if run.cancel_reason is None:
-                    # Withdrawn (no worker claimed it; none ever will), or the
-                    # orchestrator itself is torn down: a begun step is stopped too.
-                    if run.attempt.begun and record.worker is not None:
-                        self._worker_calls.interrupt(record.worker, token, INTERRUPT)
+                    # Withdrawn before it began, or the orchestrator itself is torn
+                    # down: a step that began is stopped too.
+                    if record.link is not None and run.attempt.begun:
+                        record.link.channel.send((STOP, run.attempt.token, INTERRUPT))
                     raise
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
                 await self._stop(record, fail)
+                return
+            except NoWorkersError as error:
+                self._fail_unsent(record, error)
+                return
+            self._after_end(record)
         finally:
-            del self._in_flight[token]
-            if self._by_step.get(run.key) is record:
-                del self._by_step[run.key]
+            if record.link is not None:
+                self._links.release(record)
             if record.backstop is not None:
                 record.backstop.cancel()
             if record.retry is not None:
@@ -283,76 +164,59 @@ class DaskSteps:
 
     # -- one attempt -------------------------------------------------------------------
 
-    async def _run_to_end(self, record: _InFlight, command: StepCommand, mappings: Any) -> None:
-        run = record.run
-        unclaimed_failures = 0
+    async def _run_to_end(self, record: InFlight) -> None:
+        """Send the attempt to a worker with a free slot and wait for its end. An attempt
+        whose worker was lost before it began never ran there: it is sent again."""
         while True:
-            future = self._client.submit(
-                run_step,
-                self._shared.spec,
-                mappings,
-                command,
-                key=f"dagloop-step-{run.key}-{command.token}-{uuid.uuid4().hex[:8]}",
-                pure=False,
-            )
-            error: Any = None
-            try:
-                outcome = await future
-            except asyncio.CancelledError:
-                self._worker_calls.in_background(self._client.cancel([future]))
-                raise
-            except Exception:
-                outcome, error = None, serializable_error_info_from_exc_info(sys.exc_info())
-            if outcome == RAN:
-                await record.ended.wait()
-                self._after_end(record)
+            link = await self._links.free_link(record.pool)
+            if self._halting:
+                await asyncio.Future()  # the run stops: it is withdrawn next
+            self._links.hold(record, link)
+            self._send(record, link)
+            await record.ended.wait()
+            if record.lost is None or record.run.attempt.begun:
                 return
-            # Refused (claimed before: its worker was lost and Dask ran it again; or
-            # the run stopped), or the task failed (KilledWorker: its worker was lost).
-            if not run.attempt.begun:
-                key = claims.claim_key(command.token, command.submission)
-                worker = await self._on_scheduler(claims.holder, self._topic, key)
-                if worker is None:
-                    if error is None:
-                        await asyncio.Future()  # refused as the run stops: it is withdrawn
-                    # Failed before any worker claimed it: what every task reads may have
-                    # been lost with a worker. Sent again, it is tried a few times, then
-                    # the step fails (or retries) with the error, never silently.
-                    unclaimed_failures += 1
-                    if unclaimed_failures > UNCLAIMED_RESUBMISSIONS:
-                        self._began(record)
-                        record.accept(
-                            self._executor.log_failure_or_retry_event_after_error(
-                                run.context, error, record.known_state
-                            )
-                        )
-                        return
-                    await asyncio.sleep(RESUBMIT_BACKOFF_SECONDS * unclaimed_failures)
-                    mappings = await self._shared.send_lost(record.known_state.dynamic_mappings)
-                    continue
-                record.worker = worker
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(record.ended.wait(), DRAIN_AFTER_ERROR_SECONDS)
-            if record.ended.is_set():  # it ended before its worker was lost
-                self._after_end(record)
-                return
-            if not run.attempt.begun:
-                # Its worker was lost before the step's code began (no STEP_START):
-                # it runs now, once, wherever it is claimed again.
-                record.worker = None
-                command = dataclasses.replace(command, submission=command.submission + 1)
-                continue
-            self._report_lost(record, error)
-            return
+            self._links.release(record)
+            record.link, record.lost = None, None
+            record.ended.clear()
 
-    def _after_end(self, record: _InFlight) -> None:
-        """The attempt's step code ended on its worker (END)."""
-        if record.terminal.is_set():
+    def _began(self, record: InFlight) -> None:
+        """Its worker said it began (BEGAN), or the run stops and its worker did not
+        answer: the attempt is begun; its budget's backstop starts."""
+        if record.run.state is not AttemptState.WAITING or not record.run.begin():
             return
-        if record.run.state is AttemptState.WAITING:
-            self._began(record)  # it ends without having started: resources failed
-        if record.end_error is None:
-            return  # its code ended without its end: the orchestrator tells Dagster
+        if record.budget is not None:
+            loop = asyncio.get_running_loop()
+            record.backstop = loop.call_later(
+                record.budget + BUDGET_BACKSTOP_SECONDS, self._over_budget, record
+            )
+
+    def _send(self, record: InFlight, link: Link) -> None:
+        run, known_state = record.run, record.known_state
+        mappings = known_state.dynamic_mappings
+        size = sum(len(keys or ()) for outputs in mappings.values() for keys in outputs.values())
+        if size != link.mappings_size:
+            # Sent once each time they grew, not with every step: they are O(steps).
+            link.channel.send((MAPPINGS, dict(mappings)))
+            link.mappings_size = size
+        command = StepCommand(
+            token=run.attempt.token,
+            step_key=run.key,
+            known_state=step_known_state(run.step, known_state),
+            budget=record.budget,
+        )
+        link.channel.send((STEP, command))
+
+    def _after_end(self, record: InFlight) -> None:
+        """The attempt's code ended on its worker (END), or its worker was lost."""
+        if record.lost is not None:
+            self._report_lost(record)
+            return
+        if record.terminal or record.end_error is None:
+            return  # its end was reported, or the orchestrator tells Dagster it was not
+        # It ends with an error, perhaps without having begun: its worker's resources
+        # failed to open.
+        self._began(record)
         # As the multiprocess executor does for a child whose step could not run.
         record.accept(
             self._executor.log_failure_or_retry_event_after_error(
@@ -360,104 +224,63 @@ class DaskSteps:
             )
         )
 
-    def _report_lost(self, record: _InFlight, cause: Any) -> None:
-        """The attempt's worker was lost while the attempt ran: one engine event per
-        lost worker, listing the steps it took along, and one failure (or retry, as the
-        step's RetryPolicy says) for each."""
-        worker = record.worker or "an unknown worker"
-        if worker not in self._lost:
-            self._lost.add(worker)
-            steps = sorted(
-                other.run.key
-                for other in self._in_flight.values()
-                if other.worker == worker and other.run.attempt.begun and not other.ended.is_set()
+    def _fail_unsent(self, record: InFlight, error: BaseException) -> None:
+        """No worker is left to run the attempt: it fails (or retries) with the error."""
+        if not record.run.begin():
+            return
+        info = WorkerLostError.info("(none left)", record.run.key, str(error))
+        record.accept(
+            self._executor.log_failure_or_retry_event_after_error(
+                record.run.context, info, record.known_state
             )
-            record.accept(lost_workers_event(self._job_context, worker, steps, cause))
-        error = WorkerLostError.info(worker, record.run.key, cause)
+        )
+
+    def _on_link_lost(self, link: Link, cause: str) -> None:
+        """A worker's channel closed before the run ended: every attempt it held that
+        has not ended is lost with it; those that began fail (or retry), the others are
+        sent elsewhere."""
+        open_records = [record for record in link.in_flight.values() if not record.ended.is_set()]
+        begun = [record for record in open_records if record.run.attempt.begun]
+        if link.worker not in self._lost and begun:
+            self._lost.add(link.worker)
+            steps = sorted(record.run.key for record in begun)
+            begun[0].accept(lost_workers_event(self._job_context, link.worker, steps, cause))
+        for record in open_records:
+            record.lost = cause
+            record.ended.set()
+
+    def _report_lost(self, record: InFlight) -> None:
+        """One failure (or retry, as the step's RetryPolicy says) for an attempt whose
+        worker was lost while it ran."""
+        if record.terminal:
+            return  # it ended before its worker was lost
+        assert record.link is not None
+        error = WorkerLostError.info(record.link.worker, record.run.key, record.lost)
         record.accept(
             self._executor.log_failure_or_retry_event_after_error(
                 record.run.context, error, record.known_state
             )
         )
 
-    async def _stop(self, record: _InFlight, fail: Callable[[BaseException], None]) -> None:
+    async def _stop(self, record: InFlight, fail: Callable[[BaseException], None]) -> None:
         """The run asked a begun attempt to stop: its worker interrupts it; one that
         has not reported its end `grace` seconds later is reported failed here."""
         run = record.run
         reason = run.cancel_reason
         assert reason is not None
-        if record.worker is not None:
+        if record.link is not None:
             kind = TIMEOUT if isinstance(reason, StepTimeoutError) else INTERRUPT
-            self._worker_calls.interrupt(record.worker, run.attempt.token, kind)
+            record.link.channel.send((STOP, run.attempt.token, kind))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(record.ended.wait(), self._grace)
         if record.ended.is_set():
-            if record.terminal.is_set():
-                return
-            if record.end_error is not None:
-                self._after_end(record)
-                return
-        if not record.terminal.is_set():
-            fail(reason)
+            self._after_end(record)
+        if not record.terminal:
+            fail(reason)  # nothing if a failure was reported on its behalf just now
 
-    def _began(self, record: _InFlight) -> None:
-        """The attempt began on its worker (or will: a worker claimed it as the run
-        stops)."""
-        if not record.run.begin():
-            return  # withdrawn: cannot happen, a withdrawn attempt is never claimed
-        if record.budget is not None:
-            loop = asyncio.get_running_loop()
-            record.backstop = loop.call_later(
-                record.budget + BUDGET_BACKSTOP_SECONDS, self._over_budget, record
-            )
-
-    def _over_budget(self, record: _InFlight) -> None:
+    def _over_budget(self, record: InFlight) -> None:
         """The attempt's worker did not report its end at its budget: stop it from here."""
         run = record.run
         assert record.budget is not None
-        if not record.terminal.is_set() and not record.ended.is_set():
+        if not record.terminal and not record.ended.is_set():
             run.cancel(StepTimeoutError(run.op_name, run.key, record.budget))
-
-    # -- events ------------------------------------------------------------------------
-
-    def _on_message(self, message: tuple[float, list[Any]]) -> None:
-        _, payload = message
-        if payload[0] == STORE:
-            self._event_log.store_serialized(payload[1])
-            record = self._by_step.get(payload[2]) if payload[2] is not None else None
-            if record is not None and record.run.state is AttemptState.WAITING:
-                self._began(record)  # its STEP_START is on its way to storage
-        else:
-            # Handled once every entry the worker sent before it is written, so the
-            # orchestrator never acts on a step event whose entries are not stored yet.
-            self._event_log.after_written(functools.partial(self._dispatch, payload))
-
-    def _dispatch(self, payload: list[Any]) -> None:
-        """A worker's message other than STORE, after the entries sent before it."""
-        kind = payload[0]
-        if kind == CLOSED:
-            self._sessions_closed += 1
-            self._session_closed.set()
-            return
-        record = self._in_flight.get(payload[1])
-        if record is None or record.run.state is AttemptState.WITHDRAWN:
-            return  # an attempt already given up on; its entries were written anyway
-        if kind == BEGAN:
-            record.worker = payload[2]
-            return
-        if kind == END:
-            if payload[2] is not None:
-                record.end_error = record.end_error or dg.deserialize_value(payload[2])
-            record.ended.set()
-            return
-        event = dg.deserialize_value(payload[2], DagsterEvent)
-        if record.run.state is AttemptState.WAITING:
-            self._began(record)  # its first event: STEP_START
-        if event.is_step_success or event.is_step_failure or event.is_step_up_for_retry:
-            record.terminal.set()
-        if event.is_resource_init_failure:
-            record.end_error = event.engine_event_data.error
-        if event.is_step_up_for_retry:
-            record.retry = event
-            return
-        record.accept(event)

@@ -1,20 +1,23 @@
-"""One run's presence in one Dask worker process: its resources and its event loop.
+"""One run's presence in one Dask worker process: its resources, its event loop, and
+its channel to the run process.
 
-The first step of a run to reach a worker opens a `RunSession` there. The session's
-thread builds the run's plan and opens Dagster's `PlanExecutionContext` for it once, so
-the run's resources are initialised once per worker process and shared by every step
-of the run that worker hosts. The thread then runs that context's event loop, on which
-the steps run as in the single-process executor: async steps in greenlets (their
-awaits overlap), sync steps and steps with user IO managers in worker threads. The
-Dask worker's own event loop only waits for the session, so Dagster's synchronous
-bookkeeping never delays the worker's heartbeats. The run's orchestrator closes the
-session when the run ends, which tears the resources down.
+The run process opens a `RunSession` in every worker when the run starts
+(`worker.open_session`). The session's thread builds the run's plan and opens Dagster's
+`PlanExecutionContext` once, so the run's resources are initialised once per worker
+process and shared by every step of the run that worker hosts. The thread then runs that
+context's event loop, on which the steps run as in the single-process executor: async
+steps in greenlets (their awaits overlap), sync steps and steps with user IO managers in
+worker threads. The channel lives on the Dask worker's own event loop, so Dagster's
+synchronous bookkeeping never delays the worker's heartbeats. When the run ends (or its
+process is gone), the session stops what still runs and tears the resources down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Callable
@@ -34,16 +37,35 @@ from dagloop.dagster._internals import (
     RetryMode,
     StepDependencyConfig,
     create_execution_plan,
+    encode_entry,
     serializable_error_info_from_exc_info,
 )
 from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState, AttemptTable
 from dagloop.dagster.config import StepHost
-from dagloop.dagster.dask.messages import END, EVENT, TIMEOUT
+from dagloop.dagster.dask.channel import Outbox
+from dagloop.dagster.dask.messages import (
+    BEGAN,
+    CLOSE,
+    CLOSED,
+    END,
+    ENTRY,
+    EVENT,
+    HALT,
+    HALTED,
+    HELLO,
+    MAPPINGS,
+    STEP,
+    STOP,
+    TIMEOUT,
+    WRITE_FAILED,
+)
+from dagloop.dagster.entry_routes import route_entries, unroute_entries
 from dagloop.dagster.errors import StepTimeoutError
+from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
+from dagloop.runtime.greenbridge import await_
 
-_INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
 #: How often an interrupt for a step that has not begun yet (it waits for a thread) is
 #: tried again.
 INTERRUPT_RETRY_SECONDS = 0.01
@@ -54,7 +76,7 @@ STOP_WAIT_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What a worker needs to open a run's session (pickled with each step)."""
+    """What a worker needs to open a run's session (sent to each worker once)."""
 
     topic: str
     run_config: dict[str, Any]
@@ -86,38 +108,43 @@ class StepCommand:
     known_state: KnownExecutionState
     #: Its time budget in seconds (counted from its STEP_START here), None: none.
     budget: float | None = None
-    #: Which submission of the attempt this is (claims.py): the run process submits
-    #: an attempt again only if a lost worker had claimed it before its code began.
-    submission: int = 0
-
-
-#: Publishes one message on the run's Dask topic; callable from any thread.
-Publish = Callable[[list[Any]], None]
 
 
 class RunSession:
     def __init__(
         self,
         spec: RunSpec,
-        open_instance: Callable[[Any], dg.DagsterInstance],
-        publish: Publish,
+        instance: dg.DagsterInstance,
+        outbox: Outbox,
+        worker: str,
+        slots: int,
     ) -> None:
         self.spec = spec
-        self._open_instance = open_instance
-        self._publish = publish
-        #: Resolves once the context is open (or failed to open) and the loop runs.
-        self.opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._instance = instance
+        self._outbox = outbox
+        self._worker = worker
+        self._slots = slots
         #: Resolves once resources were torn down and the loop closed.
         self.closed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._open_error: Any = None  # SerializableErrorInfo
         self._context: PlanExecutionContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hosting: StepHosting | None = None
+        self._event_log: RunEventLog | None = None
+        self._mappings: Any = {}
         self._runs: dict[int, StepRun] = {}
-        #: Interrupts asked for (any thread), by token: applied once the step has begun.
+        #: Interrupts asked for before their step was here, by token.
         self._interrupts: dict[int, str] = {}
-        self._interrupts_lock = threading.Lock()
         self._attempts: AttemptTable[StepRun] = AttemptTable()
+        #: What arrived before the loop ran (nothing is sent before HELLO, but a CLOSE).
+        self._early: list[Any] = []
+        self._lock = threading.Lock()
+        self._closing = False
+        #: The run stops: no step begins here any more.
+        self._halted = False
+        #: Attempts whose BEGAN is sent.
+        self._began: set[int] = set()
+        self._stopped: asyncio.Future[None] | None = None
         self._thread = threading.Thread(
             target=self._main,
             name=f"dagloop-dask-run-{spec.dagster_run.run_id[:8]}",
@@ -127,10 +154,28 @@ class RunSession:
     def start(self) -> None:
         self._thread.start()
 
+    # -- from the channel (the Dask worker's loop) -------------------------------------
+
+    def deliver(self, batch: list[Any]) -> None:
+        """Messages from the run process, in order; handled on the session's loop."""
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self._early.extend(batch)
+                return
+        with contextlib.suppress(RuntimeError):  # its loop is closed: the session is over
+            loop.call_soon_threadsafe(self._handle, batch)
+
+    def run_process_gone(self) -> None:
+        """The channel closed: the run is over (or its process is gone). Stop."""
+        self.deliver([(CLOSE,)])
+
     # -- the session's thread ----------------------------------------------------------
 
     def _main(self) -> None:
-        spec = self.spec
+        if self.spec.events_written_by == "run":
+            # The run process writes them (see dagster/event_log/).
+            route_entries(self._instance, self.spec.dagster_run.run_id, self._send_entry)
         try:
             manager = self._context_manager()
             for event in manager.prepare_context():
@@ -139,28 +184,60 @@ class RunSession:
             context = manager.get_context()
         except BaseException:
             self._open_error = serializable_error_info_from_exc_info(sys.exc_info())
-            self.opened.set_result(None)
-            self.closed.set_result(None)
+            self._serve_without_context()
             return
         if context is None:  # Dagster reported the failure as events
-            self.opened.set_result(None)
-            self._close_context(manager)
+            self._close_context(manager, after=self._serve_without_context)
             return
         self._context = context
-        loop = self._loop = context.event_loop
+        loop = context.event_loop
         asyncio.set_event_loop(loop)
         bridge = LoopBridge(loop)
         bridge.install()
         self._hosting = StepHosting(
-            loop, sync_threads=spec.sync_threads, host_threads=spec.host_threads
+            loop, sync_threads=self.spec.sync_threads, host_threads=self.spec.host_threads
         )
         try:
-            loop.call_soon(self.opened.set_result, None)
-            loop.run_forever()
+            loop.run_until_complete(self._serve(loop))
         finally:
             bridge.uninstall()
             self._hosting.shutdown()
             self._close_context(manager)
+
+    def _serve_without_context(self) -> None:
+        """The resources failed to open: every step sent here ends with that error."""
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve(loop))
+        finally:
+            loop.close()
+            self._finish()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stopped = stopped = loop.create_future()
+        if self._context is not None and self.spec.events_written_by == "workers":
+            self._event_log = RunEventLog(
+                self._instance,
+                self.spec.dagster_run.run_id,
+                loop,
+                on_failure=lambda failure: self._outbox.send((WRITE_FAILED, str(failure))),
+                attempts=self._attempts,
+            )
+            self._event_log.start()
+        spec, slots = self.spec, self._slots
+        capacity = {
+            "greenlet": slots,
+            "sync": min(spec.sync_threads, slots),
+            "thread": min(spec.host_threads, slots),
+        }
+        self._outbox.send((HELLO, self._worker, slots, capacity))
+        with self._lock:
+            self._loop = loop
+            early, self._early = self._early, []
+        self._handle(early)
+        await stopped
+        if self._event_log is not None:
+            await self._event_log.aclose()
 
     def _context_manager(self) -> PlanExecutionContextManager:
         spec = self.spec
@@ -178,12 +255,14 @@ class RunSession:
             execution_plan=plan,
             run_config=spec.run_config,
             dagster_run=spec.dagster_run,
-            instance=self._open_instance(spec.instance_ref),
+            instance=self._instance,
             retry_mode=spec.retry_mode.for_inner_plan(),
             step_dependency_config=spec.step_dependency_config,
         )
 
-    def _close_context(self, manager: PlanExecutionContextManager) -> None:
+    def _close_context(
+        self, manager: PlanExecutionContextManager, after: Callable[[], None] | None = None
+    ) -> None:
         """Tear the resources down (their events go to the run's event log) and close
         the loop; the loop no longer runs, so async teardowns run to completion here."""
         try:
@@ -191,43 +270,94 @@ class RunSession:
                 pass
         except BaseException as exc:
             self.closed.set_exception(exc)
+        if after is not None:
+            after()
         else:
+            self._finish()
+
+    def _finish(self) -> None:
+        unroute_entries(self._instance, self.spec.dagster_run.run_id)
+        self._outbox.send((CLOSED,))
+        if not self.closed.done():
             self.closed.set_result(None)
 
-    # -- called from the Dask worker's loop --------------------------------------------
-
-    def submit(self, command: StepCommand, mappings: Any) -> concurrent.futures.Future[None]:
-        """Run one step attempt on the session's loop; its events and then its END
-        message are published."""
-        if self._loop is None:
-            future: concurrent.futures.Future[None] = concurrent.futures.Future()
-            self._publish_open_failure(command)
-            future.set_result(None)
-            return future
-        return asyncio.run_coroutine_threadsafe(self._execute(command, mappings), self._loop)
-
-    def interrupt(self, token: int, kind: str) -> None:
-        """Stop a step (thread-safe) as the run's loop does: an async step at its
-        current await, a sync step in the op's own code (`StepRun.cancel`). `kind`:
-        messages.TIMEOUT (its budget ran out) or INTERRUPT. One that has not begun yet
-        is stopped as soon as it begins. A step that does not stop is reported failed
-        by the run process after its grace period."""
-        with self._interrupts_lock:
-            self._interrupts.setdefault(token, kind)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._interrupt, token)
-
-    def close(self) -> concurrent.futures.Future[None]:
-        """Stop the loop once in-flight steps were interrupted, then tear resources down."""
-        if self._loop is not None:  # called once: the session left the registry
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
-        return self.closed
+    def _send_entry(self, entry: Any) -> None:
+        """Every entry of the run logged in this process (any thread), encoded as the row
+        the run process inserts."""
+        self._outbox.send((ENTRY, encode_entry(self._instance.event_log_storage, entry)))
 
     # -- on the session's loop ---------------------------------------------------------
 
-    async def _execute(self, command: StepCommand, mappings: Any) -> None:
-        assert self._context is not None and self._hosting is not None
-        publish = self._publish
+    def _handle(self, batch: list[Any]) -> None:
+        for message in batch:
+            kind = message[0]
+            if kind == STEP:
+                if self._closing or self._halted:
+                    continue  # sent before the run stopped: it never begins
+                command: StepCommand = message[1]
+                asyncio.get_running_loop().create_task(
+                    self._execute(command), name=f"dagloop-step:{command.step_key}"
+                )
+            elif kind == MAPPINGS:
+                self._mappings = message[1]
+            elif kind == STOP:
+                self._interrupts.setdefault(message[1], message[2])
+                self._interrupt(message[1])
+            elif kind == HALT:
+                self._halted = True
+                asyncio.get_running_loop().create_task(self._halt())
+            elif kind == CLOSE and not self._closing:
+                self._closing = True
+                asyncio.get_running_loop().create_task(self._stop())
+
+    def _send_after_written(self, message: Any) -> None:
+        """`message` reaches the run process after every entry logged before it: in
+        order on the channel, or once the worker's own event log stored them."""
+        if self._event_log is None:
+            self._outbox.send(message)
+        else:
+            self._event_log.after_written(lambda: self._outbox.send(message))
+
+    async def _halt(self) -> None:
+        """Withdraw every step that has not begun; answer HALTED once each step that
+        did begin has sent its BEGAN (it is between its begin and its STEP_START)."""
+        for run in list(self._runs.values()):
+            run.withdraw()
+        while any(
+            run.attempt.begun and token not in self._began for token, run in self._runs.items()
+        ):
+            await asyncio.sleep(INTERRUPT_RETRY_SECONDS)
+        self._outbox.send((HALTED,))
+
+    def _opened(self, run: StepRun, token: int) -> None:
+        """Where the step's code runs, right after its STEP_START: wait until the run
+        process is sure to learn that it began (its BEGAN is handed to the connection,
+        after the STEP_START's entry) before any of the op's code runs. A worker lost
+        before that point never ran the op: the run process sends the step elsewhere."""
+        loop = self._loop
+        assert loop is not None
+        if self._event_log is not None:  # its STEP_START is stored here, first
+            barrier = self._event_log.barrier()
+            if run.in_thread:
+                asyncio.run_coroutine_threadsafe(barrier, loop).result()
+            else:
+                await_(barrier)
+        written: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._outbox.send((BEGAN, token), written)
+        self._began.add(token)
+        if run.in_thread:
+            written.result()
+        else:
+            await_(asyncio.wrap_future(written))
+
+    async def _execute(self, command: StepCommand) -> None:
+        token = command.token
+        if self._halted:
+            return  # sent before the run stopped: it never begins
+        if self._context is None or self._hosting is None:
+            error = self._open_error
+            self._outbox.send((END, token, dg.serialize_value(error) if error else None))
+            return
         run: StepRun | None = None
         budget = command.budget
         escaped: Any = None  # SerializableErrorInfo
@@ -242,10 +372,10 @@ class RunSession:
                 # Counted from its STEP_START here, as on the run's loop.
                 loop = asyncio.get_running_loop()
                 run.deadline_timer = loop.call_later(budget, self._expire, run, budget)
-            publish([EVENT, command.token, dg.serialize_value(event)])
+            self._send_after_written((EVENT, token, event))
 
         try:
-            step = self._step(command.step_key, mappings)
+            step = self._step(command.step_key)
             context = self._context.for_step(step, command.known_state)
             run = StepRun(
                 step=step,
@@ -256,9 +386,10 @@ class RunSession:
                 attempts=self._attempts,
             )
             run.task = asyncio.current_task()
-            self._runs[command.token] = run
-            if command.token in self._interrupts:  # asked before the step was here
-                self._interrupt(command.token)
+            run.on_opening = functools.partial(self._opened, run, token)
+            self._runs[token] = run
+            if token in self._interrupts:  # asked before the step was here
+                self._interrupt(token)
             await self._hosting.run_step(run, accept)
             if self._hosting.has_hooks(run):
                 await self._hosting.run_hooks(run, accept)
@@ -267,21 +398,23 @@ class RunSession:
             # timeout; if not, the run process reports it failed with this error.
             escaped = serializable_error_info_from_exc_info(sys.exc_info())
         finally:
-            self._runs.pop(command.token, None)
-            with self._interrupts_lock:
-                self._interrupts.pop(command.token, None)
+            self._runs.pop(token, None)
+            self._interrupts.pop(token, None)
+            self._began.discard(token)
             if run is not None and run.deadline_timer is not None:
                 run.deadline_timer.cancel()
-            publish([END, command.token, dg.serialize_value(escaped) if escaped else None])
+            self._send_after_written(
+                (END, token, dg.serialize_value(escaped) if escaped is not None else None)
+            )
 
-    def _step(self, key: str, mappings: Any) -> ExecutionStep:
+    def _step(self, key: str) -> ExecutionStep:
         """The step as the orchestrator's `ActiveExecution` resolved it: a step of a
         dynamic mapping appears once the session's plan is resolved with the mappings
-        known when the step started (as `ActiveExecution` resolves its own plan)."""
+        the run process sent before the step (as `ActiveExecution` resolves its own)."""
         assert self._context is not None
         plan = self._context.execution_plan
         if key not in plan.step_dict_by_key:
-            plan.resolve(mappings)
+            plan.resolve(self._mappings)
         return plan.get_executable_step_by_key(key)
 
     def _interrupt(self, token: int) -> None:
@@ -289,12 +422,11 @@ class RunSession:
         if run is None:
             return  # not here yet: `_execute` applies it when it is
         if run.state is AttemptState.WAITING:
-            # Claimed, so it begins (the run counts it as begun): stopped once it has.
+            # The run counts it as begun: stopped once it has (it waits for a thread).
             loop = asyncio.get_running_loop()
             loop.call_later(INTERRUPT_RETRY_SECONDS, self._interrupt, token)
             return
-        with self._interrupts_lock:
-            kind = self._interrupts.pop(token, None)
+        kind = self._interrupts.pop(token, None)
         if kind is None:
             return
         budget = run.budget
@@ -315,18 +447,13 @@ class RunSession:
             accept(warning)
 
     async def _stop(self) -> None:
+        """The run ends: stop the steps still here (the run process has reported each of
+        them ended by now, or is gone), then let the thread tear the resources down."""
         for run in list(self._runs.values()):
             if not run.withdraw():
                 run.cancel(DagsterExecutionInterruptedError())
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
-        asyncio.get_running_loop().stop()
-
-    def _publish_open_failure(self, command: StepCommand) -> None:
-        """The run's context failed to open here: each step placed on this worker ends
-        with the error, and the orchestrator reports it as Dagster's multiprocess
-        executor reports a child whose resources failed (failure or retry). The
-        failure's own events are in the run's event log already."""
-        error = self._open_error
-        self._publish([END, command.token, dg.serialize_value(error) if error else None])
+        assert self._stopped is not None
+        self._stopped.set_result(None)

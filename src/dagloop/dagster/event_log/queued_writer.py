@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dagloop.dagster._internals import EventLogEntry, writes_to_run_shard_only
+from dagloop.dagster._internals import EventLogEntry, Storable, writes_to_run_shard_only
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log.run_store import RunStore
 from dagloop.dagster.event_log.writer import EntrySource
@@ -20,7 +20,7 @@ MAX_BATCH = 500
 
 @dataclass(eq=False)
 class _Entry:
-    entry: EventLogEntry
+    entry: Storable
     #: Set once written, for a caller that waits.
     written: threading.Event | None = None
     error: EventLogWriteError | None = None
@@ -58,7 +58,7 @@ class QueuedWriter(ABC):
         #: `_queued_behind` at the last barrier: a barrier with nothing new returns at once.
         self._barrier_mark = 0
         #: Taken entries waiting for one transaction (used by whoever runs `_process`).
-        self._pending: list[EventLogEntry] = []
+        self._pending: list[Storable] = []
 
     def start(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -152,8 +152,7 @@ class QueuedWriter(ABC):
             elif isinstance(item, _Entry):
                 self._take(item)
             elif isinstance(item, _Source):
-                entry = item.produce()
-                if entry is not None:
+                for entry in item.produce():
                     self._take(_Entry(entry))
             else:
                 callbacks.append(item.callback)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
 
 from dagloop.dagster._internals import (
+    EncodedEntry,
     EventLogEntry,
+    Storable,
     event_log_in_memory,
     writes_to_run_shard_only,
 )
@@ -99,15 +101,23 @@ class RunEventLog:
 
     # -- entries from elsewhere (any thread) -------------------------------------------
 
-    def store_serialized(self, serialized: str) -> None:
-        """An entry of the run serialized by another process (Dagster's serdes); decoded
-        and stored by the writer, after every entry handed in before it."""
+    def store_encoded(self, entries: Sequence[EncodedEntry]) -> None:
+        """Entries of the run that another process encoded as their rows
+        (`encode_entry`), stored after every entry handed in before them; decoded only if
+        they are stored through the instance (asset, check and run events)."""
 
-        def decode() -> EventLogEntry | None:
-            entry = dg.deserialize_value(serialized, EventLogEntry)
-            return entry if self._attempts.admit(entry.dagster_event) else None
+        def produce() -> list[Storable]:
+            return [
+                entry if writes_to_run_shard_only(entry) else entry.decode()
+                for entry in entries
+                if self._attempts.admit(entry)
+            ]
 
-        self._writer.enqueue_source(decode)
+        self._writer.enqueue_source(produce)
+
+    def report_failure(self, failure: EventLogWriteError) -> None:
+        """Another process could not store entries of this run: the run fails with it."""
+        self._store.report_failure(failure)
 
     def after_written(self, callback: Callable[[], None]) -> None:
         """Call `callback` on the run's loop once every entry handed in before it is

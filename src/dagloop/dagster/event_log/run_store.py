@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from dagloop.dagster._internals import EventLogEntry, event_listeners, run_shard_batch_writer
+from dagloop.dagster._internals import (
+    EventLogEntry,
+    Storable,
+    decoded,
+    event_listeners,
+    run_shard_batch_writer,
+)
 from dagloop.dagster.errors import EventLogWriteError
 
 #: How long a failed write is retried (waits of 0.05, 0.2, 0.8, 2 s, then up to the
@@ -48,7 +54,7 @@ class RunStore:
         self.store_unguarded: StoreOne = instance.handle_new_event
         self._lock = threading.Lock()
         #: Entries given up on, tried once more when the run ends.
-        self._lost: list[EventLogEntry] = []
+        self._lost: list[Storable] = []
         #: The first entries that could not be stored, as the run's failure.
         self.failure: EventLogWriteError | None = None
         #: Entries written, and write calls used for them (for the run's summary event).
@@ -60,14 +66,19 @@ class RunStore:
         """Whether entries `writes_to_run_shard_only` accepts can be written many at once."""
         return self._write_batch is not None
 
-    def store_one(self, entry: EventLogEntry, *, retry: bool) -> None:
+    def store_one(self, entry: Storable, *, retry: bool) -> None:
         """Store `entry` (retried with backoff if `retry`), or raise EventLogWriteError."""
+        entry = decoded(entry)
         try:
             self._write(lambda: self.store_unguarded(entry), 1, retry=retry)
         except Exception as exc:
             raise self._fail(exc, [entry]) from exc
 
-    def store_batch(self, entries: list[EventLogEntry]) -> None:
+    def report_failure(self, failure: EventLogWriteError) -> None:
+        """Entries another process could not store: the run fails as if they were ours."""
+        self._report(failure)
+
+    def store_batch(self, entries: list[Storable]) -> None:
         """Store run-shard-only `entries` in one transaction, then notify the listeners.
         Failures are reported (`failure`, `on_failure`), not raised."""
         write_batch = self._write_batch
@@ -80,7 +91,7 @@ class RunStore:
             # As Dagster does when a batch fails: one write per entry, so that one entry
             # the storage rejects does not take the others with it. Once one of those
             # fails too, the storage is down: the rest are not tried one by one.
-            for index, entry in enumerate(entries):
+            for index, entry in enumerate(map(decoded, entries)):
                 try:
                     self._write(lambda entry=entry: self.store_unguarded(entry), 1, retry=False)  # type: ignore[misc]
                 except Exception as exc:
@@ -101,15 +112,17 @@ class RunStore:
                 self._write(lambda: write_batch(self._run_id, lost), len(lost), retry=True)
                 self._notify_listeners(lost)
             else:
-                for entry in lost:
+                for entry in map(decoded, lost):
                     self._write(lambda entry=entry: self.store_unguarded(entry), 1, retry=True)  # type: ignore[misc]
         except Exception as exc:
             sys.stderr.write(f"dagloop: {len(lost)} event-log entries stay lost: {exc!r}\n")
 
-    def _notify_listeners(self, entries: Sequence[EventLogEntry]) -> None:
+    def _notify_listeners(self, entries: Sequence[Storable]) -> None:
         """A batch bypasses `handle_new_event`, which calls the in-process listeners."""
         listeners = event_listeners(self._instance, self._run_id)
-        for entry in entries:
+        if not listeners:
+            return
+        for entry in map(decoded, entries):
             for listener in listeners:
                 listener(entry)
 
@@ -130,7 +143,7 @@ class RunStore:
         self.entries_written += count
         self.writes += 1
 
-    def _fail(self, error: Exception, lost: Sequence[EventLogEntry]) -> EventLogWriteError:
+    def _fail(self, error: Exception, lost: Sequence[Storable]) -> EventLogWriteError:
         steps = sorted({entry.step_key for entry in lost if entry.step_key})
         named = f" (steps: {', '.join(steps[:10])}{', ...' if len(steps) > 10 else ''})"
         failure = EventLogWriteError(
@@ -143,6 +156,11 @@ class RunStore:
         sys.stderr.write(f"dagloop: {failure}\n")
         with self._lock:
             self._lost.extend(lost)
+        self._report(failure)
+        return failure
+
+    def _report(self, failure: EventLogWriteError) -> None:
+        with self._lock:
             first = self.failure is None
             if first:
                 self.failure = failure
@@ -150,4 +168,3 @@ class RunStore:
             on_failure = self._on_failure
             with contextlib.suppress(RuntimeError):  # a closed loop: the run is over
                 self._loop.call_soon_threadsafe(on_failure, failure)
-        return failure

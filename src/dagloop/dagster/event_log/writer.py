@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from dagloop.dagster._internals import EventLogEntry
+from dagloop.dagster._internals import EventLogEntry, Storable
 
-#: Produces an entry on the writer's side (decoding it there), or None to drop it.
-EntrySource = Callable[[], EventLogEntry | None]
+#: Produces entries on the writer's side (decoding them there, or dropping them).
+EntrySource = Callable[[], Iterable[Storable]]
 
 
 class EntryWriter(Protocol):
@@ -24,8 +24,8 @@ class EntryWriter(Protocol):
         the writer does not take it: the caller stores it itself."""
 
     def enqueue_source(self, source: EntrySource) -> None:
-        """Like `enqueue` without waiting, for an entry `source` produces when its turn
-        comes (so decoding stays off the caller's thread)."""
+        """Like `enqueue` without waiting, for the entries `source` produces when their
+        turn comes (so decoding stays off the caller's thread)."""
 
     def after_written(self, callback: Callable[[], None], *, urgent: bool = False) -> None:
         """Call `callback` on the run's loop once every entry handed in before it is

@@ -1,0 +1,306 @@
+"""The run process's channels to the workers' sessions: opening them, choosing a worker
+with a free slot for each step, and turning what the workers send into stored entries
+and step events, in the order each worker sent them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import dagster as dg
+
+from dagloop.dagster._internals import (
+    DagsterEvent,
+    EncodedEntry,
+    KnownExecutionState,
+    PlanExecutionContext,
+)
+from dagloop.dagster.attempts import AttemptState
+from dagloop.dagster.dask.channel import Channel
+from dagloop.dagster.dask.messages import (
+    BEGAN,
+    CLOSE,
+    CLOSED,
+    END,
+    ENTRY,
+    EVENT,
+    HALT,
+    HALTED,
+    HELLO,
+    WRITE_FAILED,
+)
+from dagloop.dagster.dask.session import RunSpec
+from dagloop.dagster.dask.worker import open_session
+from dagloop.dagster.errors import EventLogWriteError
+from dagloop.dagster.event_log import RunEventLog
+from dagloop.dagster.step_run import StepRun
+from dagloop.errors import DagloopError
+
+#: How long the workers get to tear a run's resources down when it ends.
+CLOSE_SESSIONS_SECONDS = 60.0
+
+
+class NoWorkersError(DagloopError):
+    """Every worker the run had was lost: a step cannot be placed on the cluster."""
+
+
+@dataclass(eq=False)
+class InFlight:
+    """One attempt sent (or about to be sent) to a worker."""
+
+    run: StepRun
+    accept: Callable[[DagsterEvent], None]
+    known_state: KnownExecutionState
+    budget: float | None
+    #: What it takes on its worker: a slot of the loop, or a thread of one of its pools.
+    pool: Pool
+    #: Set at its END, or when its worker is lost.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    link: Link | None = None
+    #: It reported its terminal event.
+    terminal: bool = False
+    #: What its code raised outside Dagster's own handling, or the error its worker's
+    #: resources failed to open with (a SerializableErrorInfo).
+    end_error: Any = None
+    #: Why its worker was lost (None: it was not).
+    lost: str | None = None
+    #: A STEP_UP_FOR_RETRY, handed to the orchestrator only once the attempt has ended:
+    #: a retry started earlier would be the same step key still in flight.
+    retry: DagsterEvent | None = None
+    backstop: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class Link:
+    """The channel to one worker's session."""
+
+    channel: Channel
+    worker: str = "?"
+    #: How many steps it runs at once, in all and in each pool.
+    slots: int = 0
+    capacity: dict[str, int] = field(default_factory=dict)
+    used: Counter[str] = field(default_factory=Counter)
+    #: The session said HELLO: it takes steps.
+    ready: bool = False
+    #: The session said CLOSED (its teardown's entries came before).
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The session said HALTED: it begins nothing any more.
+    halted: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Attempts sent here and not yet released, by token.
+    in_flight: dict[int, InFlight] = field(default_factory=dict)
+    #: Size of the dynamic mappings last sent here (-1: none yet).
+    mappings_size: int = -1
+
+    def free(self, pool: Pool) -> int:
+        """Steps of `pool` it can begin at once, on arrival."""
+        return min(self.slots - len(self.in_flight), self.capacity.get(pool, 0) - self.used[pool])
+
+
+OnLost = Callable[[Link, str], None]
+OnBegan = Callable[[InFlight], None]
+
+#: Where a step runs in its worker's session: on its loop (an async step in a greenlet),
+#: or in a thread of the sync ops' pool or of the pool for hosted async steps.
+Pool = Literal["greenlet", "sync", "thread"]
+
+
+def pool_of(host: str | None) -> Pool:
+    """The pool a step hosted as `choose_host` says takes a slot of."""
+    if host is None:
+        return "sync"
+    return "greenlet" if host == "greenlet" else "thread"
+
+
+class Links:
+    def __init__(
+        self,
+        job_context: PlanExecutionContext,
+        event_log: RunEventLog,
+        on_began: OnBegan,
+        on_lost: OnLost,
+    ) -> None:
+        self._job_context = job_context
+        self._event_log = event_log
+        self._on_began = on_began
+        self._on_lost = on_lost
+        self._links: list[Link] = []
+        self._expected = 0
+        self._listener: Any = None
+        self._closing = False
+        #: Set whenever a slot may have come free or a worker came or went.
+        self._changed = asyncio.Event()
+
+    async def open(self, client: Any, spec: RunSpec, slots: int | None) -> None:
+        """Open the run's session on every worker of the cluster; each connects back."""
+        from distributed.comm.core import listen
+
+        self._listener = listen(f"tcp://{_reachable_host(client)}:0", self._on_connect)
+        await self._listener.start()
+        try:
+            opened = await client.run(open_session, spec, self._listener.contact_address, slots)
+        except BaseException:
+            await self.aclose()
+            raise
+        self._expected = len(opened)
+
+    async def aclose(self) -> None:
+        """Close every session (their last entries reach the run's event log), then the
+        channels and the listener."""
+        self._closing = True
+        try:
+            async with asyncio.timeout(CLOSE_SESSIONS_SECONDS):
+                for link in self._links:
+                    link.channel.send((CLOSE,))
+                await asyncio.gather(*(self._closed(link) for link in self._links))
+        except TimeoutError:
+            self._job_context.log.warning(
+                "Closing the run's sessions on the Dask workers took longer than "
+                f"{CLOSE_SESSIONS_SECONDS} s; their teardown may be incomplete"
+            )
+        finally:
+            for link in self._links:
+                await link.channel.aclose()
+            if self._listener is not None:
+                self._listener.stop()
+
+    async def halt(self, timeout: float) -> list[Link]:
+        """Tell every worker to begin no more steps; return once each answered (every
+        BEGAN it sent before is handled) or is gone. The links that did not answer in
+        `timeout` seconds are returned."""
+        live = [link for link in self._links if not link.channel.closed.done()]
+        for link in live:
+            link.channel.send((HALT,))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(_either(link.halted, link) for link in live))
+        return [link for link in live if not link.halted.is_set()]
+
+    async def _closed(self, link: Link) -> None:
+        await _either(link.closed, link)
+
+    # -- placing steps -----------------------------------------------------------------
+
+    async def free_link(self, pool: Pool) -> Link:
+        """The worker with the most free slots of `pool`, once one has a free slot: a
+        step sent there begins as it arrives, so a step sent is a step begun."""
+        while True:
+            alive = [link for link in self._links if not link.channel.closed.done()]
+            best = max(
+                (link for link in alive if link.ready),
+                key=lambda link: link.free(pool),
+                default=None,
+            )
+            if best is not None and best.free(pool) > 0:
+                return best
+            if not alive and len(self._links) >= self._expected:
+                raise NoWorkersError("every Dask worker of the run was lost")
+            self._changed.clear()
+            await self._changed.wait()
+
+    def hold(self, record: InFlight, link: Link) -> None:
+        record.link = link
+        link.in_flight[record.run.attempt.token] = record
+        link.used[record.pool] += 1
+
+    def release(self, record: InFlight) -> None:
+        link = record.link
+        assert link is not None
+        if link.in_flight.pop(record.run.attempt.token, None) is not None:
+            link.used[record.pool] -= 1
+            self._changed.set()
+
+    # -- from the workers --------------------------------------------------------------
+
+    async def _on_connect(self, comm: Any) -> None:
+        loop = asyncio.get_running_loop()
+        link = Link(Channel(comm, loop, lambda batch: self._on_batch(link, batch)))
+        self._links.append(link)
+        link.channel.start()
+        await link.channel.closed
+        self._changed.set()
+        if not self._closing and not link.closed.is_set():
+            self._on_lost(link, f"its connection to the run process closed ({link.channel.peer})")
+
+    def _on_batch(self, link: Link, batch: list[Any]) -> None:
+        entries: list[EncodedEntry] = []
+        later: list[Any] = []
+        for message in batch:
+            kind = message[0]
+            if kind == ENTRY:
+                entries.append(message[1])
+            elif kind == BEGAN:
+                # At once: its STEP_START's entry came before it, on its way to storage.
+                record = link.in_flight.get(message[1])
+                if record is not None:
+                    self._on_began(record)
+            elif kind == HALTED:
+                link.halted.set()
+            elif kind == HELLO:
+                _, link.worker, link.slots, link.capacity = message
+                link.ready = True
+                self._changed.set()
+            else:
+                later.append(message)
+        if entries:
+            self._event_log.store_encoded(entries)
+        if later:
+            # Handled once every entry sent before them is stored, so the orchestrator
+            # never acts on a step event whose entries are not stored yet.
+            self._event_log.after_written(functools.partial(self._dispatch, link, later))
+
+    def _dispatch(self, link: Link, messages: list[Any]) -> None:
+        for message in messages:
+            kind = message[0]
+            if kind == EVENT:
+                self._event(link, message[1], message[2])
+            elif kind == END:
+                record = link.in_flight.get(message[1])
+                if record is not None:
+                    if message[2] is not None and record.end_error is None:
+                        record.end_error = dg.deserialize_value(message[2])
+                    record.ended.set()
+            elif kind == CLOSED:
+                link.closed.set()
+            elif kind == WRITE_FAILED:
+                self._event_log.report_failure(
+                    EventLogWriteError(f"Dask worker {link.worker}: {message[1]}")
+                )
+
+    def _event(self, link: Link, token: int, event: DagsterEvent) -> None:
+        record = link.in_flight.get(token)
+        if record is None or record.run.state is AttemptState.WITHDRAWN:
+            return  # an attempt already given up on; its entries were written anyway
+        if event.is_step_success or event.is_step_failure or event.is_step_up_for_retry:
+            record.terminal = True
+        if event.is_resource_init_failure:
+            record.end_error = event.engine_event_data.error
+        if event.is_step_up_for_retry:
+            record.retry = event
+            return
+        record.accept(event)
+
+
+async def _either(said: asyncio.Event, link: Link) -> None:
+    """Until the session said `said`, or its channel is gone."""
+    waiting: asyncio.Future[Any] = asyncio.ensure_future(said.wait())
+    gone: asyncio.Future[Any] = link.channel.closed
+    await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+
+
+def _reachable_host(client: Any) -> str:
+    """This machine's address as the cluster's scheduler reaches it."""
+    from distributed.comm.addressing import get_address_host
+    from distributed.utils import get_ip
+
+    host = get_address_host(client.scheduler.address)
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return "127.0.0.1"
+    with contextlib.suppress(OSError):
+        return str(get_ip(host))
+    return "0.0.0.0"
