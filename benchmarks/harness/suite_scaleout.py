@@ -2,8 +2,9 @@
 single loop, in the same benchmark run.
 
 Modes (every run a fresh process, ``harness/scaleout_case.py``; the fan-out job of
-``jobs/fanout.py`` with its producer and collector tagged ``dagloop/placement: local``,
-Dagster's console logger at WARNING):
+``jobs/fanout.py`` with the default placement, every step on the cluster, so that the run
+process's figure is what placing steps costs it and nothing else; Dagster's console
+logger at WARNING):
 
 * ``loop``: dagloop's ``async_executor``, every step on the run's loop;
 * ``processes2``: ``dask: {processes: 2}``: a local cluster started for the run (inside
@@ -21,9 +22,9 @@ within a round, then the median over rounds.
 CPU (user + system, over ``execute_job``): the run process from its own ``getrusage``;
 the workers of ``processes2`` from ``RUSAGE_CHILDREN`` once the cluster has closed (and
 each worker from psutil samples); the scheduler and each worker of ``address`` from
-psutil before and after the run. Per step: the loop's run process over its N + 2 steps;
-a cluster mode's run process and workers over its N remote steps (the two local steps
-stay in the run process's figure). The ratios, per mode:
+psutil before and after the run. Per step: every mode over its N + 2 steps. The
+``processes2`` figures include starting the cluster (its worker processes import Dask,
+Dagster and the job), as a run that starts its own cluster pays. The ratios, per mode:
 
 * ``run / loop``: run process CPU per remote step / loop's CPU per step (target <= 0.25);
 * ``workers / loop``: workers' CPU per step / loop's CPU per step (target <= 1.3);
@@ -108,10 +109,7 @@ def run_one(
         "sleep": 0.0,
         "console_level": QUIET,
         "exec_config": _exec_config(mode, cluster),
-        "job_kwargs": {
-            "placement_local": True,
-            **({"cpu_iterations": CPU_ITERATIONS} if cpu else {}),
-        },
+        "job_kwargs": {"cpu_iterations": CPU_ITERATIONS} if cpu else {},
     }
     run: dict[str, Any] = {"mode": mode, "instance": instance, "n": n}
     db = None
@@ -154,11 +152,10 @@ def run_one(
 
 
 def _per_step(run: dict[str, Any]) -> None:
-    """ms of CPU per step: over N + 2 steps for the loop, over N remote steps otherwise."""
+    """ms of CPU per step, over the run's N + 2 steps."""
     if not run.get("ok"):
         return
-    n = run["n"]
-    steps = n + 2 if run["mode"] == "loop" else n
+    steps = run["n"] + 2
     run["ms_run"] = round(1000 * run["cpu_run"] / steps, 3)
     run["ms_wall"] = round(1000 * run["wall"] / steps, 3)
     if run.get("cpu_workers") is not None:

@@ -331,7 +331,7 @@ def test_each_entry_is_stored_once_whoever_writes_it(
     assert_every_started_step_ended(instance, outcome.run_id)
 
 
-def test_auto_writer_is_the_run_where_the_storage_takes_batches(
+def test_auto_writer_is_the_workers_but_for_storage_in_memory(
     sqlite_instance: dg.DagsterInstance, postgres_instance: dg.DagsterInstance
 ) -> None:
     from dagloop.dagster.dask.config import DaskConfig
@@ -339,10 +339,10 @@ def test_auto_writer_is_the_run_where_the_storage_takes_batches(
 
     auto = DaskConfig.from_config({"processes": 2})
     assert auto is not None and auto.events_written_by == "auto"
-    assert _who_writes_events(auto, sqlite_instance) == "run"
-    assert _who_writes_events(auto, postgres_instance) == "run"
+    assert _who_writes_events(auto, sqlite_instance) == "workers"
+    assert _who_writes_events(auto, postgres_instance) == "workers"
     with dg.DagsterInstance.ephemeral() as in_memory:
         assert _who_writes_events(auto, in_memory) == "run"
-    chosen = DaskConfig.from_config({"processes": 2, "events_written_by": "workers"})
+    chosen = DaskConfig.from_config({"processes": 2, "events_written_by": "run"})
     assert chosen is not None
-    assert _who_writes_events(chosen, sqlite_instance) == "workers"
+    assert _who_writes_events(chosen, sqlite_instance) == "run"

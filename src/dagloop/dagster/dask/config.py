@@ -86,9 +86,10 @@ DASK_CONFIG_SHAPE = dg.Shape(
             int,
             default_value=_default("steps_per_worker"),
             description=(
-                "With 'processes': how many steps one worker process hosts at once "
-                "(its Dask task slots; async steps share the worker's loop, so this "
-                "costs no threads). With 'address' the workers' own nthreads applies."
+                "With 'processes': how many steps one worker process runs at once "
+                "(async steps share the worker's loop, so this costs no threads; sync "
+                "steps also wait for one of its 'sync_threads'). With 'address' the "
+                "workers' own nthreads applies."
             ),
         ),
         "events_written_by": dg.Field(
@@ -99,12 +100,10 @@ DASK_CONFIG_SHAPE = dg.Shape(
             default_value=_default("events_written_by"),
             description=(
                 "Who writes the event-log entries of steps on the cluster: 'run' "
-                "(workers send them to the run process, which writes them in order, "
-                "in batches: one transaction for many entries, and SQLite is not "
-                "contended) or 'workers' (each worker writes its own, one "
-                "transaction per entry, as Dagster's multiprocess children do). "
-                "'auto': 'run' where the run process writes in batches (SQLite, "
-                "PostgreSQL), 'workers' on other storages."
+                "(workers send them, encoded, to the run process, which writes them in "
+                "order, in batches; SQLite is not contended) or 'workers' (each worker "
+                "writes its own, in batches, in parallel). 'auto': 'workers', but "
+                "'run' for storage in the run process's memory."
             ),
         ),
         "placement": dg.Field(

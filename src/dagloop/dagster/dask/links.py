@@ -275,6 +275,8 @@ class Links:
         record = link.in_flight.get(token)
         if record is None or record.run.state is AttemptState.WITHDRAWN:
             return  # an attempt already given up on; its entries were written anyway
+        if record.run.state is AttemptState.WAITING:
+            self._on_began(record)  # its STEP_START overtook its BEGAN
         if event.is_step_success or event.is_step_failure or event.is_step_up_for_retry:
             record.terminal = True
         if event.is_resource_init_failure:

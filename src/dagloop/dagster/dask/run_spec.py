@@ -11,7 +11,7 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
     ReconstructableJob,
-    run_shard_batch_writer,
+    event_log_in_memory,
 )
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.dask.config import DaskConfig
@@ -66,10 +66,9 @@ def step_known_state(step: ExecutionStep, known: KnownExecutionState) -> KnownEx
 
 
 def _who_writes_events(config: DaskConfig, instance: dg.DagsterInstance) -> str:
-    """'auto': the run process where it writes in batches (SQLite, PostgreSQL, in memory:
-    one writer, many entries per transaction, cheaper than the workers' many small
-    transactions); else the workers, in parallel (one writer of one entry at a time
-    would be the bottleneck)."""
+    """'auto': the workers, each in batches of its own, so the run process does not
+    store the cluster's entries (SQLite takes the workers' short transactions one after
+    the other); the run process only for storage in its own memory."""
     if config.events_written_by != "auto":
         return config.events_written_by
-    return "run" if run_shard_batch_writer(instance) is not None else "workers"
+    return "run" if event_log_in_memory(instance) else "workers"

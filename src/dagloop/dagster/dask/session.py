@@ -39,6 +39,7 @@ from dagloop.dagster._internals import (
     create_execution_plan,
     encode_entry,
     serializable_error_info_from_exc_info,
+    share_scoped_resources,
 )
 from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState, AttemptTable
 from dagloop.dagster.config import StepHost
@@ -190,6 +191,8 @@ class RunSession:
             self._close_context(manager, after=self._serve_without_context)
             return
         self._context = context
+        # As on the run's loop: every step context shares the resources opened here.
+        share_scoped_resources(context)
         loop = context.event_loop
         asyncio.set_event_loop(loop)
         bridge = LoopBridge(loop)
