@@ -135,14 +135,14 @@ def test_entries_of_many_threads_are_stored_once_in_each_threads_order(
     for source in [*(f"t{t}" for t in range(THREADS)), "loop"]:
         mine = [m for m in after_barrier if m.split()[0] == source]
         assert mine == [f"{source} {n}" for n in range(PER_THREAD)]
-    assert log.entries_written == len(after_barrier)
+    assert log.store.entries_written == len(after_barrier)
     if batched:
-        assert log.writes < log.entries_written / 2
+        assert log.store.writes < log.store.entries_written / 2
     else:
-        assert log.writes == log.entries_written  # one write per entry, as Dagster does
+        assert log.store.writes == log.store.entries_written  # one write per entry, as Dagster does
     # In-memory storage is written on the loop's thread; elsewhere a thread writes.
     assert writer_thread is (name != "loop")
-    assert log.failure is None
+    assert log.store.failure is None
     assert "handle_new_event" not in vars(instance)
 
 
@@ -257,7 +257,7 @@ def test_a_storage_outage_is_reported_and_the_lost_entries_are_stored_at_the_end
             else:  # stored by the thread that logs it, which gets the error
                 with pytest.raises(EventLogWriteError):
                     _log(instance, run_id, "lost")
-            assert log.failure is not None
+            assert log.store.failure is not None
             # An entry whose caller waits for it gets the error.
             with pytest.raises(EventLogWriteError, match="could not store 1 event-log entry"):
                 _report_run_start(instance, run_id)
@@ -267,7 +267,7 @@ def test_a_storage_outage_is_reported_and_the_lost_entries_are_stored_at_the_end
         await asyncio.sleep(0)  # `on_failure` is called on the loop
 
     log, run_id, _ = _drive(instance, batched, scenario, on_failure=failures.append)
-    assert failures == [log.failure]
-    assert "could not store" in str(log.failure)
+    assert failures == [log.store.failure]
+    assert "could not store" in str(log.store.failure)
     # The storage is back when the run ends: the lost entries are stored then.
     assert _stored(instance, run_id) == ["stored", "lost", ET.RUN_START.value]

@@ -160,14 +160,14 @@ class AsyncExecutor(Executor):
             finally:
                 # Every entry of the run is written before the executor reports its end.
                 await event_log.aclose()
-            if event_log.failure is not None:
-                raise event_log.failure
-            if event_log.entries_written:
+            if event_log.store.failure is not None:
+                raise event_log.store.failure
+            if event_log.store.entries_written:
                 emit(
                     DagsterEvent.engine_event(
                         job_context,
-                        f"dagloop wrote {event_log.entries_written} event-log entries of "
-                        f"this run in {event_log.writes} writes",
+                        f"dagloop wrote {event_log.store.entries_written} event-log entries of "
+                        f"this run in {event_log.store.writes} writes",
                         EngineEventData(),
                     )
                 )

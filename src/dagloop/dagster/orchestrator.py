@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from typing import Protocol
 
 from dagloop.dagster._internals import (
     ActiveExecution,
@@ -32,6 +31,7 @@ from dagloop.dagster.compute_logs import RunLogCapture, open_for_run
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
+from dagloop.dagster.remote import RemoteAttempt, RemoteSteps
 from dagloop.dagster.step_hosting import StepHosting
 from dagloop.dagster.step_reports import StepReports
 from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
@@ -50,31 +50,6 @@ LAUNCH_SLICE = 64
 
 _INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
 _OVER = (AttemptState.CLOSED, AttemptState.ABANDONED)
-
-
-class RemoteSteps(Protocol):
-    """Runs chosen steps somewhere else (e.g. a Dask cluster) and reports their events."""
-
-    def accepts(self, step: ExecutionStep) -> bool: ...
-
-    async def before_stopping(self) -> None:
-        """The run is about to stop: after this, an attempt that has not begun
-        (WAITING) never begins, so withdrawing it is final."""
-        ...
-
-    async def execute(
-        self,
-        run: StepRun,
-        known_state: KnownExecutionState,
-        accept: Callable[[DagsterEvent], None],
-        fail: Callable[[BaseException], None],
-    ) -> None:
-        """Run `run`'s step to its end, passing each of its events to `accept`. The
-        attempt is WAITING until its step code begins over there (`run.begin()`); a
-        cancellation while it waits withdraws it. A cancellation with
-        `run.cancel_reason` set stops the begun step; if it cannot report its own
-        terminal event, call `fail(run.cancel_reason)`. A step budget is kept there."""
-        ...
 
 
 class Orchestrator:
@@ -339,7 +314,9 @@ class Orchestrator:
             if remote_state is not None:
                 assert self._remote is not None
                 await self._remote.execute(
-                    run, remote_state, accept, lambda error: self._reports.settle(run, error)
+                    RemoteAttempt(
+                        run, remote_state, accept, lambda error: self._reports.settle(run, error)
+                    )
                 )
             else:
                 await self._hosting.run_step(run, accept)

@@ -20,21 +20,10 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
 )
-from dagloop.dagster.attempts import AttemptState
+from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState
+from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Channel
-from dagloop.dagster.dask.messages import (
-    BEGAN,
-    CLOSE,
-    CLOSED,
-    END,
-    ENTRY,
-    EVENT,
-    HALT,
-    HALTED,
-    HELLO,
-    WRITE_FAILED,
-)
-from dagloop.dagster.dask.session import RunSpec
+from dagloop.dagster.dask.run_spec import RunSpec
 from dagloop.dagster.dask.worker import open_session
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log import RunEventLog
@@ -91,8 +80,10 @@ class Link:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     #: The session said HALTED: it begins nothing any more.
     halted: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Attempts sent here and not yet released, by token.
+    #: Attempts sent here and not yet released, by token and by step key (one attempt
+    #: of a step is in flight at once).
     in_flight: dict[int, InFlight] = field(default_factory=dict)
+    by_step: dict[str, InFlight] = field(default_factory=dict)
     #: Size of the dynamic mappings last sent here (-1: none yet).
     mappings_size: int = -1
 
@@ -116,24 +107,18 @@ def pool_of(host: str | None) -> Pool:
     return "greenlet" if host == "greenlet" else "thread"
 
 
+@dataclass(eq=False)
 class Links:
-    def __init__(
-        self,
-        job_context: PlanExecutionContext,
-        event_log: RunEventLog,
-        on_began: OnBegan,
-        on_lost: OnLost,
-    ) -> None:
-        self._job_context = job_context
-        self._event_log = event_log
-        self._on_began = on_began
-        self._on_lost = on_lost
-        self._links: list[Link] = []
-        self._expected = 0
-        self._listener: Any = None
-        self._closing = False
-        #: Set whenever a slot may have come free or a worker came or went.
-        self._changed = asyncio.Event()
+    job_context: PlanExecutionContext
+    event_log: RunEventLog
+    on_began: OnBegan
+    on_lost: OnLost
+    _links: list[Link] = field(default_factory=list)
+    _expected: int = 0
+    _listener: Any = None
+    _closing: bool = False
+    #: Set whenever a slot may have come free or a worker came or went.
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def open(self, client: Any, spec: RunSpec, slots: int | None) -> None:
         """Open the run's session on every worker of the cluster; each connects back."""
@@ -155,10 +140,10 @@ class Links:
         try:
             async with asyncio.timeout(CLOSE_SESSIONS_SECONDS):
                 for link in self._links:
-                    link.channel.send((CLOSE,))
+                    link.channel.send((msg.CLOSE,))
                 await asyncio.gather(*(self._closed(link) for link in self._links))
         except TimeoutError:
-            self._job_context.log.warning(
+            self.job_context.log.warning(
                 "Closing the run's sessions on the Dask workers took longer than "
                 f"{CLOSE_SESSIONS_SECONDS} s; their teardown may be incomplete"
             )
@@ -174,7 +159,7 @@ class Links:
         `timeout` seconds are returned."""
         live = [link for link in self._links if not link.channel.closed.done()]
         for link in live:
-            link.channel.send((HALT,))
+            link.channel.send((msg.HALT,))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*(_either(link.halted, link) for link in live))
@@ -205,12 +190,15 @@ class Links:
     def hold(self, record: InFlight, link: Link) -> None:
         record.link = link
         link.in_flight[record.run.attempt.token] = record
+        link.by_step[record.run.key] = record
         link.used[record.pool] += 1
 
     def release(self, record: InFlight) -> None:
         link = record.link
         assert link is not None
         if link.in_flight.pop(record.run.attempt.token, None) is not None:
+            if link.by_step.get(record.run.key) is record:
+                del link.by_step[record.run.key]
             link.used[record.pool] -= 1
             self._changed.set()
 
@@ -224,50 +212,57 @@ class Links:
         await link.channel.closed
         self._changed.set()
         if not self._closing and not link.closed.is_set():
-            self._on_lost(link, f"its connection to the run process closed ({link.channel.peer})")
+            self.on_lost(link, f"its connection to the run process closed ({link.channel.peer})")
 
     def _on_batch(self, link: Link, batch: list[Any]) -> None:
         entries: list[EncodedEntry] = []
         later: list[Any] = []
         for message in batch:
             kind = message[0]
-            if kind == ENTRY:
-                entries.append(message[1])
-            elif kind == BEGAN:
+            if kind == msg.ENTRY:
+                entry: EncodedEntry = message[1]
+                entries.append(entry)
+                if entry.event_type_value in OPENING_EVENT_TYPES and entry.step_key:
+                    # Stored from now on, so the attempt began, whether or not its
+                    # BEGAN (sent next) arrives.
+                    opened = link.by_step.get(entry.step_key)
+                    if opened is not None:
+                        self.on_began(opened)
+            elif kind == msg.BEGAN:
                 # At once: its STEP_START's entry came before it, on its way to storage.
                 record = link.in_flight.get(message[1])
                 if record is not None:
-                    self._on_began(record)
-            elif kind == HALTED:
+                    self.on_began(record)
+            elif kind == msg.HALTED:
                 link.halted.set()
-            elif kind == HELLO:
+            elif kind == msg.HELLO:
                 _, link.worker, link.slots, link.capacity = message
                 link.ready = True
                 self._changed.set()
             else:
                 later.append(message)
         if entries:
-            self._event_log.store_encoded(entries)
+            self.event_log.store_encoded(entries)
         if later:
             # Handled once every entry sent before them is stored, so the orchestrator
             # never acts on a step event whose entries are not stored yet.
-            self._event_log.after_written(functools.partial(self._dispatch, link, later))
+            self.event_log.after_written(functools.partial(self._dispatch, link, later))
 
     def _dispatch(self, link: Link, messages: list[Any]) -> None:
         for message in messages:
             kind = message[0]
-            if kind == EVENT:
+            if kind == msg.EVENT:
                 self._event(link, message[1], message[2])
-            elif kind == END:
+            elif kind == msg.END:
                 record = link.in_flight.get(message[1])
                 if record is not None:
                     if message[2] is not None and record.end_error is None:
                         record.end_error = dg.deserialize_value(message[2])
                     record.ended.set()
-            elif kind == CLOSED:
+            elif kind == msg.CLOSED:
                 link.closed.set()
-            elif kind == WRITE_FAILED:
-                self._event_log.report_failure(
+            elif kind == msg.WRITE_FAILED:
+                self.event_log.report_failure(
                     EventLogWriteError(f"Dask worker {link.worker}: {message[1]}")
                 )
 
@@ -276,7 +271,7 @@ class Links:
         if record is None or record.run.state is AttemptState.WITHDRAWN:
             return  # an attempt already given up on; its entries were written anyway
         if record.run.state is AttemptState.WAITING:
-            self._on_began(record)  # its STEP_START overtook its BEGAN
+            self.on_began(record)  # its STEP_START overtook its BEGAN
         if event.is_step_success or event.is_step_failure or event.is_step_up_for_retry:
             record.terminal = True
         if event.is_resource_init_failure:

@@ -3,6 +3,9 @@ part of the run's known state that step reads."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import dagster as dg
 
 from dagloop.dagster._internals import (
@@ -11,11 +14,48 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
     ReconstructableJob,
+    RetryMode,
+    StepDependencyConfig,
     event_log_in_memory,
 )
-from dagloop.dagster.config import AsyncExecutorConfig
+from dagloop.dagster.config import AsyncExecutorConfig, StepHost
 from dagloop.dagster.dask.config import DaskConfig
-from dagloop.dagster.dask.session import RunSpec
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a worker needs to open a run's session (sent to each worker once)."""
+
+    topic: str
+    run_config: dict[str, Any]
+    dagster_run: dg.DagsterRun
+    instance_ref: Any  # InstanceRef
+    recon_job: ReconstructableJob
+    retry_mode: RetryMode
+    step_dependency_config: StepDependencyConfig
+    step_keys_to_execute: list[str]
+    known_state: KnownExecutionState | None
+    repository_load_data: Any
+    step_host: StepHost
+    #: "run": the workers send their event-log entries to the run process to write;
+    #: "workers": each worker writes them itself.
+    events_written_by: str
+    sync_threads: int
+    host_threads: int
+    blocked_loop_warning_seconds: float
+
+
+@dataclass(frozen=True)
+class StepCommand:
+    """One attempt of one step, and the part of the run's known state its execution
+    reads (ready inputs, its retry count, the parent run's state)."""
+
+    #: The attempt's token in the run's `AttemptTable`: issued once per attempt.
+    token: int
+    step_key: str
+    known_state: KnownExecutionState
+    #: Its time budget in seconds (counted from its STEP_START here), None: none.
+    budget: float | None = None
 
 
 def run_spec(

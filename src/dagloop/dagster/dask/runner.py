@@ -12,34 +12,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import dagster as dg
 
 from dagloop.dagster._internals import (
-    DagsterEvent,
     ExecutionPlan,
     ExecutionStep,
     Executor,
-    KnownExecutionState,
     PlanExecutionContext,
     ReconstructableJob,
 )
 from dagloop.dagster.attempts import AttemptState
 from dagloop.dagster.config import AsyncExecutorConfig
+from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.config import DaskConfig
 from dagloop.dagster.dask.links import InFlight, Link, Links, NoWorkersError, pool_of
 from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event
-from dagloop.dagster.dask.messages import INTERRUPT, MAPPINGS, STEP, STOP, TIMEOUT
-from dagloop.dagster.dask.run_spec import run_spec, step_known_state
-from dagloop.dagster.dask.session import StepCommand
+from dagloop.dagster.dask.run_spec import StepCommand, run_spec, step_known_state
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
-from dagloop.dagster.step_run import StepRun, choose_host
+from dagloop.dagster.remote import RemoteAttempt
+from dagloop.dagster.step_run import choose_host
 from dagloop.dagster.tags import step_budget
 from dagloop.runtime.dask_client import dask_client
 
+OPENING_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
 #: A step on a worker fails at its budget there; the run process asks it to stop only
 #: this much later (its own failure is on its way by then, on any sane cluster).
 BUDGET_BACKSTOP_SECONDS = 1.0
@@ -120,18 +120,13 @@ class DaskSteps:
             for record in list(link.in_flight.values()):
                 self._began(record)
 
-    async def execute(
-        self,
-        run: StepRun,
-        known_state: KnownExecutionState,
-        accept: Callable[[DagsterEvent], None],
-        fail: Callable[[BaseException], None],
-    ) -> None:
+    async def execute(self, attempt: RemoteAttempt) -> None:
+        run, accept = attempt.run, attempt.accept
         budget = step_budget(run.op_name, run.key, run.step.tags)
         record = InFlight(
             run=run,
             accept=accept,
-            known_state=known_state,
+            known_state=attempt.known_state,
             budget=budget if budget is not None else self._default_budget,
             pool=pool_of(choose_host(run.context, self._spec.step_host)),
         )
@@ -143,12 +138,12 @@ class DaskSteps:
                     # Withdrawn before it began, or the orchestrator itself is torn
                     # down: a step that began is stopped too.
                     if record.link is not None and run.attempt.begun:
-                        record.link.channel.send((STOP, run.attempt.token, INTERRUPT))
+                        record.link.channel.send((msg.STOP, run.attempt.token, msg.INTERRUPT))
                     raise
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                await self._stop(record, fail)
+                await self._stop(record, attempt.fail)
                 return
             except NoWorkersError as error:
                 self._fail_unsent(record, error)
@@ -197,7 +192,7 @@ class DaskSteps:
         size = sum(len(keys or ()) for outputs in mappings.values() for keys in outputs.values())
         if size != link.mappings_size:
             # Sent once each time they grew, not with every step: they are O(steps).
-            link.channel.send((MAPPINGS, dict(mappings)))
+            link.channel.send((msg.MAPPINGS, dict(mappings)))
             link.mappings_size = size
         command = StepCommand(
             token=run.attempt.token,
@@ -205,7 +200,7 @@ class DaskSteps:
             known_state=step_known_state(run.step, known_state),
             budget=record.budget,
         )
-        link.channel.send((STEP, command))
+        link.channel.send((msg.STEP, command))
 
     def _after_end(self, record: InFlight) -> None:
         """The attempt's code ended on its worker (END), or its worker was lost."""
@@ -240,6 +235,8 @@ class DaskSteps:
         has not ended is lost with it; those that began fail (or retry), the others are
         sent elsewhere."""
         open_records = [record for record in link.in_flight.values() if not record.ended.is_set()]
+        if self._spec.events_written_by == "workers":
+            self._began_in_storage(open_records)
         begun = [record for record in open_records if record.run.attempt.begun]
         if link.worker not in self._lost and begun:
             self._lost.add(link.worker)
@@ -248,6 +245,23 @@ class DaskSteps:
         for record in open_records:
             record.lost = cause
             record.ended.set()
+
+    def _began_in_storage(self, records: list[InFlight]) -> None:
+        """A lost worker stores its steps' STEP_STARTs itself, and may have stored one
+        without its BEGAN reaching this process: such an attempt began (though none of
+        its op's code ran) and must not run again."""
+        waiting = [record for record in records if not record.run.attempt.begun]
+        if not waiting:
+            return
+        context = self._job_context
+        opened = Counter(
+            entry.step_key
+            for entry in context.instance.all_logs(context.run_id, of_type=OPENING_EVENTS)
+        )
+        for record in waiting:
+            earlier = record.known_state.previous_retry_attempts.get(record.run.key, 0)
+            if opened[record.run.key] > earlier:
+                self._began(record)
 
     def _report_lost(self, record: InFlight) -> None:
         """One failure (or retry, as the step's RetryPolicy says) for an attempt whose
@@ -269,8 +283,8 @@ class DaskSteps:
         reason = run.cancel_reason
         assert reason is not None
         if record.link is not None:
-            kind = TIMEOUT if isinstance(reason, StepTimeoutError) else INTERRUPT
-            record.link.channel.send((STOP, run.attempt.token, kind))
+            kind = msg.TIMEOUT if isinstance(reason, StepTimeoutError) else msg.INTERRUPT
+            record.link.channel.send((msg.STOP, run.attempt.token, kind))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(record.ended.wait(), self._grace)
         if record.ended.is_set():

@@ -21,7 +21,6 @@ import functools
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -30,36 +29,17 @@ from dagloop.dagster._internals import (
     DagsterEvent,
     DagsterExecutionInterruptedError,
     ExecutionStep,
-    KnownExecutionState,
     PlanExecutionContext,
     PlanExecutionContextManager,
-    ReconstructableJob,
-    RetryMode,
-    StepDependencyConfig,
     create_execution_plan,
     encode_entry,
     serializable_error_info_from_exc_info,
     share_scoped_resources,
 )
 from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState, AttemptTable
-from dagloop.dagster.config import StepHost
+from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Outbox
-from dagloop.dagster.dask.messages import (
-    BEGAN,
-    CLOSE,
-    CLOSED,
-    END,
-    ENTRY,
-    EVENT,
-    HALT,
-    HALTED,
-    HELLO,
-    MAPPINGS,
-    STEP,
-    STOP,
-    TIMEOUT,
-    WRITE_FAILED,
-)
+from dagloop.dagster.dask.run_spec import RunSpec, StepCommand
 from dagloop.dagster.entry_routes import route_entries, unroute_entries
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
@@ -75,56 +55,19 @@ INTERRUPT_RETRY_SECONDS = 0.01
 STOP_WAIT_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """What a worker needs to open a run's session (sent to each worker once)."""
-
-    topic: str
-    run_config: dict[str, Any]
-    dagster_run: dg.DagsterRun
-    instance_ref: Any  # InstanceRef
-    recon_job: ReconstructableJob
-    retry_mode: RetryMode
-    step_dependency_config: StepDependencyConfig
-    step_keys_to_execute: list[str]
-    known_state: KnownExecutionState | None
-    repository_load_data: Any
-    step_host: StepHost
-    #: "run": the workers send their event-log entries to the run process to write;
-    #: "workers": each worker writes them itself.
-    events_written_by: str
-    sync_threads: int
-    host_threads: int
-    blocked_loop_warning_seconds: float
-
-
-@dataclass(frozen=True)
-class StepCommand:
-    """One attempt of one step, and the part of the run's known state its execution
-    reads (ready inputs, its retry count, the parent run's state)."""
-
-    #: The attempt's token in the run's `AttemptTable`: issued once per attempt.
-    token: int
-    step_key: str
-    known_state: KnownExecutionState
-    #: Its time budget in seconds (counted from its STEP_START here), None: none.
-    budget: float | None = None
-
-
 class RunSession:
     def __init__(
         self,
         spec: RunSpec,
         instance: dg.DagsterInstance,
         outbox: Outbox,
-        worker: str,
-        slots: int,
+        hello: tuple[Any, ...],
     ) -> None:
         self.spec = spec
         self._instance = instance
         self._outbox = outbox
-        self._worker = worker
-        self._slots = slots
+        #: The first message: where the session is and what it takes.
+        self._hello = hello
         #: Resolves once resources were torn down and the loop closed.
         self.closed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._open_error: Any = None  # SerializableErrorInfo
@@ -169,7 +112,7 @@ class RunSession:
 
     def run_process_gone(self) -> None:
         """The channel closed: the run is over (or its process is gone). Stop."""
-        self.deliver([(CLOSE,)])
+        self.deliver([(msg.CLOSE,)])
 
     # -- the session's thread ----------------------------------------------------------
 
@@ -223,17 +166,11 @@ class RunSession:
                 self._instance,
                 self.spec.dagster_run.run_id,
                 loop,
-                on_failure=lambda failure: self._outbox.send((WRITE_FAILED, str(failure))),
+                on_failure=lambda failure: self._outbox.send((msg.WRITE_FAILED, str(failure))),
                 attempts=self._attempts,
             )
             self._event_log.start()
-        spec, slots = self.spec, self._slots
-        capacity = {
-            "greenlet": slots,
-            "sync": min(spec.sync_threads, slots),
-            "thread": min(spec.host_threads, slots),
-        }
-        self._outbox.send((HELLO, self._worker, slots, capacity))
+        self._outbox.send(self._hello)
         with self._lock:
             self._loop = loop
             early, self._early = self._early, []
@@ -280,36 +217,36 @@ class RunSession:
 
     def _finish(self) -> None:
         unroute_entries(self._instance, self.spec.dagster_run.run_id)
-        self._outbox.send((CLOSED,))
+        self._outbox.send((msg.CLOSED,))
         if not self.closed.done():
             self.closed.set_result(None)
 
     def _send_entry(self, entry: Any) -> None:
         """Every entry of the run logged in this process (any thread), encoded as the row
         the run process inserts."""
-        self._outbox.send((ENTRY, encode_entry(self._instance.event_log_storage, entry)))
+        self._outbox.send((msg.ENTRY, encode_entry(self._instance.event_log_storage, entry)))
 
     # -- on the session's loop ---------------------------------------------------------
 
     def _handle(self, batch: list[Any]) -> None:
         for message in batch:
             kind = message[0]
-            if kind == STEP:
+            if kind == msg.STEP:
                 if self._closing or self._halted:
                     continue  # sent before the run stopped: it never begins
                 command: StepCommand = message[1]
                 asyncio.get_running_loop().create_task(
                     self._execute(command), name=f"dagloop-step:{command.step_key}"
                 )
-            elif kind == MAPPINGS:
+            elif kind == msg.MAPPINGS:
                 self._mappings = message[1]
-            elif kind == STOP:
+            elif kind == msg.STOP:
                 self._interrupts.setdefault(message[1], message[2])
                 self._interrupt(message[1])
-            elif kind == HALT:
+            elif kind == msg.HALT:
                 self._halted = True
                 asyncio.get_running_loop().create_task(self._halt())
-            elif kind == CLOSE and not self._closing:
+            elif kind == msg.CLOSE and not self._closing:
                 self._closing = True
                 asyncio.get_running_loop().create_task(self._stop())
 
@@ -330,7 +267,7 @@ class RunSession:
             run.attempt.begun and token not in self._began for token, run in self._runs.items()
         ):
             await asyncio.sleep(INTERRUPT_RETRY_SECONDS)
-        self._outbox.send((HALTED,))
+        self._outbox.send((msg.HALTED,))
 
     def _opened(self, run: StepRun, token: int) -> None:
         """Where the step's code runs, right after its STEP_START: wait until the run
@@ -346,7 +283,7 @@ class RunSession:
             else:
                 await_(barrier)
         written: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._outbox.send((BEGAN, token), written)
+        self._outbox.send((msg.BEGAN, token), written)
         self._began.add(token)
         if run.in_thread:
             written.result()
@@ -359,7 +296,7 @@ class RunSession:
             return  # sent before the run stopped: it never begins
         if self._context is None or self._hosting is None:
             error = self._open_error
-            self._outbox.send((END, token, dg.serialize_value(error) if error else None))
+            self._outbox.send((msg.END, token, dg.serialize_value(error) if error else None))
             return
         run: StepRun | None = None
         budget = command.budget
@@ -375,7 +312,7 @@ class RunSession:
                 # Counted from its STEP_START here, as on the run's loop.
                 loop = asyncio.get_running_loop()
                 run.deadline_timer = loop.call_later(budget, self._expire, run, budget)
-            self._send_after_written((EVENT, token, event))
+            self._send_after_written((msg.EVENT, token, event))
 
         try:
             step = self._step(command.step_key)
@@ -407,7 +344,7 @@ class RunSession:
             if run is not None and run.deadline_timer is not None:
                 run.deadline_timer.cancel()
             self._send_after_written(
-                (END, token, dg.serialize_value(escaped) if escaped is not None else None)
+                (msg.END, token, dg.serialize_value(escaped) if escaped is not None else None)
             )
 
     def _step(self, key: str) -> ExecutionStep:
@@ -433,7 +370,7 @@ class RunSession:
         if kind is None:
             return
         budget = run.budget
-        if kind == TIMEOUT and budget is not None:
+        if kind == msg.TIMEOUT and budget is not None:
             run.cancel(StepTimeoutError(run.op_name, run.key, budget))
         else:
             run.cancel(DagsterExecutionInterruptedError())

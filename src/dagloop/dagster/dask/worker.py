@@ -14,8 +14,10 @@ from typing import Any
 
 import dagster as dg
 
+from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Channel, Outbox
-from dagloop.dagster.dask.session import RunSession, RunSpec
+from dagloop.dagster.dask.run_spec import RunSpec
+from dagloop.dagster.dask.session import RunSession
 
 _lock = threading.Lock()
 _instances: dict[str, dg.DagsterInstance] = {}
@@ -55,13 +57,15 @@ async def open_session(
     loop = asyncio.get_running_loop()
     comm = await connect(run_address)
     outbox = Outbox()
-    session = RunSession(
-        spec,
-        _instance(spec.instance_ref),
-        outbox,
-        address,
-        slots if slots is not None else int(dask_worker.state.nthreads),
-    )
+    if slots is None:
+        slots = int(dask_worker.state.nthreads)
+    capacity = {
+        "greenlet": slots,
+        "sync": min(spec.sync_threads, slots),
+        "thread": min(spec.host_threads, slots),
+    }
+    hello = (msg.HELLO, address, slots, capacity)
+    session = RunSession(spec, _instance(spec.instance_ref), outbox, hello)
     channel = Channel(comm, loop, session.deliver, outbox)
     channel.start()
 

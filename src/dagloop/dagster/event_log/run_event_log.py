@@ -61,18 +61,10 @@ class RunEventLog:
         self._attempts: AttemptTable[Any] = attempts if attempts is not None else AttemptTable()
 
     @property
-    def failure(self) -> EventLogWriteError | None:
-        """The first entries that could not be stored, as the run's failure."""
-        return self._store.failure
-
-    @property
-    def entries_written(self) -> int:
-        return self._store.entries_written
-
-    @property
-    def writes(self) -> int:
-        """Write calls used for `entries_written` (for the run's summary event)."""
-        return self._store.writes
+    def store(self) -> RunStore:
+        """Where the run's entries are stored: its counts (`entries_written`, `writes`)
+        and its `failure`, the first entries that could not be stored."""
+        return self._store
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
 

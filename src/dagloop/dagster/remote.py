@@ -1,0 +1,43 @@
+"""What the orchestrator asks of a place that runs steps outside the run's loop (the
+Dask scale-out), and what it hands it for each attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dagloop.dagster._internals import DagsterEvent, ExecutionStep, KnownExecutionState
+from dagloop.dagster.step_run import StepRun
+
+
+@dataclass(frozen=True, eq=False)
+class RemoteAttempt:
+    """One attempt of a step placed elsewhere."""
+
+    run: StepRun
+    #: The run's known state when the attempt was handed out.
+    known_state: KnownExecutionState
+    #: Passes each of its events on, to the caller and to `ActiveExecution`.
+    accept: Callable[[DagsterEvent], None]
+    #: Reports it failed with this error, when it cannot report its own end.
+    fail: Callable[[BaseException], None]
+
+
+class RemoteSteps(Protocol):
+    """Runs chosen steps somewhere else and reports their events."""
+
+    def accepts(self, step: ExecutionStep) -> bool: ...
+
+    async def before_stopping(self) -> None:
+        """The run is about to stop: after this, an attempt that has not begun
+        (WAITING) never begins, so withdrawing it is final."""
+        ...
+
+    async def execute(self, attempt: RemoteAttempt) -> None:
+        """Run the attempt's step to its end, passing each of its events to `accept`.
+        The attempt is WAITING until its step code begins over there (`run.begin()`); a
+        cancellation while it waits withdraws it. A cancellation with
+        `run.cancel_reason` set stops the begun step; if it cannot report its own
+        terminal event, call `fail(run.cancel_reason)`. A step budget is kept there."""
+        ...
