@@ -7,18 +7,19 @@ import asyncio
 import threading
 
 from dagloop.dagster._internals import EventLogEntry
-from dagloop.dagster.event_log.queued_writer import MAX_BATCH, QueuedWriter, _Entry
+from dagloop.dagster.event_log.queued_writer import MAX_BATCH, QueuedWriter, _Entry, _Item
 from dagloop.dagster.event_log.run_store import RunStore
 
 #: How long the writer thread, once woken, lets a batch grow before it writes it (unless
-#: a caller waits, a callback is urgent or the batch is full): one wake-up, and one GIL
+#: a callback is urgent or the batch is full): one wake-up, and one GIL
 #: hand-off, per batch instead of per entry. Part of what a SIGKILL can lose.
 GATHER_SECONDS = 0.002
 
 
 class ThreadBatchWriter(QueuedWriter):
     """A writer thread, woken by the first entry of a batch, lets the batch grow for
-    `GATHER_SECONDS` (unless hurried), then writes it."""
+    `GATHER_SECONDS` (unless hurried), then writes it; a caller that waits for its entry
+    writes the queue up to it itself."""
 
     def __init__(self, store: RunStore, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(store, loop)
@@ -29,6 +30,8 @@ class ThreadBatchWriter(QueuedWriter):
         #: Serialises whoever writes the queue: the writer thread, or a caller that waits
         #: for its entry; re-entrant for a listener that logs while its entry is stored.
         self._write_lock = threading.RLock()
+        #: The thread writing the queue (under `_write_lock`), if any.
+        self._writing_thread: int | None = None
 
     def start(self) -> None:
         super().start()
@@ -39,7 +42,10 @@ class ThreadBatchWriter(QueuedWriter):
         await asyncio.to_thread(self._thread.join)
 
     def in_writer_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        return (
+            threading.current_thread() is self._thread
+            or threading.get_ident() == self._writing_thread
+        )
 
     def _entry_queued(self, size: int) -> None:
         if size == 1 or size >= MAX_BATCH:
@@ -52,7 +58,7 @@ class ThreadBatchWriter(QueuedWriter):
         assert item.written is not None
         with self._write_lock:
             if not item.written.is_set():
-                self._process(self._take_through(item))
+                self._write(self._take_through(item))
 
     async def _wait_all_written(self) -> None:
         if not self._thread.is_alive():
@@ -71,6 +77,15 @@ class ThreadBatchWriter(QueuedWriter):
         if urgent:
             self._hurry.set()
 
+    def _write(self, items: list[_Item]) -> bool:
+        """`_process` by the thread that holds `_write_lock`; what a listener logs
+        meanwhile in this thread is stored at once (`in_writer_thread`)."""
+        self._writing_thread = threading.get_ident()
+        try:
+            return self._process(items)
+        finally:
+            self._writing_thread = None
+
     def _main(self) -> None:
         stopping = False
         while not stopping:
@@ -80,7 +95,7 @@ class ThreadBatchWriter(QueuedWriter):
                 self._hurry.wait(GATHER_SECONDS)
             self._hurry.clear()
             with self._write_lock:
-                stopping = self._process(self._take_all())
+                stopping = self._write(self._take_all())
         self._store.store_lost()
 
 
