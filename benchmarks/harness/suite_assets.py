@@ -177,7 +177,7 @@ def _targets(cases: list[dict[str, Any]], instances: list[str], n: int) -> list[
                 f"{LABEL[instance]}: dagloop {n} assets / {n} mapped ops (wall)",
                 value,
                 limit,
-                note=f"in_process, same rounds: {in_process}",
+                note=f"{LABEL[instance]}: in_process assets / ops, same rounds: {in_process}",
                 row=f"dagloop N={n}",
                 col=f"{LABEL[instance]} assets / ops",
             )

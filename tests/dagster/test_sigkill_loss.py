@@ -143,7 +143,8 @@ def test_a_sigkill_under_load_loses_no_more_than_the_in_process_executor(
     print(f"in_process {in_process}\ndagloop {dagloop}")
     # Dagster's in-process executor stores an entry before it is handed on.
     assert in_process.lost == [], in_process
-    assert in_process.handed > 2 * READY_SUCCESSES and dagloop.handed > 2 * READY_SUCCESSES
+    # The logger saw every entry stored before the kill was decided.
+    assert min(in_process.handed, dagloop.handed) >= 2 * READY_SUCCESSES, (dagloop, in_process)
     assert len(dagloop.lost) <= MAX_LOST, (dagloop, in_process)
     bound = max(MAX_AGE_SECONDS, in_process.store_seconds)
     assert all(age <= bound for _, _, age in dagloop.lost), (dagloop, in_process)
