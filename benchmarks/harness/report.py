@@ -13,6 +13,7 @@ from rich.table import Table
 
 from harness.engines import ENGINES
 from harness.executors import EXECUTORS
+from harness.suite_assets import rows_assets
 from harness.suite_cost import rows_cost
 from harness.suite_scale import rows_scale
 from harness.suite_scaleout import rows_scaleout
@@ -32,6 +33,7 @@ SUITE_ORDER = [
     "storage",
     "termination",
     "streaming",
+    "assets",
 ]
 INST_LABEL = {"ephemeral": "ephemeral", "sqlite": "SQLite", "postgres": "PostgreSQL"}
 
@@ -244,6 +246,7 @@ ROWS = {
     "cost": rows_cost,
     "termination": rows_termination,
     "streaming": rows_streaming,
+    "assets": rows_assets,
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.context import INSTANCES, Ctx, context, now
 from harness.dagster_runs import add_ratios
+from harness.suite_assets import assets_suite
 from harness.suite_cost import cost_suite
 from harness.suite_dask import add_dask_ratios, dask_cpu_suite, dask_suite, dask_targets
 from harness.suite_engine import engine_suite
@@ -92,6 +93,7 @@ SUITES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "storage": storage_suite,
     "termination": termination_suite,
     "streaming": streaming_suite,
+    "assets": assets_suite,
 }
 
 
@@ -116,6 +118,7 @@ NEEDS_PG: dict[str, Callable[[bool, list[str] | None], bool]] = {
     "dask_cpu": _pg_if_asked,  # quick mode: SQLite unless --instances says more
     "scaleout": _pg_if_asked,  # quick mode: SQLite unless --instances says more
     "storage": lambda quick, instances: instances is None or "postgres" in instances,
+    "assets": _pg_if_asked,  # quick mode: in memory and SQLite unless --instances says more
 }
 #: suites whose cases a run restricted with --instances merges into the earlier results
 MERGEABLE = ("fanout", "hosting", "dask", "dask_cpu")

@@ -166,6 +166,48 @@ def test_a_run_event_is_stored_after_every_entry_before_it_when_its_call_returns
     assert status == dg.DagsterRunStatus.STARTED
 
 
+@pytest.fixture
+def sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    yield from persistent_sqlite_instance(tmp_path)
+
+
+def test_a_caller_that_waits_for_its_entry_stores_it_in_its_own_thread(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    """With a writer thread, a run event's caller stores the queue up to its entry itself
+    (as Dagster stores an entry in the thread that logs it) instead of waiting for the
+    writer thread; what is queued after it is still stored, in order."""
+    instance = sqlite_instance
+
+    async def scenario(log: RunEventLog, run_id: str) -> tuple[dict[str, str], str]:
+        stored_by: dict[str, str] = {}
+
+        def listener(entry: dg.EventLogEntry) -> None:
+            kind = entry.dagster_event_type
+            stored_by.setdefault(kind.value if kind else entry.user_message, _thread_name())
+
+        instance.add_event_listener(run_id, listener)
+
+        def step() -> str:
+            for n in range(20):
+                _log(instance, run_id, f"before {n}")
+            _report_run_start(instance, run_id)
+            _log(instance, run_id, "after")
+            return _thread_name()
+
+        return stored_by, await asyncio.to_thread(step)
+
+    _, run_id, (stored_by, step_thread) = _drive(instance, True, scenario)
+    assert stored_by[ET.RUN_START.value] == step_thread != WRITER_THREAD
+    assert stored_by["after"] == WRITER_THREAD
+    expected = [*(f"before {n}" for n in range(20)), ET.RUN_START.value, "after"]
+    assert _stored(instance, run_id) == expected
+
+
+def _thread_name() -> str:
+    return threading.current_thread().name
+
+
 def test_callbacks_run_on_the_loop_in_order_once_the_entries_before_them_are_stored(
     strategy: tuple[dg.DagsterInstance, bool, str],
 ) -> None:

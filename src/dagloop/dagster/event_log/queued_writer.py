@@ -116,6 +116,13 @@ class QueuedWriter(ABC):
         if stop_mark:
             self._signal(urgent=True)
 
+    def _take_through(self, item: _Entry) -> list[_Item]:
+        """The queue's items up to `item` (which must be queued); the rest stay."""
+        with self._lock:
+            index = next(i for i, queued in enumerate(self._items) if queued is item)
+            taken, self._items = self._items[: index + 1], self._items[index + 1 :]
+        return taken
+
     def _take_all(self) -> list[_Item]:
         with self._lock:
             items, self._items = self._items, []

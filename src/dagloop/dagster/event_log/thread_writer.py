@@ -7,18 +7,19 @@ import asyncio
 import threading
 
 from dagloop.dagster._internals import EventLogEntry
-from dagloop.dagster.event_log.queued_writer import MAX_BATCH, QueuedWriter, _Entry
+from dagloop.dagster.event_log.queued_writer import MAX_BATCH, QueuedWriter, _Entry, _Item
 from dagloop.dagster.event_log.run_store import RunStore
 
 #: How long the writer thread, once woken, lets a batch grow before it writes it (unless
-#: a caller waits, a callback is urgent or the batch is full): one wake-up, and one GIL
+#: a callback is urgent or the batch is full): one wake-up, and one GIL
 #: hand-off, per batch instead of per entry. Part of what a SIGKILL can lose.
 GATHER_SECONDS = 0.002
 
 
 class ThreadBatchWriter(QueuedWriter):
     """A writer thread, woken by the first entry of a batch, lets the batch grow for
-    `GATHER_SECONDS` (unless hurried), then writes it."""
+    `GATHER_SECONDS` (unless hurried), then writes it; a caller that waits for its entry
+    writes the queue up to it itself."""
 
     def __init__(self, store: RunStore, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(store, loop)
@@ -26,6 +27,11 @@ class ThreadBatchWriter(QueuedWriter):
         #: Something was queued on an empty queue / something must not wait to be written.
         self._wake = threading.Event()
         self._hurry = threading.Event()
+        #: Serialises whoever writes the queue: the writer thread, or a caller that waits
+        #: for its entry; re-entrant for a listener that logs while its entry is stored.
+        self._write_lock = threading.RLock()
+        #: The thread writing the queue (under `_write_lock`), if any.
+        self._writing_thread: int | None = None
 
     def start(self) -> None:
         super().start()
@@ -36,16 +42,23 @@ class ThreadBatchWriter(QueuedWriter):
         await asyncio.to_thread(self._thread.join)
 
     def in_writer_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        return (
+            threading.current_thread() is self._thread
+            or threading.get_ident() == self._writing_thread
+        )
 
     def _entry_queued(self, size: int) -> None:
         if size == 1 or size >= MAX_BATCH:
             self._signal(urgent=size >= MAX_BATCH)
 
     def _wait_written(self, item: _Entry) -> None:
-        self._signal(urgent=True)
+        """The caller would block until the writer thread got to `item`: it writes the
+        queue up to `item` itself instead, which saves two thread hand-offs per entry
+        (each a wake-up, late on a busy machine)."""
         assert item.written is not None
-        item.written.wait()
+        with self._write_lock:
+            if not item.written.is_set():
+                self._write(self._take_through(item))
 
     async def _wait_all_written(self) -> None:
         if not self._thread.is_alive():
@@ -64,6 +77,15 @@ class ThreadBatchWriter(QueuedWriter):
         if urgent:
             self._hurry.set()
 
+    def _write(self, items: list[_Item]) -> bool:
+        """`_process` by the thread that holds `_write_lock`; what a listener logs
+        meanwhile in this thread is stored at once (`in_writer_thread`)."""
+        self._writing_thread = threading.get_ident()
+        try:
+            return self._process(items)
+        finally:
+            self._writing_thread = None
+
     def _main(self) -> None:
         stopping = False
         while not stopping:
@@ -72,7 +94,8 @@ class ThreadBatchWriter(QueuedWriter):
             if not self._hurry.is_set():
                 self._hurry.wait(GATHER_SECONDS)
             self._hurry.clear()
-            stopping = self._process(self._take_all())
+            with self._write_lock:
+                stopping = self._write(self._take_all())
         self._store.store_lost()
 
 
