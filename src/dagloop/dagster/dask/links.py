@@ -30,6 +30,9 @@ from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
 from dagloop.errors import DagloopError
 
+#: How long the first step waits for every worker's session to open (then it goes to
+#: the ones that are open).
+SESSIONS_READY_SECONDS = 60.0
 #: How long the workers get to tear a run's resources down when it ends.
 CLOSE_SESSIONS_SECONDS = 60.0
 
@@ -132,6 +135,16 @@ class Links:
             await self.aclose()
             raise
         self._expected = len(opened)
+        # Steps go to the workers whose sessions are open: wait for all of them (their
+        # resources open in parallel), so the first steps are not all placed on the
+        # first worker that is ready.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SESSIONS_READY_SECONDS):
+                while len(self._links) < self._expected or not all(
+                    link.ready or link.channel.closed.done() for link in self._links
+                ):
+                    self._changed.clear()
+                    await self._changed.wait()
 
     async def aclose(self) -> None:
         """Close every session (their last entries reach the run's event log), then the

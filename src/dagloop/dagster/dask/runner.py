@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 import dagster as dg
 
 from dagloop.dagster._internals import (
+    DagsterEvent,
     ExecutionPlan,
     ExecutionStep,
     Executor,
@@ -40,6 +41,11 @@ from dagloop.dagster.tags import step_budget
 from dagloop.runtime.dask_client import dask_client
 
 OPENING_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
+STORED_STEP_EVENTS = OPENING_EVENTS | {
+    dg.DagsterEventType.STEP_SUCCESS,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.STEP_UP_FOR_RETRY,
+}
 #: A step on a worker fails at its budget there; the run process asks it to stop only
 #: this much later (its own failure is on its way by then, on any sane cluster).
 BUDGET_BACKSTOP_SECONDS = 1.0
@@ -233,11 +239,14 @@ class DaskSteps:
     def _on_link_lost(self, link: Link, cause: str) -> None:
         """A worker's channel closed before the run ended: every attempt it held that
         has not ended is lost with it; those that began fail (or retry), the others are
-        sent elsewhere."""
+        sent elsewhere. With `events_written_by: workers`, what the worker stored says
+        which began and which ended."""
         open_records = [record for record in link.in_flight.values() if not record.ended.is_set()]
         if self._spec.events_written_by == "workers":
-            self._began_in_storage(open_records)
-        begun = [record for record in open_records if record.run.attempt.begun]
+            self._settle_from_storage(open_records)
+        begun = [
+            record for record in open_records if record.run.attempt.begun and not record.terminal
+        ]
         if link.worker not in self._lost and begun:
             self._lost.add(link.worker)
             steps = sorted(record.run.key for record in begun)
@@ -246,22 +255,37 @@ class DaskSteps:
             record.lost = cause
             record.ended.set()
 
-    def _began_in_storage(self, records: list[InFlight]) -> None:
-        """A lost worker stores its steps' STEP_STARTs itself, and may have stored one
-        without its BEGAN reaching this process: such an attempt began (though none of
-        its op's code ran) and must not run again."""
-        waiting = [record for record in records if not record.run.attempt.begun]
-        if not waiting:
-            return
+    def _settle_from_storage(self, records: list[InFlight]) -> None:
+        """A lost worker stored its steps' entries itself, and may have stored an
+        attempt's STEP_START, or even its end, without the run process hearing of it.
+        An attempt whose STEP_START is stored began (though none of its op's code ran):
+        it must not run again. One whose terminal event is stored ended with it."""
         context = self._job_context
-        opened = Counter(
-            entry.step_key
-            for entry in context.instance.all_logs(context.run_id, of_type=OPENING_EVENTS)
-        )
-        for record in waiting:
-            earlier = record.known_state.previous_retry_attempts.get(record.run.key, 0)
-            if opened[record.run.key] > earlier:
-                self._began(record)
+        keys = {record.run.key for record in records}
+        openings: Counter[str] = Counter()
+        ends: dict[str, DagsterEvent] = {}
+        for entry in context.instance.all_logs(context.run_id, of_type=STORED_STEP_EVENTS):
+            event = entry.dagster_event
+            if event is None or entry.step_key not in keys:
+                continue
+            if event.event_type in OPENING_EVENTS:
+                openings[entry.step_key] += 1
+                ends.pop(entry.step_key, None)
+            else:
+                ends[entry.step_key] = event
+        for record in records:
+            key = record.run.key
+            earlier = record.known_state.previous_retry_attempts.get(key, 0)
+            if openings[key] <= earlier:
+                continue  # it never began: it is sent again
+            self._began(record)
+            end = ends.get(key)
+            if openings[key] == earlier + 1 and end is not None and not record.terminal:
+                record.terminal = True
+                if end.is_step_up_for_retry:
+                    record.retry = end
+                else:
+                    record.accept(end)
 
     def _report_lost(self, record: InFlight) -> None:
         """One failure (or retry, as the step's RetryPolicy says) for an attempt whose
