@@ -16,15 +16,10 @@ cumulative seconds, with the top functions by cumulative time.
 
 from __future__ import annotations
 
-import gc
-import resource
-import shutil
-import tempfile
-import time
 from typing import Any
 
 from harness.dagster_case import make_instance
-from harness.proc import BENCH_DIR, child_main, peak_rss_self_mb
+from harness.proc import BENCH_DIR, case_dir, child_main, measured, peak_rss_self_mb
 
 #: Where an asset step's time goes that an op step's does not (Dagster's functions), and
 #: what stores the run's entries.
@@ -103,8 +98,7 @@ def _profile_figures(prof: Any, wall: float) -> dict[str, Any]:
 def main(spec: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
-    tmp = tempfile.mkdtemp(prefix="dagloop-bench-assets-")
-    try:
+    with case_dir("dagloop-bench-assets-") as tmp:
         instance = make_instance(spec["instance"], tmp, spec.get("pg_url"))
         recon = _job(spec)
         from harness.executors import EXECUTORS
@@ -112,26 +106,11 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         if EXECUTORS[spec["executor"]].config:
             run_config["execution"] = {"config": EXECUTORS[spec["executor"]].config}
-        gc.collect()
-        prof = None
-        if spec.get("profile"):
-            import cProfile
-
-            prof = cProfile.Profile()
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        rc0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        if prof is not None:
-            prof.enable()
-        result = dg.execute_job(recon, instance=instance, run_config=run_config)
-        if prof is not None:
-            prof.disable()
-        wall = time.perf_counter() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        rc1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) + (
-            rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime
+        run = measured(
+            lambda: dg.execute_job(recon, instance=instance, run_config=run_config),
+            profile=bool(spec.get("profile")),
         )
+        result, wall, cpu, prof = run.result, run.wall, run.cpu, run.profile
         out: dict[str, Any] = {
             "wall": round(wall, 3),
             "cpu": round(cpu, 3),
@@ -142,8 +121,6 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
             out["profile"] = _profile_figures(prof, wall)
         instance.dispose()
         return out
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -34,16 +34,14 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
 
-from harness.proc import child_main, peak_rss_self_mb
+from harness.proc import case_dir, child_main, peak_rss_self_mb
 
 #: Owners of a sampled stack, from its innermost frame outwards: the first frame whose
 #: file matches decides (substrings of the file name, in this order per frame).
@@ -196,8 +194,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     from harness.dagster_case import check_run, fanout_run
 
     n = int(spec["n"])
-    tmp = tempfile.mkdtemp(prefix="dagloop-cost-")
-    try:
+    with case_dir("dagloop-cost-") as tmp:
         instance, recon, run_config = fanout_run(spec, tmp)
         clocks = _Clocks()
         spy = None
@@ -238,8 +235,6 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
             out["samples"] = read_samples(spec["samples_path"])
         instance.dispose()
         return out
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

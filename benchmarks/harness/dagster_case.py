@@ -17,15 +17,10 @@ mapped steps and the collector.
 
 from __future__ import annotations
 
-import gc
 import os
-import resource
-import shutil
-import tempfile
-import time
 from typing import Any
 
-from harness.proc import BENCH_DIR, child_main, peak_rss_self_mb
+from harness.proc import BENCH_DIR, case_dir, child_main, measured, peak_rss_self_mb
 
 DAGSTER_YAML_BASE = "telemetry:\n  enabled: false\n"
 
@@ -139,45 +134,28 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
     n = int(spec["n"])
-    tmp = tempfile.mkdtemp(prefix="dagloop-bench-dg-")
-    try:
+    with case_dir("dagloop-bench-dg-") as tmp:
         instance, recon, run_config = fanout_run(spec, tmp)
-        gc.collect()
-        prof = None
-        if spec.get("profile"):
-            import cProfile
-
-            prof = cProfile.Profile()
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        rc0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        if prof:
-            prof.enable()
-        result = dg.execute_job(recon, instance=instance, run_config=run_config)
-        if prof:
-            prof.disable()
-        wall = time.perf_counter() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        rc1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if prof:
-            prof.dump_stats(spec["profile"])
-        cpu_self = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
-        # Child processes that ended and were waited for during the run (step processes,
-        # Dask workers of `processes: K`, whose cluster closes with the run).
-        cpu_children = rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime
+        run = measured(
+            lambda: dg.execute_job(recon, instance=instance, run_config=run_config),
+            profile=bool(spec.get("profile")),
+        )
+        if run.profile is not None:
+            run.profile.dump_stats(spec["profile"])
+        result = run.result
         out: dict[str, Any] = {
-            "wall": round(wall, 4),
-            "cpu": round(cpu_self + cpu_children, 3),
-            "cpu_self": round(cpu_self, 3),
-            "cpu_children": round(cpu_children, 3),
+            "wall": round(run.wall, 4),
+            "cpu": round(run.cpu, 3),
+            "cpu_self": round(run.cpu_self, 3),
+            # Child processes that ended and were waited for during the run (step
+            # processes, Dask workers of `processes: K`, whose cluster closes with it).
+            "cpu_children": round(run.cpu_children, 3),
             "events": len(result.all_events),
             "peak_rss_self_mb": round(peak_rss_self_mb(), 1),
             **check_run(instance, result, n),
         }
         instance.dispose()
         return out
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -109,6 +111,63 @@ def run_case(
     if not result.get("ok") and "stderr_tail" not in result:
         result["stderr_tail"] = stderr[-2000:]
     return result
+
+
+@dataclass
+class Measured:
+    """What `measured` saw of one call."""
+
+    result: Any
+    wall: float
+    #: CPU seconds of this process, and of child processes that ended during the call.
+    cpu_self: float
+    cpu_children: float
+    profile: Any  # cProfile.Profile, or None
+
+    @property
+    def cpu(self) -> float:
+        return self.cpu_self + self.cpu_children
+
+
+def measured(call: Callable[[], Any], *, profile: bool = False) -> Measured:
+    """`call()` after a full collection, with its wall and CPU time (getrusage), under
+    cProfile if asked."""
+    import cProfile
+    import gc
+    import resource
+
+    gc.collect()
+    prof = cProfile.Profile() if profile else None
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    rc0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    if prof is not None:
+        prof.enable()
+    try:
+        result = call()
+    finally:
+        if prof is not None:
+            prof.disable()
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    rc1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Measured(
+        result=result,
+        wall=wall,
+        cpu_self=ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
+        cpu_children=rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime,
+        profile=prof,
+    )
+
+
+@contextlib.contextmanager
+def case_dir(prefix: str) -> Iterator[str]:
+    """A scratch directory for one case (its instance, its files), removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def peak_rss_self_mb() -> float:

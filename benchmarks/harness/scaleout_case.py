@@ -21,19 +21,14 @@ CPU (harness/dask_cluster.py).
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
-import resource
-import shutil
-import tempfile
 import threading
-import time
 from typing import Any
 
 import psutil
 
 from harness.dagster_case import check_run, fanout_run
-from harness.proc import child_main, peak_rss_self_mb
+from harness.proc import case_dir, child_main, measured, peak_rss_self_mb
 
 
 class ChildCpu:
@@ -77,22 +72,15 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
     n = int(spec["n"])
-    tmp = tempfile.mkdtemp(prefix="dagloop-bench-so-")
-    try:
+    with case_dir("dagloop-bench-so-") as tmp:
         instance, recon, run_config = fanout_run(spec, tmp)
-        gc.collect()
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        rc0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
         with ChildCpu() as children:
-            result = dg.execute_job(recon, instance=instance, run_config=run_config)
-        wall = time.perf_counter() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        rc1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            run = measured(lambda: dg.execute_job(recon, instance=instance, run_config=run_config))
+        result = run.result
         out: dict[str, Any] = {
-            "wall": round(wall, 4),
-            "cpu_run": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3),
-            "cpu_children": round(rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime, 3),
+            "wall": round(run.wall, 4),
+            "cpu_run": round(run.cpu_self, 3),
+            "cpu_children": round(run.cpu_children, 3),
             "cpu_children_each": children.each(),
             "peak_rss_self_mb": round(peak_rss_self_mb(), 1),
             "pid": os.getpid(),
@@ -100,8 +88,6 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         }
         instance.dispose()
         return out
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
