@@ -195,11 +195,13 @@ def test_terminate_stops_the_workers_steps_and_starts_no_more(
     assert audit.succeeded + len(errors) == audit.started
     ran = fault_jobs.ran(markers)
     assert all(len(pids) == 1 for pids in ran.values())
-    # Within the grace (plus slack for a loaded machine), not after the steps' 60 s.
+    # Within the grace plus about a second, not after the steps' 60 s: the workers stop
+    # their steps at once (a few tenths of a second here), so the grace is slack enough
+    # for a loaded machine.
     (end,) = [
         r for r in entries if r.dagster_event and r.dagster_event.event_type == E.RUN_CANCELED
     ]
-    assert end.timestamp - stop.timestamp < GRACE_SECONDS + 10
+    assert end.timestamp - stop.timestamp < GRACE_SECONDS + 1
 
 
 @STORAGES
