@@ -18,9 +18,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-#: How often `flush` looks whether the writer is done (it is used once per session).
-FLUSH_POLL_SECONDS = 0.005
-
 #: Receives the messages of one frame, in the order they were sent.
 OnBatch = Callable[[list[Any]], None]
 
@@ -35,8 +32,6 @@ class Outbox:
         self._waiters: list[concurrent.futures.Future[None]] = []
         self._wake: Callable[[], None] | None = None
         self._gone = False
-        #: A batch taken and not yet written.
-        self.writing = False
 
     def send(self, message: Any, written: concurrent.futures.Future[None] | None = None) -> None:
         """Queue `message`; `written`, if given, resolves once it is handed to the
@@ -66,7 +61,6 @@ class Outbox:
         with self._lock:
             items, self._items = self._items, []
             waiters, self._waiters = self._waiters, []
-            self.writing = bool(items)
             return items, waiters
 
     def fail_waiters(self) -> None:
@@ -77,10 +71,6 @@ class Outbox:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionError("the channel is closed"))
-
-    def empty(self) -> bool:
-        with self._lock:
-            return not self._items and not self.writing
 
 
 class Channel:
@@ -116,11 +106,6 @@ class Channel:
         """Queue `message` (any thread); it is written after every message queued before."""
         self.outbox.send(message)
 
-    async def flush(self) -> None:
-        """Return once every message queued so far is written (or the channel is gone)."""
-        while not self.closed.done() and not self.outbox.empty():
-            await asyncio.sleep(FLUSH_POLL_SECONDS)
-
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -150,7 +135,6 @@ class Channel:
                 batch, waiters = self.outbox.take()
                 if batch:
                     await self._comm.write(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
-                    self.outbox.writing = False
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)

@@ -20,7 +20,7 @@ from dagloop.dagster._internals import (
     KnownExecutionState,
     PlanExecutionContext,
 )
-from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState
+from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES, AttemptState
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Channel
 from dagloop.dagster.dask.run_spec import RunSpec
@@ -185,7 +185,7 @@ class Links:
 
     async def free_link(self, pool: Pool) -> Link:
         """The worker with the most free slots of `pool`, once one has a free slot: a
-        step sent there begins as it arrives, so a step sent is a step begun."""
+        step sent there begins as it arrives, not behind other steps."""
         while True:
             alive = [link for link in self._links if not link.channel.closed.done()]
             best = max(
@@ -285,7 +285,7 @@ class Links:
             return  # an attempt already given up on; its entries were written anyway
         if record.run.state is AttemptState.WAITING:
             self.on_began(record)  # its STEP_START overtook its BEGAN
-        if event.is_step_success or event.is_step_failure or event.is_step_up_for_retry:
+        if event.event_type_value in TERMINAL_EVENT_TYPES:
             record.terminal = True
         if event.is_resource_init_failure:
             record.end_error = event.engine_event_data.error

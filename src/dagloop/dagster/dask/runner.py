@@ -3,10 +3,10 @@ take back their events, on the run's event loop.
 
 Dask starts the workers (or the run joins an existing cluster) and opens the run's
 session in each (`worker.open_session`); from then on each step travels over that
-worker's channel (`links.py`), not as a Dask task. Handing a step to a worker is the
-run's decision that its attempt begins: an attempt is sent once, to one worker, and a
-task scheduler never runs it again. An attempt whose worker is lost before its end fails
-once (or retries, as its RetryPolicy says), naming the worker."""
+worker's channel (`links.py`), not as a Dask task, so no task scheduler runs it again.
+An attempt begins when its worker says so (BEGAN), before any of the op's code runs: an
+attempt whose worker is lost before that is sent to another worker; one lost after it
+fails once (or retries, as its RetryPolicy says), naming the worker."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from dagloop.dagster._internals import (
     PlanExecutionContext,
     ReconstructableJob,
 )
-from dagloop.dagster.attempts import AttemptState
+from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES, AttemptState
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.config import DaskConfig
@@ -40,11 +40,9 @@ from dagloop.dagster.step_run import choose_host
 from dagloop.dagster.tags import step_budget
 from dagloop.runtime.dask_client import dask_client
 
-OPENING_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
-STORED_STEP_EVENTS = OPENING_EVENTS | {
-    dg.DagsterEventType.STEP_SUCCESS,
-    dg.DagsterEventType.STEP_FAILURE,
-    dg.DagsterEventType.STEP_UP_FOR_RETRY,
+#: What a lost worker may have stored of an attempt: its opening and its end.
+STORED_STEP_EVENTS = {
+    dg.DagsterEventType(value) for value in OPENING_EVENT_TYPES | TERMINAL_EVENT_TYPES
 }
 #: A step on a worker fails at its budget there; the run process asks it to stop only
 #: this much later (its own failure is on its way by then, on any sane cluster).
@@ -268,7 +266,7 @@ class DaskSteps:
             event = entry.dagster_event
             if event is None or entry.step_key not in keys:
                 continue
-            if event.event_type in OPENING_EVENTS:
+            if event.event_type_value in OPENING_EVENT_TYPES:
                 openings[entry.step_key] += 1
                 ends.pop(entry.step_key, None)
             else:

@@ -1,8 +1,8 @@
 """What runs inside a Dask worker process: the call that opens a run's session there and
 connects it to the run process (`Client.run`, once per worker and run).
 
-Steps do not travel as Dask tasks: each would cost the scheduler and the client about a
-millisecond, as much as a no-op step itself. The run process hands them to the
+Steps do not travel as Dask tasks: each would cost the scheduler and the client as much
+as a no-op step costs itself. The run process hands them to the
 worker's session over one channel per worker, and the session sends back, on the same
 channel, the steps' events and (`events_written_by: run`) their event-log entries.
 """
