@@ -41,7 +41,7 @@ from typing import Any
 import dagster as dg
 import psutil
 from harness.dask_cluster import CliCluster, cli_cluster, wait_for_worker_count
-from harness.proc import BENCH_DIR
+from harness.proc import BENCH_DIR, is_worker
 from jobs import dask_stress as jobs
 
 from tests.dagster.interrupt_audit import GRACE_SECONDS, RunAudit, audit_run
@@ -135,12 +135,13 @@ def _cluster_step_started(instance: dg.DagsterInstance, run_id: str, child: Any)
 
 
 def _worker_processes(child: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    """The `processes: 2` workers of a run's process (multiprocessing's spawned children)."""
+    """The `processes: 2` workers of a run's process: spawned by it, or forked by its
+    forkserver (whose command line they share)."""
     with contextlib.suppress(psutil.Error):
         return [
             p
             for p in psutil.Process(child.pid).children(recursive=True)
-            if "spawn_main" in " ".join(p.cmdline())
+            if is_worker(" ".join(p.cmdline()), direct=p.ppid() == child.pid)
         ]
     return []
 

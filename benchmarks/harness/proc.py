@@ -119,7 +119,9 @@ class Measured:
 
     result: Any
     wall: float
-    #: CPU seconds of this process, and of child processes that ended during the call.
+    #: CPU seconds of this process, and of its child processes during the call: those
+    #: that ended (getrusage) and those still alive, with what their own ended children
+    #: used (a multiprocessing forkserver and the workers it forked).
     cpu_self: float
     cpu_children: float
     profile: Any  # cProfile.Profile, or None
@@ -138,6 +140,7 @@ def measured(call: Callable[[], Any], *, profile: bool = False) -> Measured:
 
     gc.collect()
     prof = cProfile.Profile() if profile else None
+    live0 = live_children_cpu()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     rc0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -151,13 +154,27 @@ def measured(call: Callable[[], Any], *, profile: bool = False) -> Measured:
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     rc1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = {pid: cpu - live0.get(pid, 0.0) for pid, cpu in live_children_cpu().items()}
     return Measured(
         result=result,
         wall=wall,
         cpu_self=ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
-        cpu_children=rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime,
+        cpu_children=rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime + sum(live.values()),
         profile=prof,
     )
+
+
+def live_children_cpu() -> dict[int, float]:
+    """CPU seconds of each live child process of this one, with the ended children it
+    waited for (a forkserver's forked workers end before it does)."""
+    import psutil
+
+    out: dict[int, float] = {}
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            t = child.cpu_times()
+            out[child.pid] = t.user + t.system + t.children_user + t.children_system
+    return out
 
 
 @contextlib.contextmanager
@@ -201,3 +218,10 @@ def child_main(main: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         traceback.print_exc()
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
     emit(result)
+
+
+def is_worker(cmdline: str, direct: bool) -> bool:
+    """A worker process of a local Dask cluster, from its command line and whether it is
+    the run process's own child: spawned by the run process, or forked by its forkserver
+    (its child, with the same command line as the workers it forks)."""
+    return "spawn_main" in cmdline or ("forkserver" in cmdline and not direct)

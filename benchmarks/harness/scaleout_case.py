@@ -7,9 +7,10 @@ CPU, each over ``execute_job`` alone:
 
 * ``cpu_run``: this process (the run process; with ``processes: K`` the Dask scheduler
   runs in it too), from ``getrusage(RUSAGE_SELF)``;
-* ``cpu_children``: child processes ended and waited for during the run
-  (``RUSAGE_CHILDREN``): the worker processes of ``processes: K``, whose cluster closes
-  with the run;
+* ``cpu_children``: child processes during the run: those ended and waited for
+  (``RUSAGE_CHILDREN``; spawned worker processes of ``processes: K``, whose cluster closes
+  with the run) and those alive after it, with their own ended children (the forkserver
+  that forks the workers, and the workers it waited for);
 * ``cpu_children_each``: the same per child process, the last psutil sample of each
   (every 0.1 s, so up to 0.1 s of a worker's last CPU can be missing from it; the total
   above is exact).
@@ -28,7 +29,7 @@ from typing import Any
 import psutil
 
 from harness.dagster_case import check_run, fanout_run
-from harness.proc import case_dir, child_main, measured, peak_rss_self_mb
+from harness.proc import case_dir, child_main, is_worker, measured, peak_rss_self_mb
 
 
 class ChildCpu:
@@ -37,7 +38,8 @@ class ChildCpu:
     def __init__(self, every: float = 0.1) -> None:
         self._every = every
         self._stop = threading.Event()
-        self._last: dict[int, tuple[str, float]] = {}
+        #: Per pid: its command line, its CPU, whether it is this process's child.
+        self._last: dict[int, tuple[str, float, bool]] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ChildCpu:
@@ -56,14 +58,15 @@ class ChildCpu:
                     with contextlib.suppress(psutil.Error):
                         t = child.cpu_times()
                         name = " ".join(child.cmdline())
-                        self._last[child.pid] = (name, t.user + t.system)
+                        direct = child.ppid() == me.pid
+                        self._last[child.pid] = (name, t.user + t.system, direct)
             self._stop.wait(self._every)
 
     def each(self) -> list[float]:
-        """CPU of each worker process seen (multiprocessing's spawned children), highest
-        first."""
+        """CPU of each worker process seen (multiprocessing's spawned children, or the
+        forkserver's forked ones), highest first."""
         return sorted(
-            (round(cpu, 3) for name, cpu in self._last.values() if "spawn_main" in name),
+            (round(cpu, 3) for name, cpu, direct in self._last.values() if is_worker(name, direct)),
             reverse=True,
         )
 

@@ -9,6 +9,9 @@ logger at WARNING):
 * ``loop``: dagloop's ``async_executor``, every step on the run's loop;
 * ``processes2``: ``dask: {processes: 2}``: a local cluster started for the run (inside
   the measured wall); the scheduler runs in the run process;
+* ``processes2_ends_local``: the same, with the fan-out's producer and collector tagged
+  ``dagloop/placement: local`` (the run's loop runs them; the producer while the
+  cluster starts), as docs/dask.md advises for a fan-out; only its wall is a target;
 * ``address``: ``dask: {address: ...}`` of a cluster started once for the suite with
   Dask's own command-line tools (``dask scheduler`` and 2 ``dask worker`` on 127.0.0.1,
   ``--nthreads 512`` each, ``harness/dask_cluster.py``); before an instance's rounds, one
@@ -20,11 +23,12 @@ every mode once per round, the order reversed every other round; ratios are take
 within a round, then the median over rounds.
 
 CPU (user + system, over ``execute_job``): the run process from its own ``getrusage``;
-the workers of ``processes2`` from ``RUSAGE_CHILDREN`` once the cluster has closed (and
-each worker from psutil samples); the scheduler and each worker of ``address`` from
-psutil before and after the run. Per step: every mode over its N + 2 steps. The
-``processes2`` figures include starting the cluster (its worker processes import Dask,
-Dagster and the job), as a run that starts its own cluster pays. The ratios, per mode:
+the workers of ``processes2`` from the forkserver that forked them (psutil: its own CPU
+and its ended children's) and ``RUSAGE_CHILDREN`` (each worker from psutil samples); the
+scheduler and each worker of ``address`` from psutil before and after the run. Per step:
+every mode over its N + 2 steps. The ``processes2`` figures include starting the cluster
+(its forkserver imports Dask and Dagster, its workers the job), as a run that starts its
+own cluster pays. The ratios, per mode:
 
 * ``run / loop``: run process CPU per remote step / loop's CPU per step (target <= 0.25);
 * ``workers / loop``: workers' CPU per step / loop's CPU per step (target <= 1.3);
@@ -54,8 +58,13 @@ from harness.dask_cluster import CliCluster, cli_cluster
 from harness.proc import run_case
 from harness.targets import target
 
-MODES = ["loop", "processes2", "address"]
-CLUSTER_MODES = ["processes2", "address"]
+MODES = ["loop", "processes2", "processes2_ends_local", "address"]
+CLUSTER_MODES = ["processes2", "processes2_ends_local", "address"]
+#: Modes whose run process runs only the run (every step on the cluster): the CPU
+#: ratios are what placing steps costs.
+ALL_REMOTE = ["processes2", "address"]
+#: Modes started for the run, whose wall has a target.
+STARTED_FOR_THE_RUN = ["processes2", "processes2_ends_local"]
 NOOP_N = 1000
 WARM_UP_N = 20
 QUIET = "WARNING"
@@ -86,7 +95,7 @@ class ScaleoutParams:
 
 
 def _exec_config(mode: str, cluster: CliCluster) -> dict[str, Any]:
-    if mode == "processes2":
+    if mode.startswith("processes2"):
         return {"dask": {"processes": 2}}
     if mode == "address":
         return {"dask": {"address": cluster.address}}
@@ -109,7 +118,10 @@ def run_one(
         "sleep": 0.0,
         "console_level": QUIET,
         "exec_config": _exec_config(mode, cluster),
-        "job_kwargs": {"cpu_iterations": CPU_ITERATIONS} if cpu else {},
+        "job_kwargs": {
+            **({"cpu_iterations": CPU_ITERATIONS} if cpu else {}),
+            **({"placement_local": True} if mode == "processes2_ends_local" else {}),
+        },
     }
     run: dict[str, Any] = {"mode": mode, "instance": instance, "n": n}
     db = None
@@ -135,7 +147,7 @@ def run_one(
         run["cpu_scheduler"] = delta.pop("scheduler")
         run["cpu_workers_each"] = sorted(delta.values(), reverse=True)
         run["cpu_workers"] = round(sum(delta.values()), 3)
-    elif mode == "processes2":
+    elif mode.startswith("processes2"):
         run["cpu_workers"] = res.get("cpu_children")
         run["cpu_workers_each"] = res.get("cpu_children_each")
     _per_step(run)
@@ -259,11 +271,14 @@ def scaleout_suite(ctx: Ctx) -> dict[str, Any]:
             "modes": {
                 "loop": "async_executor, default config",
                 "processes2": "dask: {processes: 2} (cluster start inside the wall)",
+                "processes2_ends_local": "dask: {processes: 2}, producer and collector "
+                "tagged dagloop/placement: local",
                 "address": "dask: {address}: `dask scheduler` + 2 `dask worker --nthreads "
                 "512` on 127.0.0.1, started once, warmed up",
             },
             "statistic": "ratios: median of per-round ratios, modes alternated",
-            "cpu": "run process: getrusage; processes2 workers: RUSAGE_CHILDREN; "
+            "cpu": "run process: getrusage; processes2 workers: their forkserver "
+            "(psutil, own and ended children) and RUSAGE_CHILDREN; "
             "address scheduler and workers: psutil deltas",
             "console": QUIET,
         },
@@ -291,7 +306,7 @@ def scaleout_targets(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = f"{c['case']} N={c['n']}, {where}"
         for mode in CLUSTER_MODES:
             m = c["modes"][mode]
-            if c["case"] == "noop":
+            if c["case"] == "noop" and mode in ALL_REMOTE:
                 out.append(
                     target(
                         f"scaleout.{c['case']}.{where}.{mode}.run",
@@ -312,7 +327,7 @@ def scaleout_targets(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         col=f"{mode} workers / loop",
                     )
                 )
-            if mode == "processes2":
+            if mode in STARTED_FOR_THE_RUN:
                 out.append(
                     target(
                         f"scaleout.{c['case']}.{where}.{mode}.wall",

@@ -306,3 +306,49 @@ def reexecution_job() -> None:
 
 def reexecution() -> dg.JobDefinition:
     return reexecution_job
+
+
+# -- a local cluster starting while the run's first steps run ---------------------------
+
+
+@dg.op(tags={PLACEMENT: "local"}, config_schema={"seconds": dg.Field(float, default_value=0.0)})
+async def first_local(context: dg.OpExecutionContext) -> float:
+    started = time.time()
+    await asyncio.sleep(context.op_config["seconds"])
+    return started
+
+
+@dg.op
+def on_worker(local_started: float) -> dict[str, Any]:
+    import psutil  # a dependency of distributed: on every worker
+
+    return {
+        "local_started": local_started,
+        "worker_started": psutil.Process().create_time(),
+        "pid": os.getpid(),
+        "parent_pid": os.getppid(),
+        "mark": os.environ.get("DAGLOOP_TEST_MARK"),
+    }
+
+
+@dg.job(executor_def=async_executor)
+def head_start_job() -> None:
+    on_worker(first_local())
+
+
+def head_start() -> dg.JobDefinition:
+    return head_start_job
+
+
+@dg.op(tags={PLACEMENT: "local"})
+def gate_fails() -> int:
+    raise ValueError("the gate fails before the cluster is up")
+
+
+@dg.job(executor_def=async_executor)
+def gate_fails_job() -> None:
+    on_worker(gate_fails())
+
+
+def gate_fails_first() -> dg.JobDefinition:
+    return gate_fails_job

@@ -26,7 +26,6 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.attempts import AttemptTable
 from dagloop.dagster.config import EXECUTOR_CONFIG_SCHEMA, AsyncExecutorConfig
-from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.orchestrator import Orchestrator
 from dagloop.dagster.python_logs import route_python_logs
@@ -114,7 +113,7 @@ class AsyncExecutor(Executor):
     ) -> Iterator[DagsterEvent]:
         orchestrator: Orchestrator | None = None
 
-        def event_log_failed(error: EventLogWriteError) -> None:
+        def fail_run(error: BaseException) -> None:
             if orchestrator is not None:
                 orchestrator.fail_run(error)
 
@@ -126,7 +125,7 @@ class AsyncExecutor(Executor):
             job_context.run_id,
             job_context.event_loop,
             batched=self.config.event_log_writes == "batched",
-            on_failure=event_log_failed,
+            on_failure=fail_run,
             attempts=attempts,
         )
         remote = None
@@ -134,7 +133,13 @@ class AsyncExecutor(Executor):
             from dagloop.dagster.dask.runner import DaskSteps
 
             remote = DaskSteps(
-                self.config.dask, job_context, execution_plan, self, self.config, event_log
+                self.config.dask,
+                job_context,
+                execution_plan,
+                self,
+                self.config,
+                event_log,
+                fail_run,
             )
         orchestrator = Orchestrator(
             job_context, execution_plan, self.config, attempts, remote, event_log
@@ -148,14 +153,7 @@ class AsyncExecutor(Executor):
                 if remote is None:
                     await orchestrator.run(emit)
                 else:
-                    async with remote:
-                        emit(
-                            DagsterEvent.engine_event(
-                                job_context,
-                                f"Steps placed on the cluster run on {remote.describe()}",
-                                EngineEventData(),
-                            )
-                        )
+                    async with remote.open(emit):
                         await orchestrator.run(emit)
             finally:
                 # Every entry of the run is written before the executor reports its end.

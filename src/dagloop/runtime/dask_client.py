@@ -3,11 +3,14 @@ cluster mode and the engine's `DaskBackend`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from dagloop._extras import require
+from dagloop.runtime.forkserver import preloaded_start_method
 
 #: How long the worker processes of a local cluster get to register with its scheduler.
 LOCAL_WORKERS_TIMEOUT_SECONDS = 60.0
@@ -15,10 +18,15 @@ LOCAL_WORKERS_TIMEOUT_SECONDS = 60.0
 
 @asynccontextmanager
 async def dask_client(
-    *, address: str | None, processes: int | None, threads_per_worker: int
+    *,
+    address: str | None,
+    processes: int | None,
+    threads_per_worker: int,
+    preload: Sequence[str] = (),
 ) -> AsyncIterator[Any]:
     """Yield an asynchronous `distributed.Client`: connected to the scheduler at
-    `address`, or to a local cluster of `processes` worker processes started here. On
+    `address`, or to a local cluster of `processes` worker processes started here, with
+    the modules `preload` names imported before the workers start (`forkserver.py`). On
     exit the client is closed, then the cluster it started (also when entering fails)."""
     # Typed Any: `distributed` leaves its constructors unannotated.
     distributed: Any = require("distributed", extra="dask", feature="Running steps on Dask")
@@ -27,22 +35,48 @@ async def dask_client(
         if processes is not None:
             import dask
 
+            method_key = "distributed.worker.multiprocessing-method"
+            method = preloaded_start_method(dask.config.get(method_key), preload)
             # Each Dask server samples its event loop's stack for the dashboard's profile
             # every few ms; the local cluster's scheduler and nannies share the caller's
             # loop, and it has no dashboard. The workers inherit the setting.
-            stack.enter_context(dask.config.set({"distributed.worker.profile.enabled": False}))
-            target = await stack.enter_async_context(
-                distributed.LocalCluster(
-                    n_workers=processes,
-                    threads_per_worker=threads_per_worker,
-                    processes=True,
-                    asynchronous=True,
-                    dashboard_address=None,
-                )
+            settings = {"distributed.worker.profile.enabled": False, method_key: method}
+            stack.enter_context(dask.config.set(settings))
+            target = distributed.LocalCluster(
+                n_workers=processes,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                asynchronous=True,
+                dashboard_address=None,
+                # A forked worker has the environment its server started with; a
+                # spawned one, this process's as it is now. Both get the latter.
+                env=dict(os.environ),
             )
-        client = await stack.enter_async_context(distributed.Client(target, asynchronous=True))
+            stack.push_async_callback(target.close)
+            await _started(target)
+        client = distributed.Client(target, asynchronous=True)
+        stack.push_async_callback(client.close)
+        await client
         if processes is not None:
             # A local cluster can be up before all its workers registered (distributed
             # 2024.1 often is): steps handed out then would all land on the first worker.
             await client.wait_for_workers(processes, timeout=LOCAL_WORKERS_TIMEOUT_SECONDS)
         yield client
+
+
+async def _started(cluster: Any) -> None:
+    """Until `cluster` has started. Cancelled, it still waits for the start to end before
+    the cancellation goes on: Dask cannot close a cluster caught half-way through its
+    start, and would leave the worker processes it had begun to start running."""
+
+    async def start() -> None:
+        await cluster
+
+    starting = asyncio.ensure_future(start())
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        await asyncio.wait([starting])
+        if not starting.cancelled():
+            starting.exception()  # retrieved: the cancellation is what goes on
+        raise

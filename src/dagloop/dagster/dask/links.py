@@ -146,6 +146,11 @@ class Links:
                     self._changed.clear()
                     await self._changed.wait()
 
+    @property
+    def count(self) -> int:
+        """Workers whose session is open."""
+        return sum(1 for link in self._links if link.ready and not link.channel.closed.done())
+
     async def aclose(self) -> None:
         """Close every session (their last entries reach the run's event log), then the
         channels and the listener."""

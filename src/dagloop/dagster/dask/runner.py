@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import dagster as dg
 
 from dagloop.dagster._internals import (
     DagsterEvent,
+    EngineEventData,
     ExecutionPlan,
     ExecutionStep,
     Executor,
@@ -44,6 +46,8 @@ from dagloop.runtime.dask_client import dask_client
 STORED_STEP_EVENTS = {
     dg.DagsterEventType(value) for value in OPENING_EVENT_TYPES | TERMINAL_EVENT_TYPES
 }
+#: What a local cluster's workers import before the run opens its session there.
+WORKER_MODULES = ("dagster", "dagloop.dagster.dask.worker")
 #: A step on a worker fails at its budget there; the run process asks it to stop only
 #: this much later (its own failure is on its way by then, on any sane cluster).
 BUDGET_BACKSTOP_SECONDS = 1.0
@@ -60,7 +64,10 @@ class DaskSteps:
         executor: Executor,
         executor_config: AsyncExecutorConfig,
         event_log: RunEventLog,
+        fail_run: Callable[[BaseException], None],
     ) -> None:
+        """`fail_run` ends the run with an error: a local cluster that failed to start
+        while the run's first steps ran."""
         job = job_context.job
         if not isinstance(job, ReconstructableJob):  # the executor's requirements say so first
             raise dg.DagsterUnmetExecutorRequirementsError(
@@ -78,30 +85,87 @@ class DaskSteps:
         #: The run stops: no attempt is sent any more.
         self._halting = False
         self._stack: AsyncExitStack | None = None
+        #: Opens a local cluster while the run's first steps run (None: opened, or
+        #: connected to before the run began).
+        self._opening: asyncio.Task[None] | None = None
+        self._open_failed = False
+        self._fail_run = fail_run
+        self._emit: Callable[[DagsterEvent], None] = lambda event: None
         #: Workers this run lost (each reported once).
         self._lost: set[str] = set()
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
 
-    async def __aenter__(self) -> DaskSteps:
+    @asynccontextmanager
+    async def open(self, emit: Callable[[DagsterEvent], None]) -> AsyncIterator[None]:
+        """Connect to the cluster at `address` (a wrong one fails the run before any
+        step starts), or start a local cluster: that takes seconds, so steps placed on
+        the run's loop start meanwhile and those placed on the cluster wait for it. The
+        run's engine events say where its steps go and when the cluster is ready."""
+        self._emit = emit
+        emit(self._engine_event(f"Steps placed on the cluster run on {self.describe()}"))
+        if self._config.processes is None:
+            await self._open()
+        else:
+            self._opening = asyncio.create_task(self._open_while_running())
+        try:
+            yield
+        finally:
+            await self._stop_opening()
+            stack, self._stack = self._stack, None
+            if stack is not None:
+                await stack.aclose()
+
+    async def _open(self) -> None:
         config = self._config
-        # A failed entry leaves nothing open: each part cleans up after itself.
+        asked = time.monotonic()
+        # A failed opening leaves nothing open: each part cleans up after itself.
         async with AsyncExitStack() as stack:
             client = await stack.enter_async_context(
                 dask_client(
-                    address=config.address, processes=config.processes, threads_per_worker=1
+                    address=config.address,
+                    processes=config.processes,
+                    threads_per_worker=1,
+                    preload=WORKER_MODULES,
                 )
             )
             slots = config.steps_per_worker if config.processes is not None else None
             await self._links.open(client, self._spec, slots)
             stack.push_async_callback(self._links.aclose)
             self._stack = stack.pop_all()
-        return self
+        self._emit(
+            self._engine_event(
+                f"The Dask cluster is ready: {self._links.count} worker(s) took the run, "
+                f"{time.monotonic() - asked:.1f} s after it was asked for"
+            )
+        )
 
-    async def __aexit__(self, *exc: object) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+    def _engine_event(self, message: str) -> DagsterEvent:
+        return DagsterEvent.engine_event(self._job_context, message, EngineEventData())
+
+    async def _open_while_running(self) -> None:
+        try:
+            await self._open()
+        except Exception as error:  # the run ends with it; its waiting steps are withdrawn
+            self._open_failed = True
+            self._fail_run(error)
+
+    async def _opened(self) -> bool:
+        """Until the cluster is open; False: it will not be (it failed, or the run
+        stops before it opened)."""
+        opening = self._opening
+        if opening is None:
+            return True
+        if not opening.done():
+            await asyncio.wait([opening])
+        return not opening.cancelled() and not self._open_failed
+
+    async def _stop_opening(self) -> None:
+        """A cluster still starting is not waited for: it is closed as it is."""
+        opening = self._opening
+        if opening is not None and not opening.done():
+            opening.cancel()
+            await asyncio.wait([opening])
 
     def describe(self) -> str:
         if self._config.processes is not None:
@@ -120,6 +184,7 @@ class DaskSteps:
         then never does (the orchestrator withdraws it); a worker that does not answer
         in time has its unanswered attempts counted as begun, so they are stopped."""
         self._halting = True
+        await self._stop_opening()
         for link in await self._links.halt(self._grace):
             for record in list(link.in_flight.values()):
                 self._began(record)
@@ -166,6 +231,8 @@ class DaskSteps:
     async def _run_to_end(self, record: InFlight) -> None:
         """Send the attempt to a worker with a free slot and wait for its end. An attempt
         whose worker was lost before it began never ran there: it is sent again."""
+        if not await self._opened():
+            await asyncio.Future()  # no cluster: the run stops, this attempt is withdrawn
         while True:
             link = await self._links.free_link(record.pool)
             if self._halting:

@@ -1,0 +1,142 @@
+"""`dask: {processes: K}`: the local cluster starts while the run's first steps run, its
+workers are forked from a server that imported Dagster once, and a run that ends (or
+fails) before the cluster is up leaves no worker behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import psutil
+
+import dask
+from dagloop.runtime.forkserver import preloaded_start_method
+from tests.dagster.conftest import (
+    assert_every_started_step_ended,
+    records,
+    run_job,
+    wait_until,
+)
+from tests.dask import jobs
+
+E = dg.DagsterEventType
+
+
+def _processes(**extra: object) -> dict[str, object]:
+    return {"execution": {"config": {"dask": {"processes": 2, **extra}}}}
+
+
+def _forked_workers() -> list[psutil.Process]:
+    """Processes forked by a forkserver of this process: local-cluster workers."""
+    me = psutil.Process()
+    return [
+        worker
+        for server in me.children()
+        if "forkserver" in " ".join(server.cmdline())
+        for worker in server.children()
+    ]
+
+
+def test_local_steps_run_while_the_cluster_starts_and_workers_see_the_environment(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    for mark in ("first run", "set after the forkserver started"):
+        os.environ["DAGLOOP_TEST_MARK"] = mark
+        try:
+            outcome = run_job(
+                jobs.head_start, sqlite_instance, _processes(), outputs=("on_worker",)
+            )
+        finally:
+            del os.environ["DAGLOOP_TEST_MARK"]
+        assert outcome.success
+        seen = outcome.outputs["on_worker"]
+        # The local step began before the cluster was ready (and ended: it takes ms).
+        stored = [
+            (r.dagster_event.event_type, r.step_key, r.dagster_event.message or "")
+            for r in records(sqlite_instance, outcome.run_id)
+            if r.dagster_event is not None
+        ]
+        ready = next(
+            i for i, (_, _, message) in enumerate(stored) if "Dask cluster is ready" in message
+        )
+        assert any(t == E.STEP_SUCCESS and key == "first_local" for t, key, _ in stored[:ready])
+        # Forked by the forkserver, not spawned by this process (the nannies' home).
+        assert seen["parent_pid"] != os.getpid()
+        # A forked worker gets this process's environment as it is at the cluster's
+        # start, not as it was when the forkserver started.
+        assert seen["mark"] == mark
+    wait_until(lambda: _forked_workers() == [], timeout=30)
+
+
+def test_a_run_that_ends_while_its_cluster_starts_leaves_no_worker(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    outcome = run_job(jobs.gate_fails_first, sqlite_instance, _processes())
+    assert not outcome.success
+    assert outcome.step_keys(E.STEP_FAILURE) == {"gate_fails"}
+    assert outcome.step_keys(E.STEP_START) == {"gate_fails"}
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+    # The cluster was given up on as it started: closed, its workers gone.
+    wait_until(lambda: _forked_workers() == [], timeout=30)
+
+
+def test_a_cluster_that_fails_to_start_fails_the_run_and_stops_its_local_steps(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    config = _processes()
+    config["ops"] = {"first_local": {"config": {"seconds": 60.0}}}
+    started = time.monotonic()
+    with dask.config.set({"distributed.worker.multiprocessing-method": "no-such-method"}):
+        outcome = run_job(jobs.head_start, sqlite_instance, config)
+    assert time.monotonic() - started < 50, "the local step was not stopped"
+    assert not outcome.success
+    (failure,) = outcome.of_type(E.RUN_FAILURE)
+    assert "no-such-method" in str(failure.event_specific_data.error)
+    # The local step had begun: it was stopped, with its terminal event; the cluster
+    # step never began.
+    assert outcome.step_keys(E.STEP_START) == {"first_local"}
+    assert outcome.step_keys(E.STEP_FAILURE) == {"first_local"}
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+
+
+def test_a_start_method_the_user_configured_is_kept() -> None:
+    assert preloaded_start_method("fork", ["dagster"]) == "fork"
+    assert preloaded_start_method("spawn", ["dagster"]) == "forkserver"
+
+
+#: Run in a fresh interpreter: the forkserver is one per process, and keeps the modules
+#: of whichever cluster started it first.
+WORKER_SETTINGS = """
+import asyncio, dask
+from dagloop.runtime.dask_client import dask_client
+
+async def main():
+    async with dask_client(
+        address=None, processes=1, threads_per_worker=1, preload=("dagster",)
+    ) as client:
+        def seen():
+            import sys
+            return dask.config.get("distributed.worker.profile.enabled"), "dagster" in sys.modules
+        print(list((await client.run(seen)).values()))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_local_workers_do_not_profile_and_start_with_the_preloaded_modules(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "settings.py"
+    script.write_text(WORKER_SETTINGS)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    # No dashboard: sampling the worker's loop for its profile would be wasted CPU. The
+    # worker did not import Dagster: it was forked with it.
+    assert done.stdout.strip().splitlines()[-1] == "[(False, True)]"
