@@ -255,6 +255,22 @@ def test_an_attempt_whose_end_is_stored_but_not_yet_accepted_is_marked_unknown()
     assert table.accept(attempt, SUCCESS) is Verdict.DUPLICATE
 
 
+def test_a_disowned_attempt_stores_no_end_of_its_own() -> None:
+    # Its end is reported by another process: what it stores here later is dropped.
+    table, attempt = running()
+    assert table.admit(Event("step", START))
+    assert table.disown(attempt)
+    assert not table.admit(Event("step", FAILURE))
+    assert table.admit(Event("step", OUTPUT))  # only its end is the other process's
+
+
+def test_an_attempt_whose_end_is_stored_is_not_disowned() -> None:
+    table, attempt = running()
+    assert table.admit(Event("step", START))
+    assert table.admit(Event("step", SUCCESS))
+    assert not table.disown(attempt)
+
+
 # -- the step's code returning ---------------------------------------------------------
 
 

@@ -103,3 +103,24 @@ def budget_job() -> None:
 
 def budgets() -> dg.JobDefinition:
     return budget_job
+
+
+# -- a step that outlives the run's grace ------------------------------------------------
+
+
+@dg.op(config_schema=MARKERS)
+def blocks_in_c(context: dg.OpExecutionContext) -> None:
+    mark(context)
+    try:
+        time.sleep(context.op_config["seconds"])  # one C call: not interruptible
+    finally:
+        (Path(context.op_config["marker_dir"]) / "returned").touch()
+
+
+@dg.job(executor_def=async_executor)
+def outlives_grace_job() -> None:
+    blocks_in_c()
+
+
+def outlives_grace() -> dg.JobDefinition:
+    return outlives_grace_job

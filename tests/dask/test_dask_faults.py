@@ -9,6 +9,7 @@ import ast
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,47 @@ def test_budgets_hold_on_the_workers(
     assert audit.exact, audit
     assert all(len(pids) == 1 for pids in fault_jobs.ran(markers).values())
     assert _run_failure_class(entries) in (None, "DagsterExecutionStepExecutionError")
+
+
+@STORAGES
+@pytest.mark.parametrize("written_by", ["workers", "run"])
+def test_a_step_that_outlives_the_grace_ends_once(
+    dask_cli_cluster: CliCluster,
+    storage_instance: dg.DagsterInstance,
+    tmp_path: Path,
+    written_by: str,
+) -> None:
+    """The run reports the failure of a step still blocked after the grace, and the
+    step's own end, when its C call returns at last (after the run's end), is not stored
+    a second time: neither by its worker (`events_written_by: workers`) nor by the run
+    process (`run`)."""
+    cluster, instance, markers = dask_cli_cluster, storage_instance, tmp_path / "markers"
+    cluster.wait_for_workers()
+    blocked = GRACE_SECONDS + 4
+
+    def cancel_once_it_started() -> None:
+        wait_until(lambda: markers.exists() and any(markers.iterdir()), 120)
+        (run,) = instance.get_runs(limit=1)
+        instance.report_run_canceling(run)
+
+    canceller = _in_background(cancel_once_it_started)
+    config = _config(cluster.address, markers, blocked, "blocks_in_c")
+    config["execution"]["config"]["dask"]["events_written_by"] = written_by
+    outcome = run_job(fault_jobs.outlives_grace, instance, config)
+    canceller.join(timeout=60)
+    assert outcome.status == dg.DagsterRunStatus.CANCELED
+    # The step returns from its C call on its worker after the run has ended, and tries
+    # to store its own end then.
+    wait_until(lambda: (markers / "returned").exists(), blocked + 30)
+    time.sleep(3)  # what it stores then is written within a second
+    entries = records(instance, outcome.run_id)
+    ends = [
+        r.dagster_event.event_type
+        for r in entries
+        if r.dagster_event is not None
+        and r.step_key == "blocks_in_c"
+        and r.dagster_event.event_type in (E.STEP_SUCCESS, E.STEP_FAILURE)
+    ]
+    assert ends == [E.STEP_FAILURE]
+    audit = audit_run(instance, outcome.run_id)
+    assert audit.exact, audit

@@ -300,6 +300,18 @@ class AttemptTable(Generic[P]):
             self._on_drop(step_key, event_type)
         return not duplicate
 
+    def disown(self, attempt: Attempt) -> bool:
+        """The run reports the attempt's end from another process, whose storage path
+        does not pass this table. True: no terminal event of the attempt was admitted
+        to storage here, and none will be from now on. False: its own end was admitted
+        (it is stored, or on its way): the run must take that one."""
+        with self._lock:
+            if attempt.token in self._stored_ends:
+                return False
+            self._stored_current[attempt.key] = attempt.token
+            self._stored_ends.add(attempt.token)
+            return True
+
     def _failure_owed(self, attempt: Attempt) -> Settlement:
         # The failure reported on its behalf is this attempt's, even if storage never saw
         # it open (it never began): storage must not take it for an earlier attempt's.

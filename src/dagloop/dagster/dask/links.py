@@ -65,6 +65,10 @@ class InFlight:
     #: a retry started earlier would be the same step key still in flight.
     retry: DagsterEvent | None = None
     backstop: asyncio.TimerHandle | None = None
+    #: Set when its terminal event arrives.
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The worker's answer to DISOWN, once asked.
+    disowned: asyncio.Future[bool] | None = None
 
 
 @dataclass(eq=False)
@@ -253,6 +257,10 @@ class Links:
                     self.on_began(record)
             elif kind == msg.HALTED:
                 link.halted.set()
+            elif kind == msg.DISOWNED:
+                asked = link.in_flight.get(message[1])
+                if asked is not None and asked.disowned is not None and not asked.disowned.done():
+                    asked.disowned.set_result(message[2])
             elif kind == msg.HELLO:
                 _, link.worker, link.slots, link.capacity = message
                 link.ready = True
@@ -292,6 +300,7 @@ class Links:
             self.on_began(record)  # its STEP_START overtook its BEGAN
         if event.event_type_value in TERMINAL_EVENT_TYPES:
             record.terminal = True
+            record.reported.set()
         if event.is_resource_init_failure:
             record.end_error = event.engine_event_data.error
         if event.is_step_up_for_retry:

@@ -18,6 +18,10 @@ STOP = "stop"
 HALT = "halt"
 #: `(CLOSE,)`: the run ends: stop what still runs, tear the resources down, say CLOSED.
 CLOSE = "close"
+#: `(DISOWN, token)`: the attempt did not stop within the grace: the run process will
+#: report its failure, unless its own end is already stored here. Answered with DISOWNED
+#: at once (on the channel's thread, whatever the session's loop is doing).
+DISOWN = "disown"
 
 # -- a worker to the run process --------------------------------------------------------
 
@@ -31,6 +35,10 @@ HELLO = "hello"
 BEGAN = "began"
 #: `(HALTED,)`: the answer to HALT.
 HALTED = "halted"
+#: `(DISOWNED, token, disowned)`: the answer to DISOWN. True: nothing terminal of the
+#: attempt is stored here, and its own end never will be; False: its own end is stored
+#: (or being stored), and its EVENT follows.
+DISOWNED = "disowned"
 #: `(ENTRY, EncodedEntry)`: an entry for the run's event log, encoded as its row
 #: (`events_written_by: run`).
 ENTRY = "entry"

@@ -48,6 +48,10 @@ STORED_STEP_EVENTS = {
 }
 #: What a local cluster's workers import before the run opens its session there.
 WORKER_MODULES = ("dagster", "dagloop.dagster.dask.worker")
+#: How long the run waits for a worker's answer to DISOWN (an unresponsive worker's
+#: attempt is reported failed anyway), and then for an attempt's own end stored there.
+DISOWN_ANSWER_SECONDS = 1.0
+OWN_END_SECONDS = 10.0
 #: A step on a worker fails at its budget there; the run process asks it to stop only
 #: this much later (its own failure is on its way by then, on any sane cluster).
 BUDGET_BACKSTOP_SECONDS = 1.0
@@ -161,7 +165,8 @@ class DaskSteps:
         return not opening.cancelled() and not self._open_failed
 
     async def _stop_opening(self) -> None:
-        """A cluster still starting is not waited for: it is closed as it is."""
+        """Give up on a cluster still starting: it is closed as soon as its start ends
+        (`dask_client`), so the run waits at most for that."""
         opening = self._opening
         if opening is not None and not opening.done():
             opening.cancel()
@@ -367,7 +372,8 @@ class DaskSteps:
 
     async def _stop(self, record: InFlight, fail: Callable[[BaseException], None]) -> None:
         """The run asked a begun attempt to stop: its worker interrupts it; one that
-        has not reported its end `grace` seconds later is reported failed here."""
+        has not reported its end `grace` seconds later is reported failed here, once its
+        worker disowned it (or its own end, stored there meanwhile, arrives instead)."""
         run = record.run
         reason = run.cancel_reason
         assert reason is not None
@@ -376,10 +382,32 @@ class DaskSteps:
             record.link.channel.send((msg.STOP, run.attempt.token, kind))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(record.ended.wait(), self._grace)
+        if not record.ended.is_set() and not record.terminal and not await self._disowned(record):
+            # Its own end is stored on its worker: it is on its way here.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OWN_END_SECONDS):
+                    await _first(record.reported, record.ended)
         if record.ended.is_set():
             self._after_end(record)
         if not record.terminal:
             fail(reason)  # nothing if a failure was reported on its behalf just now
+
+    async def _disowned(self, record: InFlight) -> bool:
+        """Before the run reports the failure of an attempt that did not stop: whether
+        its worker disowned it, so that what its code logs when it returns at last is
+        not stored (with `events_written_by: workers` it is stored there, past the run's
+        attempt table). True also when the worker does not answer."""
+        link = record.link
+        if link is None:
+            return True
+        record.disowned = asyncio.get_running_loop().create_future()
+        link.channel.send((msg.DISOWN, record.run.attempt.token))
+        try:
+            async with asyncio.timeout(DISOWN_ANSWER_SECONDS):
+                await _first(record.disowned, record.ended)
+        except TimeoutError:
+            return True
+        return not record.disowned.done() or record.disowned.result()
 
     def _over_budget(self, record: InFlight) -> None:
         """The attempt's worker did not report its end at its budget: stop it from here."""
@@ -387,3 +415,17 @@ class DaskSteps:
         assert record.budget is not None
         if not record.terminal and not record.ended.is_set():
             run.cancel(StepTimeoutError(run.op_name, run.key, record.budget))
+
+
+async def _first(*waits: asyncio.Event | asyncio.Future[bool]) -> None:
+    """Until the first of `waits` is set (an event) or done (a future)."""
+    tasks = [
+        asyncio.ensure_future(wait.wait() if isinstance(wait, asyncio.Event) else wait)
+        for wait in waits
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            if isinstance(task, asyncio.Task):
+                task.cancel()

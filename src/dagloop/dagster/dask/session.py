@@ -83,6 +83,10 @@ class RunSession:
         #: What arrived before the loop ran (nothing is sent before HELLO, but a CLOSE).
         self._early: list[Any] = []
         self._lock = threading.Lock()
+        #: `events_written_by: run`: threads of disowned attempts, whose entries are
+        #: dropped; the entries stay routed here until the last of them leaves.
+        self._quarantined: set[int] = set()
+        self._finished = False
         self._closing = False
         #: The run stops: no step begins here any more.
         self._halted = False
@@ -101,7 +105,11 @@ class RunSession:
     # -- from the channel (the Dask worker's loop) -------------------------------------
 
     def deliver(self, batch: list[Any]) -> None:
-        """Messages from the run process, in order; handled on the session's loop."""
+        """Messages from the run process, in order; handled on the session's loop, but
+        DISOWN at once."""
+        for message in batch:
+            if message[0] == msg.DISOWN:
+                self._disown(message[1])
         with self._lock:
             loop = self._loop
             if loop is None:
@@ -109,6 +117,25 @@ class RunSession:
                 return
         with contextlib.suppress(RuntimeError):  # its loop is closed: the session is over
             loop.call_soon_threadsafe(self._handle, batch)
+
+    def _disown(self, token: int) -> None:
+        """Answer DISOWN: the run process reports the attempt's end unless its own is
+        stored here already; from now on its own end is not stored (nor sent)."""
+        run = self._runs.get(token)
+        # An attempt no longer here ended: its END follows its entries to the run.
+        disowned = run is not None and self._attempts.disown(run.attempt)
+        if disowned and run is not None:
+            # As on the run's loop: nothing its thread logs from now on is stored, even
+            # once the session is over (the entries stay routed until the thread leaves).
+            run.section.while_inside(self._quarantine)
+        self._outbox.send((msg.DISOWNED, token, disowned))
+
+    def _quarantine(self, thread_id: int) -> None:
+        if self._event_log is not None:
+            self._event_log.quarantine(thread_id)
+        else:
+            with self._lock:
+                self._quarantined.add(thread_id)
 
     def run_process_gone(self) -> None:
         """The channel closed: the run is over (or its process is gone). Stop."""
@@ -141,7 +168,10 @@ class RunSession:
         bridge = LoopBridge(loop)
         bridge.install()
         self._hosting = StepHosting(
-            loop, sync_threads=self.spec.sync_threads, host_threads=self.spec.host_threads
+            loop,
+            sync_threads=self.spec.sync_threads,
+            host_threads=self.spec.host_threads,
+            thread_left=self._thread_left,
         )
         try:
             loop.run_until_complete(self._serve(loop))
@@ -215,8 +245,28 @@ class RunSession:
         else:
             self._finish()
 
+    def _thread_left(self, thread_id: int) -> None:
+        """A worker thread's step code returned: what it logs next is not the step's."""
+        if self._event_log is not None:
+            self._event_log.release_thread(thread_id)
+            return
+        with self._lock:
+            if thread_id not in self._quarantined:
+                return
+            self._quarantined.discard(thread_id)
+            unroute = self._finished and not self._quarantined
+        if unroute:
+            unroute_entries(self._instance, self.spec.dagster_run.run_id)
+
     def _finish(self) -> None:
-        unroute_entries(self._instance, self.spec.dagster_run.run_id)
+        if self.spec.events_written_by == "run":
+            # (`workers`: the session's event log routed them, and unroutes them once
+            # no thread of a disowned attempt is left.)
+            with self._lock:
+                self._finished = True
+                unroute = not self._quarantined
+            if unroute:
+                unroute_entries(self._instance, self.spec.dagster_run.run_id)
         self._outbox.send((msg.CLOSED,))
         if not self.closed.done():
             self.closed.set_result(None)
@@ -224,6 +274,8 @@ class RunSession:
     def _send_entry(self, entry: Any) -> None:
         """Every entry of the run logged in this process (any thread), encoded as the row
         the run process inserts."""
+        if self._quarantined and threading.get_ident() in self._quarantined:
+            return
         self._outbox.send((msg.ENTRY, encode_entry(self._instance.event_log_storage, entry)))
 
     # -- on the session's loop ---------------------------------------------------------
