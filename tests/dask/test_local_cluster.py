@@ -14,6 +14,7 @@ import dagster as dg
 import psutil
 
 import dask
+from dagloop.runtime.dask_client import LOCAL_WORKERS_TIMEOUT_SECONDS
 from dagloop.runtime.forkserver import preloaded_start_method
 from tests.dagster.conftest import (
     assert_every_started_step_ended,
@@ -88,14 +89,17 @@ def test_a_cluster_that_fails_to_start_fails_the_run_and_stops_its_local_steps(
     sqlite_instance: dg.DagsterInstance,
 ) -> None:
     config = _processes()
-    config["ops"] = {"first_local": {"config": {"seconds": 60.0}}}
+    config["ops"] = {"first_local": {"config": {"seconds": 600.0}}}
     started = time.monotonic()
+    # Newer Dask fails the start at once; distributed 2024.1 never ends it (the run
+    # gives up after LOCAL_WORKERS_TIMEOUT_SECONDS).
     with dask.config.set({"distributed.worker.multiprocessing-method": "no-such-method"}):
         outcome = run_job(jobs.head_start, sqlite_instance, config)
-    assert time.monotonic() - started < 50, "the local step was not stopped"
+    assert time.monotonic() - started < LOCAL_WORKERS_TIMEOUT_SECONDS + 60, "not stopped"
     assert not outcome.success
     (failure,) = outcome.of_type(E.RUN_FAILURE)
-    assert "no-such-method" in str(failure.event_specific_data.error)
+    error = str(failure.event_specific_data.error)
+    assert "Nanny failed to start" in error or "did not start within" in error
     # The local step had begun: it was stopped, with its terminal event; the cluster
     # step never began.
     assert outcome.step_keys(E.STEP_START) == {"first_local"}

@@ -4,16 +4,28 @@ cluster mode and the engine's `DaskBackend`."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from dagloop._extras import require
+from dagloop.errors import DagloopError
 from dagloop.runtime.forkserver import preloaded_start_method
 
-#: How long the worker processes of a local cluster get to register with its scheduler.
+#: How long a local cluster gets to start, and then its worker processes to register
+#: with its scheduler.
 LOCAL_WORKERS_TIMEOUT_SECONDS = 60.0
+#: How long a cancelled start of a local cluster is waited for, so that closing it finds
+#: it whole; and how long closing it may take.
+LOCAL_CLUSTER_SETTLE_SECONDS = 10.0
+
+logger = logging.getLogger(__name__)
+
+
+class LocalClusterError(DagloopError):
+    """A local Dask cluster did not start (its nannies' errors are in the log)."""
 
 
 @asynccontextmanager
@@ -52,8 +64,8 @@ async def dask_client(
                 # spawned one, this process's as it is now. Both get the latter.
                 env=dict(os.environ),
             )
-            stack.push_async_callback(target.close)
-            await _started(target)
+            stack.push_async_callback(_closed, target)
+            await _started(target, processes)
         client = distributed.Client(target, asynchronous=True)
         stack.push_async_callback(client.close)
         await client
@@ -64,19 +76,37 @@ async def dask_client(
         yield client
 
 
-async def _started(cluster: Any) -> None:
-    """Until `cluster` has started. Cancelled, it still waits for the start to end before
-    the cancellation goes on: Dask cannot close a cluster caught half-way through its
-    start, and would leave the worker processes it had begun to start running."""
+async def _started(cluster: Any, processes: int) -> None:
+    """Until `cluster` has started. Cancelled, it still waits (a while) for the start to
+    end before the cancellation goes on: Dask cannot close a cluster caught half-way
+    through its start, and would leave the worker processes it had begun to start
+    running."""
 
     async def start() -> None:
         await cluster
 
     starting = asyncio.ensure_future(start())
     try:
-        await asyncio.shield(starting)
+        async with asyncio.timeout(LOCAL_WORKERS_TIMEOUT_SECONDS):
+            await asyncio.shield(starting)
+    except TimeoutError:
+        starting.cancel()
+        raise LocalClusterError(
+            f"a local Dask cluster of {processes} worker processes did not start within "
+            f"{LOCAL_WORKERS_TIMEOUT_SECONDS:g} s; the errors of its nannies are logged above"
+        ) from None
     except asyncio.CancelledError:
-        await asyncio.wait([starting])
-        if not starting.cancelled():
+        await asyncio.wait([starting], timeout=LOCAL_CLUSTER_SETTLE_SECONDS)
+        if starting.done() and not starting.cancelled():
             starting.exception()  # retrieved: the cancellation is what goes on
         raise
+
+
+async def _closed(cluster: Any) -> None:
+    """Close a local cluster, also one whose start failed or never ended: what cannot be
+    closed is logged, not raised over the error that ended its use."""
+    try:
+        async with asyncio.timeout(LOCAL_CLUSTER_SETTLE_SECONDS):
+            await cluster.close()
+    except (Exception, TimeoutError) as error:
+        logger.warning("closing a local Dask cluster failed: %r", error)
