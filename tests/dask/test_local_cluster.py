@@ -5,8 +5,10 @@ fails) before the cluster is up leaves no worker behind."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from tests.dagster.conftest import (
     run_job,
     wait_until,
 )
-from tests.dask import jobs
+from tests.dagster.interrupt_audit import audit_run
+from tests.dask import fault_jobs, jobs
 
 E = dg.DagsterEventType
 
@@ -144,3 +147,31 @@ def test_local_workers_do_not_profile_and_start_with_the_preloaded_modules(
     # No dashboard: sampling the worker's loop for its profile would be wasted CPU. The
     # worker did not import Dagster: it was forked with it.
     assert done.stdout.strip().splitlines()[-1] == "[(False, True)]"
+
+
+def test_a_worker_that_replaces_a_killed_one_takes_the_runs_steps(
+    sqlite_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """The run's session opens on every worker that joins the cluster while the run
+    goes on: here the process the nanny starts in place of a killed worker."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    first: set[int] = set()
+
+    def kill_a_worker() -> None:
+        wait_until(lambda: len(list(markers.iterdir())) >= 4, 120)
+        first.update(pid for pids in fault_jobs.ran(markers).values() for pid in pids)
+        os.kill(min(first), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer.start()
+    op_config = {"config": {"marker_dir": str(markers), "seconds": 0.5}}
+    config = _processes(steps_per_worker=1)
+    config["ops"] = {"waits": op_config, "works": op_config}
+    outcome = run_job(fault_jobs.mapped, sqlite_instance, config)
+    killer.join(timeout=60)
+    ran_in = {pid for pids in fault_jobs.ran(markers).values() for pid in pids}
+    assert ran_in - first, "no step ran on the worker that replaced the killed one"
+    audit = audit_run(sqlite_instance, outcome.run_id)
+    assert audit.exact, audit
+    wait_until(lambda: _forked_workers() == [], timeout=30)

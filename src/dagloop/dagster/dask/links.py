@@ -24,7 +24,6 @@ from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES, 
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Channel
 from dagloop.dagster.dask.run_spec import RunSpec
-from dagloop.dagster.dask.worker import open_session
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
@@ -123,21 +122,28 @@ class Links:
     _links: list[Link] = field(default_factory=list)
     _expected: int = 0
     _listener: Any = None
+    #: The client and name of the plugin that opens the sessions, while registered.
+    _plugin: tuple[Any, str] | None = None
     _closing: bool = False
     #: Set whenever a slot may have come free or a worker came or went.
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def open(self, client: Any, spec: RunSpec, slots: int | None) -> None:
-        """Open the run's session on every worker of the cluster; each connects back."""
+        """Open the run's session on every worker of the cluster, and on each worker
+        that joins it until the run ends; each connects back."""
         from distributed.comm.core import listen
+
+        from dagloop.dagster.dask.plugin import RunSessions
 
         self._listener = listen(f"tcp://{_reachable_host(client)}:0", self._on_connect)
         await self._listener.start()
+        plugin = RunSessions(spec, self._listener.contact_address, slots)
         try:
-            opened = await client.run(open_session, spec, self._listener.contact_address, slots)
+            opened = await client.register_plugin(plugin, name=spec.topic)
         except BaseException:
             await self.aclose()
             raise
+        self._plugin = (client, spec.topic)
         self._expected = len(opened)
         # Steps go to the workers whose sessions are open: wait for all of them (their
         # resources open in parallel), so the first steps are not all placed on the
@@ -159,6 +165,17 @@ class Links:
         """Close every session (their last entries reach the run's event log), then the
         channels and the listener."""
         self._closing = True
+        if self._plugin is not None:
+            # First: a worker joining from now on opens no session of this run.
+            client, name = self._plugin
+            self._plugin = None
+            try:
+                async with asyncio.timeout(CLOSE_SESSIONS_SECONDS):
+                    await client.unregister_worker_plugin(name)
+            except Exception as error:  # the sessions are closed below all the same
+                self.job_context.log.warning(
+                    f"Unregistering the run's Dask worker plugin failed: {error!r}"
+                )
         try:
             async with asyncio.timeout(CLOSE_SESSIONS_SECONDS):
                 for link in self._links:

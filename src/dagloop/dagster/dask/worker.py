@@ -1,5 +1,5 @@
 """What runs inside a Dask worker process: the call that opens a run's session there and
-connects it to the run process (`Client.run`, once per worker and run).
+connects it to the run process (once per worker and run, `plugin.py`).
 
 Steps do not travel as Dask tasks: each would cost the scheduler and the client as much
 as a no-op step costs itself. The run process hands them to the
@@ -43,9 +43,9 @@ def _instance(ref: Any) -> dg.DagsterInstance:
 async def open_session(
     spec: RunSpec, run_address: str, slots: int | None, dask_worker: Any = None
 ) -> str:
-    """Run on every worker (`Client.run`): connect to the run process at `run_address`
-    and open the run's session, which takes `slots` steps at once (None: as many as
-    the worker has threads). Returns the worker's address.
+    """Run on every worker (`plugin.RunSessions`): connect to the run process at
+    `run_address` and open the run's session, which takes `slots` steps at once (None:
+    as many as the worker has threads). Returns the worker's address.
 
     The session closes when the run process says so or its channel is lost: a run
     whose process died leaves nothing running here."""
