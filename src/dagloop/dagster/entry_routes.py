@@ -74,3 +74,40 @@ def _dispatcher(routes: _Routes) -> Store:
             handler(event)
 
     return handle_new_event
+
+
+class QuarantinedThreads:
+    """Threads whose entries of a run are dropped (their step was given up on while its
+    code still ran), and the run's route, which outlives the run's end until the last of
+    them has left its step's code: unrouted, what they log would be stored."""
+
+    def __init__(self, unroute: Callable[[], None]) -> None:
+        self._unroute = unroute
+        self._lock = threading.Lock()
+        self._threads: set[int] = set()
+        self._closed = False
+
+    def __contains__(self, thread_id: int) -> bool:
+        return thread_id in self._threads
+
+    def add(self, thread_id: int) -> None:
+        with self._lock:
+            self._threads.add(thread_id)
+
+    def release(self, thread_id: int) -> None:
+        """The thread left its step's code: what it logs next belongs to other work."""
+        with self._lock:
+            if thread_id not in self._threads:
+                return
+            self._threads.discard(thread_id)
+            unroute = self._closed and not self._threads
+        if unroute:
+            self._unroute()
+
+    def close(self) -> None:
+        """The run's own entries are over: unroute once no quarantined thread is left."""
+        with self._lock:
+            self._closed = True
+            unroute = not self._threads
+        if unroute:
+            self._unroute()

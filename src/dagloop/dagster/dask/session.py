@@ -40,7 +40,7 @@ from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState, AttemptT
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Outbox
 from dagloop.dagster.dask.run_spec import RunSpec, StepCommand
-from dagloop.dagster.entry_routes import route_entries, unroute_entries
+from dagloop.dagster.entry_routes import QuarantinedThreads, route_entries, unroute_entries
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
@@ -85,8 +85,9 @@ class RunSession:
         self._lock = threading.Lock()
         #: `events_written_by: run`: threads of disowned attempts, whose entries are
         #: dropped; the entries stay routed here until the last of them leaves.
-        self._quarantined: set[int] = set()
-        self._finished = False
+        self._quarantined = QuarantinedThreads(
+            lambda: unroute_entries(self._instance, self.spec.dagster_run.run_id)
+        )
         self._closing = False
         #: The run stops: no step begins here any more.
         self._halted = False
@@ -127,15 +128,13 @@ class RunSession:
         if disowned and run is not None:
             # As on the run's loop: nothing its thread logs from now on is stored, even
             # once the session is over (the entries stay routed until the thread leaves).
-            run.section.while_inside(self._quarantine)
+            run.section.while_inside(self._held().add)
         self._outbox.send((msg.DISOWNED, token, disowned))
 
-    def _quarantine(self, thread_id: int) -> None:
-        if self._event_log is not None:
-            self._event_log.quarantine(thread_id)
-        else:
-            with self._lock:
-                self._quarantined.add(thread_id)
+    def _held(self) -> QuarantinedThreads:
+        """Threads of disowned attempts: the worker's event log's (`workers`), else the
+        session's own (`run`: it routes the entries to the run process)."""
+        return self._event_log.quarantined if self._event_log is not None else self._quarantined
 
     def run_process_gone(self) -> None:
         """The channel closed: the run is over (or its process is gone). Stop."""
@@ -247,26 +246,13 @@ class RunSession:
 
     def _thread_left(self, thread_id: int) -> None:
         """A worker thread's step code returned: what it logs next is not the step's."""
-        if self._event_log is not None:
-            self._event_log.release_thread(thread_id)
-            return
-        with self._lock:
-            if thread_id not in self._quarantined:
-                return
-            self._quarantined.discard(thread_id)
-            unroute = self._finished and not self._quarantined
-        if unroute:
-            unroute_entries(self._instance, self.spec.dagster_run.run_id)
+        self._held().release(thread_id)
 
     def _finish(self) -> None:
         if self.spec.events_written_by == "run":
             # (`workers`: the session's event log routed them, and unroutes them once
             # no thread of a disowned attempt is left.)
-            with self._lock:
-                self._finished = True
-                unroute = not self._quarantined
-            if unroute:
-                unroute_entries(self._instance, self.spec.dagster_run.run_id)
+            self._quarantined.close()
         self._outbox.send((msg.CLOSED,))
         if not self.closed.done():
             self.closed.set_result(None)
@@ -274,7 +260,7 @@ class RunSession:
     def _send_entry(self, entry: Any) -> None:
         """Every entry of the run logged in this process (any thread), encoded as the row
         the run process inserts."""
-        if self._quarantined and threading.get_ident() in self._quarantined:
+        if threading.get_ident() in self._quarantined:
             return
         self._outbox.send((msg.ENTRY, encode_entry(self._instance.event_log_storage, entry)))
 

@@ -18,7 +18,7 @@ from dagloop.dagster._internals import (
     writes_to_run_shard_only,
 )
 from dagloop.dagster.attempts import AttemptTable
-from dagloop.dagster.entry_routes import route_entries, unroute_entries
+from dagloop.dagster.entry_routes import QuarantinedThreads, route_entries, unroute_entries
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log.loop_writer import LoopBatchWriter
 from dagloop.dagster.event_log.run_store import RunStore
@@ -53,10 +53,8 @@ class RunEventLog:
         self._store = RunStore(instance, run_id, loop, batched=batched, on_failure=on_failure)
         self._writer = _writer_for(instance, self._store, loop)
         self._routed = False
-        self._closed = False
-        #: Guards the quarantine against the logging threads.
-        self._lock = threading.Lock()
-        self._quarantined: set[int] = set()
+        #: Threads of abandoned steps: what they log is dropped.
+        self.quarantined = QuarantinedThreads(self._unroute)
         #: The run's attempts: a second terminal event of one is not stored.
         self._attempts: AttemptTable[Any] = attempts if attempts is not None else AttemptTable()
 
@@ -80,11 +78,7 @@ class RunEventLog:
         """Write everything received, stop the writer. Entries logged afterwards are
         stored directly, except those of quarantined threads, which stay dropped until
         those threads are done."""
-        with self._lock:
-            self._closed = True
-            release = not self._quarantined
-        if release:
-            self._unroute()
+        self.quarantined.close()
         await self._writer.close()
 
     async def barrier(self) -> None:
@@ -120,18 +114,11 @@ class RunEventLog:
 
     def quarantine(self, thread_id: int) -> None:
         """Drop every entry the thread logs from now on (its step was abandoned)."""
-        with self._lock:
-            self._quarantined.add(thread_id)
+        self.quarantined.add(thread_id)
 
     def release_thread(self, thread_id: int) -> None:
         """The thread's step code has returned: what it logs next belongs to other work."""
-        with self._lock:
-            if thread_id not in self._quarantined:
-                return
-            self._quarantined.discard(thread_id)
-            release = self._closed and not self._quarantined
-        if release:
-            self._unroute()
+        self.quarantined.release(thread_id)
 
     def _unroute(self) -> None:
         if self._routed:
@@ -146,9 +133,8 @@ class RunEventLog:
         if self._writer.in_writer_thread():
             self._store.store_unguarded(entry)
             return
-        with self._lock:
-            if threading.get_ident() in self._quarantined:
-                return
+        if threading.get_ident() in self.quarantined:
+            return
         if not self._attempts.admit(entry.dagster_event):
             return
         if not self._writer.enqueue(entry, wait=not writes_to_run_shard_only(entry)):
