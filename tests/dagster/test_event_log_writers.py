@@ -261,7 +261,7 @@ def test_a_quarantined_threads_entries_are_dropped_until_it_is_released(
                 step_thread.submit(_log, instance, run_id, message).result()
 
             log_there("before quarantine")
-            log.quarantine(thread_id)
+            log.quarantined.add(thread_id)
             log_there("while quarantined")
             _log(instance, run_id, "from the loop")
             await log.barrier()
@@ -270,7 +270,7 @@ def test_a_quarantined_threads_entries_are_dropped_until_it_is_released(
         # Closed, but the quarantined thread's entries are still taken (and dropped).
         assert "handle_new_event" in vars(instance)
         step_thread.submit(_log, instance, run_id, "after the run, quarantined").result()
-        log.release_thread(thread_id)
+        log.quarantined.release(thread_id)
         assert "handle_new_event" not in vars(instance)
         step_thread.submit(_log, instance, run_id, "after release").result()
     assert _stored(instance, run_id) == ["before quarantine", "from the loop", "after release"]

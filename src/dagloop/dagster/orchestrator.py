@@ -96,7 +96,7 @@ class Orchestrator:
             self._loop,
             sync_threads=config.sync_threads,
             host_threads=config.max_concurrent,
-            thread_left=event_log.release_thread if event_log is not None else None,
+            thread_left=event_log.quarantined.release if event_log is not None else None,
         )
         self._remote = remote
         #: Every step task ever started, so none can outlive the orchestrator.

@@ -184,7 +184,7 @@ class Termination:
             return
         stuck_at = run.section.current_frame()
         if self._event_log is not None:
-            run.section.while_inside(self._event_log.quarantine)
+            run.section.while_inside(self._event_log.quarantined.add)
         owed = self._attempts.abandon(run.attempt)
         grace = self._config.termination_grace_seconds
         where = f" It was stuck at {_describe(stuck_at)}." if stuck_at is not None else ""

@@ -4,8 +4,7 @@ imported the heavy modules once, rather than spawned, each importing them again.
 A spawned worker starts a new interpreter and imports `distributed`, then, when the run
 opens its session there, Dagster: most of a local cluster's start-up, paid once per
 worker. A forkserver imports them once (`set_forkserver_preload`) and forks each worker
-from that state. The forked workers also exit at once when the cluster closes, where a
-spawned one takes most of a second.
+from that state. The forked workers also exit at once when the cluster closes.
 
 The forkserver is one per process (`multiprocessing`'s own) and keeps the modules it was
 first started with: later clusters of the same process reuse it as it is.

@@ -53,8 +53,8 @@ class InFlight:
     #: Set at its END, or when its worker is lost.
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     link: Link | None = None
-    #: It reported its terminal event.
-    terminal: bool = False
+    #: Set once its terminal event is reported (arrived, or found stored).
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
     #: What its code raised outside Dagster's own handling, or the error its worker's
     #: resources failed to open with (a SerializableErrorInfo).
     end_error: Any = None
@@ -64,10 +64,13 @@ class InFlight:
     #: a retry started earlier would be the same step key still in flight.
     retry: DagsterEvent | None = None
     backstop: asyncio.TimerHandle | None = None
-    #: Set when its terminal event arrives.
-    reported: asyncio.Event = field(default_factory=asyncio.Event)
     #: The worker's answer to DISOWN, once asked.
     disowned: asyncio.Future[bool] | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """It reported its terminal event."""
+        return self.reported.is_set()
 
 
 @dataclass(eq=False)
@@ -316,7 +319,6 @@ class Links:
         if record.run.state is AttemptState.WAITING:
             self.on_began(record)  # its STEP_START overtook its BEGAN
         if event.event_type_value in TERMINAL_EVENT_TYPES:
-            record.terminal = True
             record.reported.set()
         if event.is_resource_init_failure:
             record.end_error = event.engine_event_data.error
@@ -328,10 +330,22 @@ class Links:
 
 async def _either(said: asyncio.Event, link: Link) -> None:
     """Until the session said `said`, or its channel is gone."""
-    waiting: asyncio.Future[Any] = asyncio.ensure_future(said.wait())
-    gone: asyncio.Future[Any] = link.channel.closed
-    await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
-    waiting.cancel()
+    await first_of(said, link.channel.closed)
+
+
+async def first_of(*waits: asyncio.Event | asyncio.Future[Any]) -> None:
+    """Until the first of `waits` is set (an event) or done (a future); the futures are
+    left as they are."""
+    tasks = [
+        asyncio.ensure_future(wait.wait() if isinstance(wait, asyncio.Event) else wait)
+        for wait in waits
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            if isinstance(task, asyncio.Task):
+                task.cancel()
 
 
 def _reachable_host(client: Any) -> str:

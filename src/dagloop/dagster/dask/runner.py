@@ -32,7 +32,14 @@ from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES, 
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.config import DaskConfig
-from dagloop.dagster.dask.links import InFlight, Link, Links, NoWorkersError, pool_of
+from dagloop.dagster.dask.links import (
+    InFlight,
+    Link,
+    Links,
+    NoWorkersError,
+    first_of,
+    pool_of,
+)
 from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event
 from dagloop.dagster.dask.run_spec import StepCommand, run_spec, step_known_state
 from dagloop.dagster.errors import StepTimeoutError
@@ -351,7 +358,7 @@ class DaskSteps:
             self._began(record)
             end = ends.get(key)
             if openings[key] == earlier + 1 and end is not None and not record.terminal:
-                record.terminal = True
+                record.reported.set()
                 if end.is_step_up_for_retry:
                     record.retry = end
                 else:
@@ -386,7 +393,7 @@ class DaskSteps:
             # Its own end is stored on its worker: it is on its way here.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(OWN_END_SECONDS):
-                    await _first(record.reported, record.ended)
+                    await first_of(record.reported, record.ended)
         if record.ended.is_set():
             self._after_end(record)
         if not record.terminal:
@@ -404,7 +411,7 @@ class DaskSteps:
         link.channel.send((msg.DISOWN, record.run.attempt.token))
         try:
             async with asyncio.timeout(DISOWN_ANSWER_SECONDS):
-                await _first(record.disowned, record.ended)
+                await first_of(record.disowned, record.ended)
         except TimeoutError:
             return True
         return not record.disowned.done() or record.disowned.result()
@@ -415,17 +422,3 @@ class DaskSteps:
         assert record.budget is not None
         if not record.terminal and not record.ended.is_set():
             run.cancel(StepTimeoutError(run.op_name, run.key, record.budget))
-
-
-async def _first(*waits: asyncio.Event | asyncio.Future[bool]) -> None:
-    """Until the first of `waits` is set (an event) or done (a future)."""
-    tasks = [
-        asyncio.ensure_future(wait.wait() if isinstance(wait, asyncio.Event) else wait)
-        for wait in waits
-    ]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            if isinstance(task, asyncio.Task):
-                task.cancel()

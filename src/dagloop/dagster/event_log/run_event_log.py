@@ -53,7 +53,8 @@ class RunEventLog:
         self._store = RunStore(instance, run_id, loop, batched=batched, on_failure=on_failure)
         self._writer = _writer_for(instance, self._store, loop)
         self._routed = False
-        #: Threads of abandoned steps: what they log is dropped.
+        #: Threads of abandoned steps: what they log from then on is dropped (`add`),
+        #: until their step code returned (`release`).
         self.quarantined = QuarantinedThreads(self._unroute)
         #: The run's attempts: a second terminal event of one is not stored.
         self._attempts: AttemptTable[Any] = attempts if attempts is not None else AttemptTable()
@@ -109,16 +110,6 @@ class RunEventLog:
         """Call `callback` on the run's loop once every entry handed in before it is
         stored (or given up on); callbacks run in the order they were handed in."""
         self._writer.after_written(callback)
-
-    # -- abandoned threads -------------------------------------------------------------
-
-    def quarantine(self, thread_id: int) -> None:
-        """Drop every entry the thread logs from now on (its step was abandoned)."""
-        self.quarantined.add(thread_id)
-
-    def release_thread(self, thread_id: int) -> None:
-        """The thread's step code has returned: what it logs next belongs to other work."""
-        self.quarantined.release(thread_id)
 
     def _unroute(self) -> None:
         if self._routed:
