@@ -40,6 +40,7 @@ from dagloop.dagster._internals import (
     PlanExecutionContextManager,
     ReliedOn,
     RetryMode,
+    StepHandle,
     create_execution_plan,
     execute_run_iterator,
 )
@@ -239,6 +240,8 @@ def owners(
             plan.get_step_by_key("produce"),
             *plan.get_step_by_key("work[?]").resolve({"produce": {"result": ["two"]}}),
         ],
+        "StepHandle": [StepHandle],
+        "ResolvedFromDynamicStepHandle": [StepHandle.parse_from_key("work[two]")],
     }
 
 
@@ -444,3 +447,24 @@ def test_the_shapes_streaming_resolution_writes_into() -> None:
     assert resolve_mapping_key_ahead(plan, active, [unresolved], "produce", "result", "one") == []
     # Dagster's own resolution at the producer's success skips what is in place.
     assert set(plan.resolve({"produce": {"result": ["one"]}})) == {"total"}
+
+
+def test_a_worker_plan_resolves_one_mapped_step_ahead() -> None:
+    """`resolve_step_ahead` adds exactly the asked step of a mapping whose producer has
+    not completed, as `resolve_mapping_key_ahead` would; other keys refuse."""
+    from dagloop.dagster._internals import resolve_step_ahead
+
+    plan = create_execution_plan(shape_job)
+    assert "work[two]" not in plan.step_dict_by_key
+    assert resolve_step_ahead(plan, "work[two]")
+    step = plan.get_executable_step_by_key("work[two]")
+    assert step.get_mapping_key() == "two"
+    assert plan.executable_map["work[two]"] == step.handle
+    assert "work[one]" not in plan.step_dict_by_key  # no other key of the mapping
+    assert resolve_step_ahead(plan, "work[two]")  # present already: left alone
+    assert plan.get_executable_step_by_key("work[two]") is step
+    assert not resolve_step_ahead(plan, "produce")  # not a mapped step
+    assert not resolve_step_ahead(plan, "total")  # the collect waits for every key
+    assert not resolve_step_ahead(plan, "nope[two]")  # no such op
+    # Dagster's own resolution at the producer's success keeps it and adds the rest.
+    assert set(plan.resolve({"produce": {"result": ["one", "two"]}})) >= {"work[one]", "total"}

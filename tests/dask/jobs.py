@@ -352,3 +352,94 @@ def gate_fails_job() -> None:
 
 def gate_fails_first() -> dg.JobDefinition:
     return gate_fails_job
+
+
+# -- streaming: mapped steps on the cluster start while their producer, there too, yields
+
+#: How long a streaming producer waits for proof that a mapped step ran before it fails.
+STREAM_PROOF_SECONDS = 60.0
+STREAM_ITEMS = 8
+
+
+def _stream_marker(context: dg.OpExecutionContext) -> Path:
+    return Path(context.op_config["marker_dir"]) / "a-mapped-step-ran"
+
+
+def _no_proof() -> dg.Failure:
+    return dg.Failure(
+        f"no mapped step ran within {STREAM_PROOF_SECONDS:g} s while the producer yielded"
+    )
+
+
+@dg.op(out=dg.DynamicOut(int), config_schema={"marker_dir": str})
+async def awaiting_producer(context: dg.OpExecutionContext) -> AsyncIterator[dg.DynamicOutput]:
+    """Yields one output, awaits until one of its mapped steps ran, then yields the rest
+    (streams under the executor's `step_dependency_config`)."""
+    yield dg.DynamicOutput(0, mapping_key="0")
+    deadline = time.monotonic() + STREAM_PROOF_SECONDS
+    while not _stream_marker(context).exists():
+        if time.monotonic() > deadline:
+            raise _no_proof()
+        await asyncio.sleep(0.02)
+    for i in range(1, STREAM_ITEMS):
+        yield dg.DynamicOutput(i, mapping_key=str(i))
+
+
+@dg.op(
+    out=dg.DynamicOut(int),
+    config_schema={"marker_dir": str},
+    tags={"dagloop/stream_dynamic_outputs": "true"},
+)
+async def busy_producer(context: dg.OpExecutionContext) -> AsyncIterator[dg.DynamicOutput]:
+    """Never awaits: yields outputs, each after 5 ms of blocking work, until one of its
+    mapped steps ran (streams by its op tag)."""
+    deadline = time.monotonic() + STREAM_PROOF_SECONDS
+    index = 0
+    while not _stream_marker(context).exists():
+        if time.monotonic() > deadline:
+            raise _no_proof()
+        yield dg.DynamicOutput(index, mapping_key=str(index))
+        index += 1
+        time.sleep(0.005)  # holds its worker's loop, as CPU-bound code would
+
+
+@dg.op(config_schema={"marker_dir": str})
+async def marks_streamed(context: dg.OpExecutionContext, item: int) -> dict[str, int]:
+    _stream_marker(context).touch()
+    return {"item": item, "pid": os.getpid()}
+
+
+def _counted(records: list[dict[str, int]]) -> dict[str, Any]:
+    return {
+        "items": sorted(r["item"] for r in records),
+        "pids": sorted({r["pid"] for r in records}),
+        "collector_pid": os.getpid(),
+    }
+
+
+@dg.op(tags={PLACEMENT: "local"})
+def count_streamed(records: list[dict[str, int]]) -> dict[str, Any]:
+    return _counted(records)
+
+
+@dg.op(name="count_streamed")
+def count_streamed_on_the_cluster(records: list[dict[str, int]]) -> dict[str, Any]:
+    return _counted(records)
+
+
+@dg.job(executor_def=async_executor)
+def awaiting_stream_job() -> None:
+    count_streamed_on_the_cluster(awaiting_producer().map(marks_streamed).collect())
+
+
+@dg.job(executor_def=async_executor)
+def busy_stream_job() -> None:
+    count_streamed(busy_producer().map(marks_streamed).collect())
+
+
+def awaiting_stream() -> dg.JobDefinition:
+    return awaiting_stream_job
+
+
+def busy_stream() -> dg.JobDefinition:
+    return busy_stream_job

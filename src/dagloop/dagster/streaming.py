@@ -151,10 +151,37 @@ class StreamedFanOut:
         streams = self._streams.get(producer_key)
         if streams is None:
             step = self._plan.get_step_by_key(producer_key)
-            tagged = stream_tag(step.node_handle.name, producer_key, step.tags or {})
-            streams = self._every_producer if tagged is None else tagged
+            streams = streams_outputs(step, every_producer=self._every_producer)
             self._streams[producer_key] = streams
         return streams
+
+
+def streams_outputs(step: Any, *, every_producer: bool) -> bool:
+    """Whether `step`'s dynamic outputs stream: its op's tag says so, or, untagged,
+    `every_producer` (the executor's `step_dependency_config` lets steps start before
+    their upstream succeeded)."""
+    tagged = stream_tag(step.node_handle.name, step.key, step.tags or {})
+    return every_producer if tagged is None else tagged
+
+
+class ProducerTurns:
+    """Paces the turns a streaming producer hosted off the run's loop (on a Dask
+    worker) gives its own loop: there its stored outputs are written and sent to the
+    run process, which a producer that never awaits between its yields would hold back
+    until it ends. At most one turn per `STREAM_ROUND_SECONDS`, so the outputs still go
+    out in batches."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._next_turn = 0.0
+
+    def due(self) -> bool:
+        """An output was handled: True when the producer should let its loop go round."""
+        now = self._loop.time()
+        if now < self._next_turn:
+            return False
+        self._next_turn = now + STREAM_ROUND_SECONDS
+        return True
 
 
 class StreamRounds:

@@ -22,6 +22,7 @@ from dagloop.dagster._internals.names import *  # noqa: F403  (listed once, in n
 from dagloop.dagster._internals.plan import (
     mapped_steps_by_dynamic_output,
     resolve_mapping_key_ahead,
+    resolve_step_ahead,
     run_with_steps_to_execute,
 )
 from dagloop.dagster._internals.relied_on import PRIVATE_ATTRIBUTES, ReliedOn
@@ -52,6 +53,7 @@ __all__ = [
     "mapped_steps_by_dynamic_output",
     "replace_run_log_manager",
     "resolve_mapping_key_ahead",
+    "resolve_step_ahead",
     "run_shard_batch_writer",
     "run_with_steps_to_execute",
     "share_scoped_resources",

@@ -53,7 +53,7 @@ from dagster._core.execution.plan.execute_plan import (
 from dagster._core.execution.plan.execute_plan import (
     dagster_event_sequence_for_step,
 )
-from dagster._core.execution.plan.handle import ResolvedFromDynamicStepHandle
+from dagster._core.execution.plan.handle import ResolvedFromDynamicStepHandle, StepHandle
 from dagster._core.execution.plan.instance_concurrency_context import (
     InstanceConcurrencyContext,
 )
@@ -124,6 +124,7 @@ __all__ = [
     "SqliteEventLogStorage",
     "StepDependencyConfig",
     "StepExecutionContext",
+    "StepHandle",
     "UnresolvedMappedExecutionStep",
     "core_execute_in_process",
     "create_compute_log_file_key",

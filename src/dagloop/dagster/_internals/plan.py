@@ -9,6 +9,8 @@ from typing import Any
 from dagloop.dagster._internals.names import (
     ActiveExecution,
     ExecutionPlan,
+    ResolvedFromDynamicStepHandle,
+    StepHandle,
     UnresolvedMappedExecutionStep,
 )
 
@@ -44,14 +46,52 @@ def resolve_mapping_key_ahead(
     input is stored whichever `step_dependency_config` the run uses."""
     added: list[str] = []
     for unresolved in mapped_steps:
-        for step in unresolved.resolve({producer_key: {output_name: [mapping_key]}}):
-            if step.key in plan.step_dict_by_key:
-                continue
-            plan.step_dict[step.handle] = step
-            plan.step_dict_by_key[step.key] = step
-            plan.executable_map[step.key] = step.handle
+        for step in _add_mapped_steps(plan, unresolved, producer_key, output_name, mapping_key):
             active._pending[step.key] = set(step.get_execution_dependency_keys()) - {producer_key}
             added.append(step.key)
+    return added
+
+
+def resolve_step_ahead(plan: ExecutionPlan, step_key: str) -> bool:
+    """Add the mapped step `step_key` (`work[k]`) to a plan whose producer has not
+    reported the mapping key `k` as complete: a Dask worker's copy of the run's plan,
+    asked to run a step the run process resolved ahead of its producer's success
+    (streaming). False when `step_key` is no step of a mapping over one dynamic output."""
+    handle = StepHandle.parse_from_key(step_key)
+    if not isinstance(handle, ResolvedFromDynamicStepHandle):
+        return False
+    unresolved = plan.step_dict.get(handle.unresolved_form)
+    if not isinstance(unresolved, UnresolvedMappedExecutionStep):
+        return False
+    if len(unresolved.resolved_by_step_keys) != 1:
+        return False
+    _add_mapped_steps(
+        plan,
+        unresolved,
+        unresolved.resolved_by_step_key,
+        unresolved.resolved_by_output_name,
+        handle.mapping_key,
+    )
+    return step_key in plan.step_dict_by_key
+
+
+def _add_mapped_steps(
+    plan: ExecutionPlan,
+    unresolved: Any,
+    producer_key: str,
+    output_name: str,
+    mapping_key: str,
+) -> list[Any]:
+    """The steps of `unresolved` for one mapping key that were not in the plan yet, now
+    added to its step maps as Dagster's own resolution adds them."""
+    added: list[Any] = []
+    for step in unresolved.resolve({producer_key: {output_name: [mapping_key]}}):
+        if step.key in plan.step_dict_by_key:
+            continue
+        plan.step_dict[step.handle] = step
+        plan.step_dict_by_key[step.key] = step
+        plan.executable_map[step.key] = step.handle
+        added.append(step)
     return added
 
 

@@ -27,6 +27,8 @@ Owner = Literal[
     "ActiveExecution",
     "UnresolvedMappedExecutionStep",
     "ExecutionStep",
+    "StepHandle",
+    "ResolvedFromDynamicStepHandle",
 ]
 
 
@@ -116,16 +118,29 @@ PRIVATE_ATTRIBUTES: tuple[ReliedOn, ...] = (
         "resolved_by_step_key",
         "resolved_by_output_name",
     ),
+    *_entries("ActiveExecution", "_internals.plan.resolve_mapping_key_ahead", "_pending"),
     *_entries(
         "ExecutionPlan",
-        "_internals.plan.resolve_mapping_key_ahead",
+        "_internals.plan._add_mapped_steps",
         "step_dict",
         "step_dict_by_key",
         "executable_map",
     ),
-    *_entries("ActiveExecution", "_internals.plan.resolve_mapping_key_ahead", "_pending"),
+    *_entries("UnresolvedMappedExecutionStep", "_internals.plan._add_mapped_steps", "resolve"),
+    *_entries("StepHandle", "_internals.plan.resolve_step_ahead", "parse_from_key"),
     *_entries(
-        "UnresolvedMappedExecutionStep", "_internals.plan.resolve_mapping_key_ahead", "resolve"
+        "ResolvedFromDynamicStepHandle",
+        "_internals.plan.resolve_step_ahead",
+        "unresolved_form",
+        "mapping_key",
+    ),
+    *_entries("ExecutionPlan", "_internals.plan.resolve_step_ahead", "step_dict"),
+    *_entries(
+        "UnresolvedMappedExecutionStep",
+        "_internals.plan.resolve_step_ahead",
+        "resolved_by_step_keys",
+        "resolved_by_step_key",
+        "resolved_by_output_name",
     ),
     *_entries(
         "ExecutionStep",

@@ -40,11 +40,13 @@ from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState, AttemptT
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Outbox
 from dagloop.dagster.dask.run_spec import RunSpec, StepCommand
+from dagloop.dagster.dask.worker_plan import WorkerPlan
 from dagloop.dagster.entry_routes import QuarantinedThreads, route_entries, unroute_entries
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
 from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
+from dagloop.dagster.streaming import ProducerTurns, streams_outputs
 from dagloop.runtime.greenbridge import await_
 
 #: How often an interrupt for a step that has not begun yet (it waits for a thread) is
@@ -75,7 +77,8 @@ class RunSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hosting: StepHosting | None = None
         self._event_log: RunEventLog | None = None
-        self._mappings: Any = {}
+        #: Where the steps sent here are found (once the run's context is open).
+        self._plan: WorkerPlan | None = None
         self._runs: dict[int, StepRun] = {}
         #: Interrupts asked for before their step was here, by token.
         self._interrupts: dict[int, str] = {}
@@ -160,6 +163,7 @@ class RunSession:
             self._close_context(manager, after=self._serve_without_context)
             return
         self._context = context
+        self._plan = WorkerPlan(context.execution_plan)
         # As on the run's loop: every step context shares the resources opened here.
         share_scoped_resources(context)
         loop = context.event_loop
@@ -277,7 +281,8 @@ class RunSession:
                     self._execute(command), name=f"dagloop-step:{command.step_key}"
                 )
             elif kind == msg.MAPPINGS:
-                self._mappings = message[1]
+                if self._plan is not None:
+                    self._plan.mappings_received(message[1])
             elif kind == msg.STOP:
                 self._interrupts.setdefault(message[1], message[2])
                 self._interrupt(message[1])
@@ -332,13 +337,14 @@ class RunSession:
         token = command.token
         if self._halted:
             return  # sent before the run stopped: it never begins
-        if self._context is None or self._hosting is None:
+        if self._context is None or self._hosting is None or self._plan is None:
             error = self._open_error
             self._outbox.send((msg.END, token, dg.serialize_value(error) if error else None))
             return
         run: StepRun | None = None
         budget = command.budget
         escaped: Any = None  # SerializableErrorInfo
+        turns: ProducerTurns | None = None
 
         def accept(event: DagsterEvent) -> None:
             if (
@@ -351,9 +357,18 @@ class RunSession:
                 loop = asyncio.get_running_loop()
                 run.deadline_timer = loop.call_later(budget, self._expire, run, budget)
             self._send_after_written((msg.EVENT, token, event))
+            if (
+                turns is not None
+                and run is not None
+                and event.event_type == dg.DagsterEventType.HANDLED_OUTPUT
+                and turns.due()
+            ):
+                run.yield_to_loop = not run.in_thread
 
         try:
-            step = self._step(command.step_key)
+            step = self._plan.step(command.step_key)
+            if self._streams(step):
+                turns = ProducerTurns(asyncio.get_running_loop())
             context = self._context.for_step(step, command.known_state)
             run = StepRun(
                 step=step,
@@ -385,15 +400,12 @@ class RunSession:
                 (msg.END, token, dg.serialize_value(escaped) if escaped is not None else None)
             )
 
-    def _step(self, key: str) -> ExecutionStep:
-        """The step as the orchestrator's `ActiveExecution` resolved it: a step of a
-        dynamic mapping appears once the session's plan is resolved with the mappings
-        the run process sent before the step (as `ActiveExecution` resolves its own)."""
-        assert self._context is not None
-        plan = self._context.execution_plan
-        if key not in plan.step_dict_by_key:
-            plan.resolve(self._mappings)
-        return plan.get_executable_step_by_key(key)
+    def _streams(self, step: ExecutionStep) -> bool:
+        """Whether the step's dynamic outputs stream to the run's mapped steps."""
+        if not any(output.is_dynamic for output in step.step_outputs):
+            return False
+        every_producer = not self.spec.step_dependency_config.require_upstream_step_success
+        return streams_outputs(step, every_producer=every_producer)
 
     def _interrupt(self, token: int) -> None:
         run = self._runs.get(token)
