@@ -124,3 +124,51 @@ def outlives_grace_job() -> None:
 
 def outlives_grace() -> dg.JobDefinition:
     return outlives_grace_job
+
+
+# -- a worker that stops answering -------------------------------------------------------
+
+#: How long a step of `released_job` waits for its release file at most.
+RELEASE_WAIT_SECONDS = 120.0
+RELEASED = {"marker_dir": str, "release": str}
+
+
+def _released(context: dg.OpExecutionContext) -> bool:
+    return Path(context.op_config["release"]).exists()
+
+
+def _never_released() -> dg.Failure:
+    return dg.Failure(f"not released within {RELEASE_WAIT_SECONDS:g} s")
+
+
+@dg.op(config_schema=RELEASED, retry_policy=dg.RetryPolicy(max_retries=1))
+async def waits_for_release(context: dg.OpExecutionContext, item: int) -> int:
+    mark(context)
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    while not _released(context):
+        if time.monotonic() > deadline:
+            raise _never_released()
+        await asyncio.sleep(0.05)
+    return item
+
+
+@dg.op(config_schema=RELEASED)
+def works_until_release(context: dg.OpExecutionContext, item: int) -> int:
+    mark(context)
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    while not _released(context):
+        if time.monotonic() > deadline:
+            raise _never_released()
+        time.sleep(0.05)
+    return item
+
+
+@dg.job(executor_def=async_executor)
+def released_job() -> None:
+    items = produce()
+    gather(items.map(waits_for_release).collect())
+    gather.alias("gather_works")(items.map(works_until_release).collect())
+
+
+def released() -> dg.JobDefinition:
+    return released_job

@@ -443,3 +443,30 @@ def awaiting_stream() -> dg.JobDefinition:
 
 def busy_stream() -> dg.JobDefinition:
     return busy_stream_job
+
+
+# -- a run process whose loop is held longer than the heartbeat timeout
+
+HOLD_SECONDS = 5.0
+
+
+@dg.op(tags={PLACEMENT: "local"})
+async def holds_the_run_loop() -> int:
+    time.sleep(HOLD_SECONDS)  # blocks the run's loop: its channels are not read meanwhile
+    return os.getpid()
+
+
+@dg.op
+async def runs_on_a_worker(run_pid: int) -> int:
+    await asyncio.sleep(0.01)
+    assert os.getpid() != run_pid
+    return os.getpid()
+
+
+@dg.job(executor_def=async_executor)
+def held_loop_job() -> None:
+    runs_on_a_worker(holds_the_run_loop())
+
+
+def held_loop() -> dg.JobDefinition:
+    return held_loop_job

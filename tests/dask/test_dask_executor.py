@@ -225,6 +225,7 @@ def test_needs_a_reconstructable_job(address: str, sqlite_instance: dg.DagsterIn
         ({"processes": 0}, "dask.processes"),
         ({"processes": 2, "steps_per_worker": 0}, "dask.steps_per_worker"),
         ({"address": " "}, "dask.address"),
+        ({"processes": 2, "heartbeat_timeout_seconds": 1.0}, "dask.heartbeat_timeout_seconds"),
     ],
 )
 def test_config_errors_name_the_key(
@@ -346,3 +347,18 @@ def test_auto_writer_is_the_workers_but_for_storage_in_memory(
     chosen = DaskConfig.from_config({"processes": 2, "events_written_by": "run"})
     assert chosen is not None
     assert _who_writes_events(chosen, sqlite_instance) == "run"
+
+
+def test_a_run_loop_held_past_the_heartbeat_timeout_loses_no_worker(
+    address: str, sqlite_instance: dg.DagsterInstance
+) -> None:
+    """The run's own loop is held (a local step that blocks it) longer than the
+    heartbeat timeout: the workers' heartbeats wait unread meanwhile, and are read
+    before any worker is taken as silent."""
+    config = _on(address, blocked_loop_warning_seconds=60.0)
+    config["execution"]["config"]["dask"]["heartbeat_timeout_seconds"] = 3.0
+    assert jobs.HOLD_SECONDS > 3.0
+    outcome = run_job(jobs.held_loop, sqlite_instance, config)
+    assert outcome.success, _failure_text(outcome)
+    assert not [e for e in outcome.events if "was lost" in (e.message or "")]
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)

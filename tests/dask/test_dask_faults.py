@@ -291,3 +291,97 @@ def test_a_step_that_outlives_the_grace_ends_once(
     assert ends == [E.STEP_FAILURE]
     audit = audit_run(instance, outcome.run_id)
     assert audit.exact, audit
+
+
+@pytest.mark.parametrize(
+    ("storage_instance", "written_by"),
+    [("sqlite", "workers"), ("sqlite", "run"), ("postgres", "workers")],
+    indirect=["storage_instance"],
+)
+def test_a_worker_that_stops_answering_is_lost_and_stores_nothing_when_it_resumes(
+    dask_cli_cluster: CliCluster,
+    storage_instance: dg.DagsterInstance,
+    tmp_path: Path,
+    written_by: str,
+) -> None:
+    """A worker process stopped as a whole (SIGSTOP) closes no connection: after the
+    heartbeat timeout the run takes it as lost, and each step it ran ends once, with
+    WorkerLostError. Resumed while its steps still wait, it stores none of their ends."""
+    cluster, instance, markers = dask_cli_cluster, storage_instance, tmp_path / "markers"
+    markers.mkdir()
+    release = tmp_path / "release"
+    cluster.wait_for_workers()
+    pids = cluster.worker_pids()
+    stopped: dict[str, Any] = {}
+
+    def stop_a_worker_then_resume_it() -> None:
+        wait_until(lambda: len(list(markers.iterdir())) >= 12, 120)
+        busy = Counter(pid for ran in fault_jobs.ran(markers).values() for pid in ran)
+        pid = busy.most_common(1)[0][0]
+        stopped["address"] = next(address for address, p in pids.items() if p == pid)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: _lost_event(instance) is not None, 60)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Resumed while its steps still wait for the release: it learns it was lost.
+        time.sleep(3)
+        release.touch()
+
+    actor = _in_background(stop_a_worker_then_resume_it)
+    op_config = {"marker_dir": str(markers), "release": str(release)}
+    config = {
+        "execution": {
+            "config": {
+                "dask": {
+                    "address": cluster.address,
+                    "events_written_by": written_by,
+                    "heartbeat_timeout_seconds": 3.0,
+                },
+                "termination_grace_seconds": GRACE_SECONDS,
+            }
+        },
+        "ops": {
+            name: {"config": op_config} for name in ("waits_for_release", "works_until_release")
+        },
+    }
+    outcome = run_job(fault_jobs.released, instance, config)
+    actor.join(timeout=120)
+    assert "address" in stopped
+    lost_event = _lost_event(instance)
+    assert lost_event is not None
+    metadata = lost_event.engine_event_data.metadata
+    assert metadata["worker"].value == stopped["address"]
+    assert "heartbeat" in (lost_event.message or "")
+    lost = set(metadata["lost_steps"].value)
+    assert lost
+    time.sleep(2)  # anything the resumed worker would still store
+    entries = records(instance, outcome.run_id)
+    errors = _step_errors(entries)
+    lost_ends = Counter(key for key, error in errors if error.cls_name == "WorkerLostError")
+    assert set(lost_ends) == lost and set(lost_ends.values()) == {1}
+    assert {error.cls_name for _, error in errors} == {"WorkerLostError"}
+    audit = audit_run(instance, outcome.run_id)
+    assert audit.exact, audit
+    # The async op's RetryPolicy ran its lost steps again, on the other worker.
+    retried = {key for key in lost if key.startswith("waits_for_release[")}
+    successes = {
+        r.step_key
+        for r in entries
+        if r.dagster_event and r.dagster_event.event_type == E.STEP_SUCCESS
+    }
+    assert retried <= successes
+    assert _run_failure_class(entries) in (None, "WorkerLostError")
+    cluster.wait_for_workers()
+
+
+def _lost_event(instance: dg.DagsterInstance) -> Any:
+    """The engine event of the latest run saying which worker it lost, if stored yet."""
+    runs = instance.get_runs(limit=1)
+    if not runs:
+        return None
+    for record in instance.all_logs(runs[0].run_id, of_type=E.ENGINE_EVENT):
+        event = record.dagster_event
+        if event is not None and "lost_steps" in event.engine_event_data.metadata:
+            return event
+    return None

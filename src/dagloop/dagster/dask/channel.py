@@ -6,6 +6,12 @@ the channel's writer, on the loop that owns the connection, writes whatever queu
 while its previous write was under way, as one pickled frame. A quiet channel sends each
 message at once; a busy one sends many per write, so the per-message cost falls as the
 traffic grows. The reader hands each batch it receives, in order, to `on_batch`.
+
+A worker's channel also writes a PING when it had nothing to write for
+`HEARTBEAT_SECONDS`; it runs on the Dask worker's own loop, so it beats while the run's
+steps keep the session's loop busy. The run process takes a worker whose channel stays
+silent far longer as lost (`links.py`): a process that is stopped or hung as a whole
+closes no connection.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from dagloop.dagster.dask import messages as msg
+
+#: How often a worker's idle channel says it is there.
+HEARTBEAT_SECONDS = 1.0
 
 #: Receives the messages of one frame, in the order they were sent.
 OnBatch = Callable[[list[Any]], None]
@@ -80,10 +91,15 @@ class Channel:
         loop: asyncio.AbstractEventLoop,
         on_batch: OnBatch,
         outbox: Outbox | None = None,
+        heartbeat: float | None = None,
     ) -> None:
+        """`heartbeat`: write a PING after that many seconds with nothing written."""
         self._comm = comm
         self._loop = loop
         self._on_batch = on_batch
+        self._heartbeat = heartbeat
+        #: When the peer's last frame arrived (the loop's clock).
+        self.last_heard = loop.time()
         self.outbox = outbox if outbox is not None else Outbox()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,6 +121,16 @@ class Channel:
     def send(self, message: Any) -> None:
         """Queue `message` (any thread); it is written after every message queued before."""
         self.outbox.send(message)
+
+    async def close_with(self, message: Any, timeout: float) -> None:
+        """Write `message` (waiting at most `timeout` seconds for it to be handed to the
+        connection), then close."""
+        written: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.outbox.send(message, written)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await asyncio.wrap_future(written)
+        await self.aclose()
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -130,7 +156,7 @@ class Channel:
     async def _write(self) -> None:
         try:
             while True:
-                await self._wake.wait()
+                await self._due()
                 self._wake.clear()
                 batch, waiters = self.outbox.take()
                 if batch:
@@ -145,11 +171,25 @@ class Channel:
                 self._comm.abort()
             self._gone()
 
+    async def _due(self) -> None:
+        """Until messages wait; with a heartbeat, a PING is queued after a quiet one."""
+        if self._heartbeat is None:
+            await self._wake.wait()
+            return
+        try:
+            async with asyncio.timeout(self._heartbeat):
+                await self._wake.wait()
+        except TimeoutError:
+            self.outbox.send((msg.PING,))
+
     async def _read(self) -> None:
         try:
             while True:
                 frame = await self._comm.read()
-                self._on_batch(pickle.loads(frame))
+                self.last_heard = self._loop.time()
+                batch = [message for message in pickle.loads(frame) if message[0] != msg.PING]
+                if batch:
+                    self._on_batch(batch)
         except asyncio.CancelledError:
             raise
         except Exception:  # closed or lost (CommClosedError, OSError)

@@ -13,11 +13,14 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from dagloop.dagster.dask.channel import HEARTBEAT_SECONDS
 from dagloop.dagster.errors import ExecutorConfigError
 from dagloop.dagster.schema_defaults import dataclass_default
 from dagloop.dagster.tags import PLACEMENT_TAG, Placement, tagged_placement
 
 EventsWrittenBy = Literal["auto", "run", "workers"]
+#: A worker is taken as lost after missing this many heartbeats at least.
+MIN_MISSED_HEARTBEATS = 3
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class DaskConfig:
     steps_per_worker: int = 512
     placement: Placement = "cluster"
     events_written_by: EventsWrittenBy = "auto"
+    heartbeat_timeout_seconds: float = 60.0
 
     @classmethod
     def from_config(cls, value: Mapping[str, Any] | None) -> DaskConfig | None:
@@ -49,12 +53,21 @@ class DaskConfig:
         slots = given.get("steps_per_worker", default.steps_per_worker)
         if slots < 1:
             raise ExecutorConfigError("dask.steps_per_worker", slots, "expected a positive integer")
+        silence = given.get("heartbeat_timeout_seconds", default.heartbeat_timeout_seconds)
+        if silence < MIN_MISSED_HEARTBEATS * HEARTBEAT_SECONDS:
+            raise ExecutorConfigError(
+                "dask.heartbeat_timeout_seconds",
+                silence,
+                f"expected at least {MIN_MISSED_HEARTBEATS * HEARTBEAT_SECONDS:g} seconds "
+                f"(workers send a heartbeat every {HEARTBEAT_SECONDS:g} s)",
+            )
         return cls(
             address=address,
             processes=processes,
             steps_per_worker=slots,
             placement=given.get("placement", default.placement),
             events_written_by=given.get("events_written_by", default.events_written_by),
+            heartbeat_timeout_seconds=float(silence),
         )
 
     def placement_of(self, op_name: str, step_key: str, tags: Mapping[str, str]) -> Placement:
@@ -104,6 +117,16 @@ DASK_CONFIG_SHAPE = dg.Shape(
                 "order, in batches; SQLite is not contended) or 'workers' (each worker "
                 "writes its own, in batches, in parallel). 'auto': 'workers', but "
                 "'run' for storage in the run process's memory."
+            ),
+        ),
+        "heartbeat_timeout_seconds": dg.Field(
+            float,
+            default_value=_default("heartbeat_timeout_seconds"),
+            description=(
+                "A worker whose connection to the run process carries nothing for this "
+                "long (workers send a heartbeat every second) is taken as lost: a "
+                "process stopped or hung as a whole closes no connection. Its begun "
+                "steps fail with WorkerLostError, or retry."
             ),
         ),
         "placement": dg.Field(

@@ -22,7 +22,7 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES, AttemptState
 from dagloop.dagster.dask import messages as msg
-from dagloop.dagster.dask.channel import Channel
+from dagloop.dagster.dask.channel import HEARTBEAT_SECONDS, Channel
 from dagloop.dagster.dask.run_spec import RunSpec
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log import RunEventLog
@@ -34,6 +34,8 @@ from dagloop.errors import DagloopError
 SESSIONS_READY_SECONDS = 60.0
 #: How long the workers get to tear a run's resources down when it ends.
 CLOSE_SESSIONS_SECONDS = 60.0
+#: How long a silent worker's channel may take to write LOST before it is closed.
+LOST_WRITE_SECONDS = 1.0
 
 
 class NoWorkersError(DagloopError):
@@ -95,6 +97,8 @@ class Link:
     by_step: dict[str, InFlight] = field(default_factory=dict)
     #: Size of the dynamic mappings last sent here (-1: none yet).
     mappings_size: int = -1
+    #: Why the run gave up on it while its connection was still open (it was silent).
+    given_up: str | None = None
 
     def free(self, pool: Pool) -> int:
         """Steps of `pool` it can begin at once, on arrival."""
@@ -122,6 +126,8 @@ class Links:
     event_log: RunEventLog
     on_began: OnBegan
     on_lost: OnLost
+    #: A worker whose channel carries nothing (not even its heartbeat) this long is lost.
+    heartbeat_timeout: float
     _links: list[Link] = field(default_factory=list)
     _expected: int = 0
     _listener: Any = None
@@ -130,6 +136,7 @@ class Links:
     _closing: bool = False
     #: Set whenever a slot may have come free or a worker came or went.
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _watch: asyncio.Task[None] | None = None
 
     async def open(self, client: Any, spec: RunSpec, slots: int | None) -> None:
         """Open the run's session on every worker of the cluster, and on each worker
@@ -140,6 +147,7 @@ class Links:
 
         self._listener = listen(f"tcp://{_reachable_host(client)}:0", self._on_connect)
         await self._listener.start()
+        self._watch = asyncio.create_task(self._watch_silence(), name="dagloop-dask-heartbeats")
         plugin = RunSessions(spec, self._listener.contact_address, slots)
         try:
             opened = await client.register_plugin(plugin, name=spec.topic)
@@ -168,6 +176,10 @@ class Links:
         """Close every session (their last entries reach the run's event log), then the
         channels and the listener."""
         self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self._plugin is not None:
             # First: a worker joining from now on opens no session of this run.
             client, name = self._plugin
@@ -254,7 +266,29 @@ class Links:
         await link.channel.closed
         self._changed.set()
         if not self._closing and not link.closed.is_set():
-            self.on_lost(link, f"its connection to the run process closed ({link.channel.peer})")
+            cause = link.given_up or "its connection to the run process closed"
+            self.on_lost(link, f"{cause} ({link.channel.peer})")
+
+    async def _watch_silence(self) -> None:
+        """Give up on each worker whose channel stays silent past the heartbeat
+        timeout: tell it so (LOST, in case it comes back), close its channel; it is then
+        lost as if its connection had closed. A check that comes late (this loop was
+        held) is skipped: the frames that arrived meanwhile are read first."""
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            now = loop.time()
+            late, checked = now - checked > 2 * HEARTBEAT_SECONDS, now
+            if late:
+                continue
+            for link in list(self._links):
+                silent = now - link.channel.last_heard
+                if silent > self.heartbeat_timeout and link.given_up is None:
+                    if link.channel.closed.done():
+                        continue
+                    link.given_up = f"it sent nothing, not even a heartbeat, for {silent:.0f} s"
+                    await link.channel.close_with((msg.LOST,), LOST_WRITE_SECONDS)
 
     def _on_batch(self, link: Link, batch: list[Any]) -> None:
         entries: list[EncodedEntry] = []

@@ -58,5 +58,6 @@ def lost_workers_event(
 
 
 def _message(cause: Any) -> str:
-    message = getattr(cause, "message", None)
+    """What a cause says: its text, or the message of an error (info)."""
+    message = cause if isinstance(cause, str) else getattr(cause, "message", None)
     return str(message).strip() if message else ""

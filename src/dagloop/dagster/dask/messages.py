@@ -22,6 +22,9 @@ CLOSE = "close"
 #: report its failure, unless its own end is already stored here. Answered with DISOWNED
 #: at once (on the channel's thread, whatever the session's loop is doing).
 DISOWN = "disown"
+#: `(LOST,)`: the run process took this worker as lost (its channel was silent too
+#: long): every attempt here is disowned, as by DISOWN; the channel closes next.
+LOST = "lost"
 
 # -- a worker to the run process --------------------------------------------------------
 
@@ -54,6 +57,9 @@ END = "end"
 WRITE_FAILED = "write_failed"
 #: `(CLOSED,)`: the resources are torn down; their entries were sent before.
 CLOSED = "closed"
+#: `(PING,)`: the worker is there; written by its channel after a quiet
+#: `channel.HEARTBEAT_SECONDS`, and dropped by the run's channel on arrival.
+PING = "ping"
 
 #: How the run process asks a worker to stop a step: the exception its code is
 #: interrupted with (its budget ran out, or any other interrupt).

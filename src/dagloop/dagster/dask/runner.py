@@ -92,7 +92,13 @@ class DaskSteps:
         self._default_budget = executor_config.step_timeout_seconds
         topic = f"dagloop-{job_context.run_id}"
         self._spec = run_spec(topic, job, job_context, execution_plan, executor_config, config)
-        self._links = Links(job_context, event_log, self._began, self._on_link_lost)
+        self._links = Links(
+            job_context,
+            event_log,
+            self._began,
+            self._on_link_lost,
+            heartbeat_timeout=config.heartbeat_timeout_seconds,
+        )
         #: The run stops: no attempt is sent any more.
         self._halting = False
         self._stack: AsyncExitStack | None = None

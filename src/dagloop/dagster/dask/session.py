@@ -114,6 +114,10 @@ class RunSession:
         for message in batch:
             if message[0] == msg.DISOWN:
                 self._disown(message[1])
+            elif message[0] == msg.LOST:
+                # The run reports every attempt here failed: none stores its own end.
+                for run in list(self._runs.values()):
+                    self._disown_attempt(run)
         with self._lock:
             loop = self._loop
             if loop is None:
@@ -127,12 +131,17 @@ class RunSession:
         stored here already; from now on its own end is not stored (nor sent)."""
         run = self._runs.get(token)
         # An attempt no longer here ended: its END follows its entries to the run.
-        disowned = run is not None and self._attempts.disown(run.attempt)
-        if disowned and run is not None:
-            # As on the run's loop: nothing its thread logs from now on is stored, even
-            # once the session is over (the entries stay routed until the thread leaves).
-            run.section.while_inside(self._held().add)
+        disowned = run is not None and self._disown_attempt(run)
         self._outbox.send((msg.DISOWNED, token, disowned))
+
+    def _disown_attempt(self, run: StepRun) -> bool:
+        """True: no end of the attempt was stored here, and none will be."""
+        if not self._attempts.disown(run.attempt):
+            return False
+        # As on the run's loop: nothing its thread logs from now on is stored, even once
+        # the session is over (the entries stay routed until the thread leaves).
+        run.section.while_inside(self._held().add)
+        return True
 
     def _held(self) -> QuarantinedThreads:
         """Threads of disowned attempts: the worker's event log's (`workers`), else the
