@@ -149,6 +149,45 @@ def test_local_workers_do_not_profile_and_start_with_the_preloaded_modules(
     assert done.stdout.strip().splitlines()[-1] == "[(False, True)]"
 
 
+#: A stand-in for an optional package of Dask's that records its import.
+OPTIONAL_PACKAGE = """
+import os
+open(os.environ["IMPORTED_MARKER"], "w").close()
+"""
+
+
+def test_starting_a_local_cluster_imports_none_of_dasks_optional_packages(
+    tmp_path: Path,
+) -> None:
+    """Dask's nanny would import every package it can use (pandas...) into the run
+    process before forking a worker; the forkserver already runs with its own list."""
+    import distributed.utils
+
+    from dagloop.runtime.forkserver import DASK_PRELOAD_FLAG
+
+    assert isinstance(getattr(distributed.utils, DASK_PRELOAD_FLAG), bool)
+    from distributed.versions import optional_packages
+
+    assert "pandas" in optional_packages
+    fake = tmp_path / "site" / "pandas"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(OPTIONAL_PACKAGE)
+    marker = tmp_path / "pandas-imported"
+    script = tmp_path / "settings.py"
+    script.write_text(WORKER_SETTINGS)
+    env = {
+        **os.environ,
+        "IMPORTED_MARKER": str(marker),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[(False, True)]"
+    assert not marker.exists()
+
+
 def test_a_worker_that_replaces_a_killed_one_takes_the_runs_steps(
     sqlite_instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:

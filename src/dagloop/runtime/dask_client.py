@@ -12,8 +12,14 @@ from typing import Any
 
 from dagloop._extras import require
 from dagloop.errors import DagloopError
-from dagloop.runtime.forkserver import preloaded_start_method
+from dagloop.runtime.forkserver import (
+    DASK_DEFAULT_METHOD,
+    preloaded_start_method,
+    skip_dasks_preload,
+)
 
+#: Dask's config key for how a local cluster's nannies start their worker processes.
+METHOD_KEY = "distributed.worker.multiprocessing-method"
 #: How long a local cluster gets to start, and then its worker processes to register
 #: with its scheduler.
 LOCAL_WORKERS_TIMEOUT_SECONDS = 60.0
@@ -40,19 +46,28 @@ async def dask_client(
     `address`, or to a local cluster of `processes` worker processes started here, with
     the modules `preload` names imported before the workers start (`forkserver.py`). On
     exit the client is closed, then the cluster it started (also when entering fails)."""
+    feature = "Running steps on Dask"
+    method = configured = DASK_DEFAULT_METHOD
+    if processes is not None:
+        # Before this process imports `distributed`: the forkserver imports it (and the
+        # rest of `preload`) meanwhile. Dask's own default is read from its config once
+        # `distributed` is imported; before, a value the user configured is there.
+        dask = require("dask", extra="dask", feature=feature)
+        configured = dask.config.get(METHOD_KEY, DASK_DEFAULT_METHOD)
+        method = preloaded_start_method(configured, preload)
     # Typed Any: `distributed` leaves its constructors unannotated.
-    distributed: Any = require("distributed", extra="dask", feature="Running steps on Dask")
+    distributed: Any = require("distributed", extra="dask", feature=feature)
+    if method != configured:
+        skip_dasks_preload()
     async with AsyncExitStack() as stack:
         target: Any = address
         if processes is not None:
             import dask
 
-            method_key = "distributed.worker.multiprocessing-method"
-            method = preloaded_start_method(dask.config.get(method_key), preload)
             # Each Dask server samples its event loop's stack for the dashboard's profile
             # every few ms; the local cluster's scheduler and nannies share the caller's
             # loop, and it has no dashboard. The workers inherit the setting.
-            settings = {"distributed.worker.profile.enabled": False, method_key: method}
+            settings = {"distributed.worker.profile.enabled": False, METHOD_KEY: method}
             stack.enter_context(dask.config.set(settings))
             target = distributed.LocalCluster(
                 n_workers=processes,

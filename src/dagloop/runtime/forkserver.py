@@ -36,3 +36,20 @@ def preloaded_start_method(configured: str, preload: Sequence[str]) -> str:
     context.set_forkserver_preload(["distributed", *preload])
     multiprocessing.forkserver.ensure_running()
     return FORKSERVER
+
+
+def skip_dasks_preload() -> None:
+    """Once `preloaded_start_method` started the forkserver: a nanny starting a worker
+    by forkserver first imports, into this process, every package Dask can use (pandas
+    among them), to name them in the server's preload list. The server runs already,
+    with its own list, so those imports would only cost this process their time on the
+    cluster's critical path. Dask's own flag says they were done."""
+    import distributed.utils
+
+    if hasattr(distributed.utils, DASK_PRELOAD_FLAG):
+        setattr(distributed.utils, DASK_PRELOAD_FLAG, True)
+
+
+#: `distributed.utils`' record that its forkserver preload list was set (private: its
+#: absence only costs the imports again; tests/dask/test_local_cluster.py checks it).
+DASK_PRELOAD_FLAG = "_forkserver_preload_set"
