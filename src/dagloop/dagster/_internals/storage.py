@@ -3,9 +3,11 @@ one transaction, for the storages whose `store_event` writes one row per entry."
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from dagloop.dagster._internals.names import (
     ASSET_CHECK_EVENTS,
@@ -53,7 +55,19 @@ class EncodedEntry:
 #: An entry to store: decoded, or encoded elsewhere as its row.
 Storable = EventLogEntry | EncodedEntry
 
-BatchWriter = Callable[[str, Sequence[Storable]], None]
+
+class BatchWriter(Protocol):
+    """Writes many entries of one run in one transaction (any one thread at a time)."""
+
+    def __call__(self, run_id: str, entries: Sequence[Storable]) -> None: ...
+
+    def close(self) -> None:
+        """The run's writes are over: release what the writer kept open (a later write
+        opens it again)."""
+
+
+#: How long a write waits for another connection's lock on an SQLite file.
+SQLITE_BUSY_SECONDS = 30.0
 
 
 def encode_entry(storage: Any, entry: EventLogEntry) -> EncodedEntry:
@@ -135,12 +149,12 @@ def run_shard_batch_writer(instance: Any) -> BatchWriter | None:
     """
     storage = instance.event_log_storage
     if type(storage) is SqliteEventLogStorage:
-        return _sqlite_batch_writer(storage)
+        return _SqliteBatchWriter(storage)
     if type(storage) is InMemoryEventLogStorage:
-        return _in_memory_batch_writer(storage)
+        return _InMemoryBatchWriter(storage)
     postgres = _postgres_event_log()
     if postgres is not None and type(storage) is postgres.PostgresEventLogStorage:
-        return _postgres_batch_writer(storage, postgres.CHANNEL_NAME)
+        return _PostgresBatchWriter(storage, postgres.CHANNEL_NAME)
     return None
 
 
@@ -154,7 +168,7 @@ def _postgres_event_log() -> Any:
     return event_log
 
 
-def _postgres_batch_writer(storage: Any, channel: str) -> BatchWriter:
+class _PostgresBatchWriter:
     """The entries' rows in one transaction: one INSERT of many rows (SQLAlchemy's
     "insertmanyvalues": one compiled statement, cached, not one compiled per batch),
     returning their ids, then one statement sending the notifications `store_event`
@@ -166,30 +180,55 @@ def _postgres_batch_writer(storage: Any, channel: str) -> BatchWriter:
     older versions reading the same database, whose watcher fetches the one entry a
     notification names. One notification per entry keeps those seeing every entry, for
     one round trip per batch.
-    """
-    import sqlalchemy as sa
 
-    table = SqlEventLogStorageTable
-    insert = table.insert().returning(table.c.run_id, table.c.id, sort_by_parameter_order=True)
-    notify = sa.text(
-        "SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) "
-        "WITH ORDINALITY AS sent(payload, position) ORDER BY position"
-    )
+    The storage's engine has no pool: each `run_connection` is a new connection to the
+    server (its authentication included). One is kept from batch to batch instead, and
+    dropped when a batch fails (the next batch, or its retry, opens another)."""
 
-    def write(run_id: str, entries: Sequence[Storable]) -> None:
-        rows = [_row(storage, entry) for entry in entries]
-        with storage.run_connection(run_id) as conn:
-            # dagster-postgres' engine autocommits every statement; one transaction here.
-            conn = conn.execution_options(isolation_level="READ COMMITTED")
+    def __init__(self, storage: Any, channel: str) -> None:
+        import sqlalchemy as sa
+
+        self._storage = storage
+        self._channel = channel
+        table = SqlEventLogStorageTable
+        self._insert = table.insert().returning(
+            table.c.run_id, table.c.id, sort_by_parameter_order=True
+        )
+        self._notify = sa.text(
+            "SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) "
+            "WITH ORDINALITY AS sent(payload, position) ORDER BY position"
+        )
+        #: The connection kept between batches, and what closes it.
+        self._kept: tuple[contextlib.ExitStack, Any] | None = None
+
+    def __call__(self, run_id: str, entries: Sequence[Storable]) -> None:
+        rows = [_row(self._storage, entry) for entry in entries]
+        conn = self._connection(run_id)
+        try:
             with conn.begin():
-                stored = conn.execute(insert, rows)
+                stored = conn.execute(self._insert, rows)
                 payloads = [f"{stored_run_id}_{storage_id}" for stored_run_id, storage_id in stored]
-                conn.execute(notify, {"channel": channel, "payloads": payloads})
+                conn.execute(self._notify, {"channel": self._channel, "payloads": payloads})
+        except BaseException:
+            self.close()  # perhaps broken: not used again
+            raise
 
-    return write
+    def close(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            with contextlib.suppress(Exception):
+                kept[0].close()
+
+    def _connection(self, run_id: str) -> Any:
+        if self._kept is None:
+            stack = contextlib.ExitStack()
+            conn = stack.enter_context(self._storage.run_connection(run_id))
+            # dagster-postgres' engine autocommits every statement; one transaction here.
+            self._kept = (stack, conn.execution_options(isolation_level="READ COMMITTED"))
+        return self._kept[1]
 
 
-def _in_memory_batch_writer(storage: Any) -> BatchWriter:
+class _InMemoryBatchWriter:
     """The ephemeral instance's event log is an in-memory SQLite database; its
     `store_event` takes a lock, opens a connection, runs two PRAGMAs, a transaction and
     an INSERT per entry, then counts the entry in `_storage_id` and calls the run's
@@ -197,8 +236,14 @@ def _in_memory_batch_writer(storage: Any) -> BatchWriter:
     transaction and INSERT (executemany) per batch, then the same counting and calls,
     entry by entry."""
 
-    def write(run_id: str, entries: Sequence[Storable]) -> None:
-        _insert_rows(storage, run_id, entries)
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __call__(self, run_id: str, entries: Sequence[Storable]) -> None:
+        storage = self._storage
+        rows = [_row(storage, entry) for entry in entries]
+        with storage.run_connection(run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
         for entry in map(decoded, entries):
             storage._storage_id += 1
             cursor = str(EventLogCursor.from_storage_id(storage._storage_id))
@@ -208,20 +253,63 @@ def _in_memory_batch_writer(storage: Any) -> BatchWriter:
                 except Exception:  # as store_event does: one watcher must not stop the run
                     logging.exception("Exception in callback for event watch on run %s.", run_id)
 
-    return write
+    def close(self) -> None:
+        pass  # nothing is kept
 
 
-def _sqlite_batch_writer(storage: Any) -> BatchWriter:
-    def write(run_id: str, entries: Sequence[Storable]) -> None:
-        _insert_rows(storage, run_id, entries)
+class _SqliteBatchWriter:
+    """One executemany of the rows `store_event` would insert, in one transaction. One
+    cached single-row statement: SQLAlchemy would compile a multi-row VALUES statement
+    anew for every batch size.
 
-    return write
+    The storage's `run_connection` creates an engine and opens a connection for every
+    use, under a lock of the storage's, and closing the last connection to a WAL
+    database checkpoints it. Here one engine per run shard keeps its connection
+    (SQLAlchemy's pool) from batch to batch. The shard is created through
+    `run_connection`, as Dagster creates it, and again whenever its file was replaced
+    or removed since (the kept connection would go on writing to the old file)."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        #: Per run shard: its engine, and the file (device, inode) it was opened on.
+        self._engines: dict[str, tuple[Any, tuple[int, int]]] = {}
+
+    def __call__(self, run_id: str, entries: Sequence[Storable]) -> None:
+        rows = [_row(self._storage, entry) for entry in entries]
+        with self._engine(run_id).begin() as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+
+    def close(self) -> None:
+        engines, self._engines = self._engines, {}
+        for engine, _ in engines.values():
+            engine.dispose()
+
+    def _engine(self, run_id: str) -> Any:
+        path = self._storage.path_for_shard(run_id)
+        kept = self._engines.get(run_id)
+        if kept is not None:
+            engine, opened = kept
+            if _file_identity(path) == opened:
+                return engine
+            del self._engines[run_id]
+            engine.dispose()
+        import sqlalchemy as sa
+
+        with self._storage.run_connection(run_id):
+            pass  # the shard's tables exist from here on
+        engine = sa.create_engine(
+            self._storage.conn_string_for_shard(run_id),
+            connect_args={"timeout": SQLITE_BUSY_SECONDS},
+        )
+        identity = _file_identity(path)
+        if identity is not None:
+            self._engines[run_id] = (engine, identity)
+        return engine
 
 
-def _insert_rows(storage: Any, run_id: str, entries: Sequence[Storable]) -> None:
-    """One executemany of the rows `store_event` would insert, in the transaction the
-    storage's `run_connection` opens. One cached single-row statement: SQLAlchemy would
-    compile a multi-row VALUES statement anew for every batch size."""
-    rows = [_row(storage, entry) for entry in entries]
-    with storage.run_connection(run_id) as conn:
-        conn.execute(SqlEventLogStorageTable.insert(), rows)
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino

@@ -33,7 +33,7 @@ class LoopBatchWriter(QueuedWriter):
     async def close(self) -> None:
         self._close_queue(stop_mark=False)
         self._drain()
-        self._store.store_lost()
+        self._store.finish()
 
     def _entry_queued(self, size: int) -> None:
         if size >= SELF_WRITE_BACKLOG and threading.get_ident() != self._loop_thread:

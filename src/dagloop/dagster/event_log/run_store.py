@@ -100,9 +100,17 @@ class RunStore:
             return
         self._notify_listeners(entries)
 
-    def store_lost(self) -> None:
-        """At the run's end, one more bounded try at the entries that could not be
-        stored: after a short outage the run still fails, but its log is complete."""
+    def finish(self) -> None:
+        """At the run's end (its writer's last write done): one more bounded try at the
+        entries that could not be stored (after a short outage the run still fails, but
+        its log is complete); then the batch writer's connections are closed."""
+        try:
+            self._store_lost()
+        finally:
+            if self._write_batch is not None:
+                self._write_batch.close()
+
+    def _store_lost(self) -> None:
         lost, self._lost = self._lost, []
         if not lost:
             return

@@ -96,7 +96,7 @@ class ThreadBatchWriter(QueuedWriter):
             self._hurry.clear()
             with self._write_lock:
                 stopping = self._write(self._take_all())
-        self._store.store_lost()
+        self._store.finish()
 
 
 class DirectWriter(ThreadBatchWriter):
