@@ -62,8 +62,6 @@ async def dask_client(
     async with AsyncExitStack() as stack:
         target: Any = address
         if processes is not None:
-            import dask
-
             # Each Dask server samples its event loop's stack for the dashboard's profile
             # every few ms; the local cluster's scheduler and nannies share the caller's
             # loop, and it has no dashboard. The workers inherit the setting.

@@ -241,9 +241,8 @@ class _InMemoryBatchWriter:
 
     def __call__(self, run_id: str, entries: Sequence[Storable]) -> None:
         storage = self._storage
-        rows = [_row(storage, entry) for entry in entries]
         with storage.run_connection(run_id) as conn:
-            conn.execute(SqlEventLogStorageTable.insert(), rows)
+            _insert_rows(conn, storage, entries)
         for entry in map(decoded, entries):
             storage._storage_id += 1
             cursor = str(EventLogCursor.from_storage_id(storage._storage_id))
@@ -258,9 +257,7 @@ class _InMemoryBatchWriter:
 
 
 class _SqliteBatchWriter:
-    """One executemany of the rows `store_event` would insert, in one transaction. One
-    cached single-row statement: SQLAlchemy would compile a multi-row VALUES statement
-    anew for every batch size.
+    """The entries' rows in one transaction (`_insert_rows`).
 
     The storage's `run_connection` creates an engine and opens a connection for every
     use, under a lock of the storage's, and closing the last connection to a WAL
@@ -275,9 +272,8 @@ class _SqliteBatchWriter:
         self._engines: dict[str, tuple[Any, tuple[int, int]]] = {}
 
     def __call__(self, run_id: str, entries: Sequence[Storable]) -> None:
-        rows = [_row(self._storage, entry) for entry in entries]
         with self._engine(run_id).begin() as conn:
-            conn.execute(SqlEventLogStorageTable.insert(), rows)
+            _insert_rows(conn, self._storage, entries)
 
     def close(self) -> None:
         engines, self._engines = self._engines, {}
@@ -305,6 +301,14 @@ class _SqliteBatchWriter:
         if identity is not None:
             self._engines[run_id] = (engine, identity)
         return engine
+
+
+def _insert_rows(conn: Any, storage: Any, entries: Sequence[Storable]) -> None:
+    """One executemany of the rows `store_event` would insert. One cached single-row
+    statement: SQLAlchemy would compile a multi-row VALUES statement anew for every
+    batch size."""
+    rows = [_row(storage, entry) for entry in entries]
+    conn.execute(SqlEventLogStorageTable.insert(), rows)
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
