@@ -8,7 +8,7 @@ message at once; a busy one sends many per write, so the per-message cost falls 
 traffic grows. The reader hands each batch it receives, in order, to `on_batch`.
 
 A worker's channel also writes a PING when it had nothing to write for
-`HEARTBEAT_SECONDS`; it runs on the Dask worker's own loop, so it beats while the run's
+`messages.HEARTBEAT_SECONDS`; it runs on the Dask worker's own loop, so it beats while the run's
 steps keep the session's loop busy. The run process takes a worker whose channel stays
 silent far longer as lost (`links.py`): a process that is stopped or hung as a whole
 closes no connection.
@@ -25,9 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from dagloop.dagster.dask import messages as msg
-
-#: How often a worker's idle channel says it is there.
-HEARTBEAT_SECONDS = 1.0
 
 #: Receives the messages of one frame, in the order they were sent.
 OnBatch = Callable[[list[Any]], None]

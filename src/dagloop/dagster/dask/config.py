@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from dagloop.dagster.dask.channel import HEARTBEAT_SECONDS
+from dagloop.dagster.dask.messages import HEARTBEAT_SECONDS
 from dagloop.dagster.errors import ExecutorConfigError
 from dagloop.dagster.schema_defaults import dataclass_default
 from dagloop.dagster.tags import PLACEMENT_TAG, Placement, tagged_placement

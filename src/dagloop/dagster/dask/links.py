@@ -22,7 +22,7 @@ from dagloop.dagster._internals import (
 )
 from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES, AttemptState
 from dagloop.dagster.dask import messages as msg
-from dagloop.dagster.dask.channel import HEARTBEAT_SECONDS, Channel
+from dagloop.dagster.dask.channel import Channel
 from dagloop.dagster.dask.run_spec import RunSpec
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log import RunEventLog
@@ -277,9 +277,9 @@ class Links:
         loop = asyncio.get_running_loop()
         checked = loop.time()
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(msg.HEARTBEAT_SECONDS)
             now = loop.time()
-            late, checked = now - checked > 2 * HEARTBEAT_SECONDS, now
+            late, checked = now - checked > 2 * msg.HEARTBEAT_SECONDS, now
             if late:
                 continue
             for link in list(self._links):

@@ -58,8 +58,10 @@ WRITE_FAILED = "write_failed"
 #: `(CLOSED,)`: the resources are torn down; their entries were sent before.
 CLOSED = "closed"
 #: `(PING,)`: the worker is there; written by its channel after a quiet
-#: `channel.HEARTBEAT_SECONDS`, and dropped by the run's channel on arrival.
+#: `HEARTBEAT_SECONDS`, and dropped by the run's channel on arrival.
 PING = "ping"
+#: How often a worker's idle channel says it is there.
+HEARTBEAT_SECONDS = 1.0
 
 #: How the run process asks a worker to stop a step: the exception its code is
 #: interrupted with (its budget ran out, or any other interrupt).

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from dagloop.dagster.dask import messages as msg
-from dagloop.dagster.dask.channel import HEARTBEAT_SECONDS, Channel, Outbox
+from dagloop.dagster.dask.channel import Channel, Outbox
 from dagloop.dagster.dask.run_spec import RunSpec
 from dagloop.dagster.dask.session import RunSession
 
@@ -66,7 +66,7 @@ async def open_session(
     }
     hello = (msg.HELLO, address, slots, capacity)
     session = RunSession(spec, _instance(spec.instance_ref), outbox, hello)
-    channel = Channel(comm, loop, session.deliver, outbox, heartbeat=HEARTBEAT_SECONDS)
+    channel = Channel(comm, loop, session.deliver, outbox, heartbeat=msg.HEARTBEAT_SECONDS)
     channel.start()
 
     def run_process_gone(_: object) -> None:
