@@ -6,9 +6,11 @@ test counts how often each step's code ran, and in which worker process.
 """
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +132,30 @@ def outlives_grace() -> dg.JobDefinition:
 
 #: How long a step of `released_job` waits for its release file at most.
 RELEASE_WAIT_SECONDS = 120.0
-RELEASED = {"marker_dir": str, "release": str}
+RELEASED = {"marker_dir": str, "release": str, "left_dir": str}
 
 
 def _released(context: dg.OpExecutionContext) -> bool:
     return Path(context.op_config["release"]).exists()
+
+
+@contextlib.contextmanager
+def _leaves_a_marker(context: dg.OpExecutionContext) -> Iterator[None]:
+    """`<step key>@<pid>` in `left_dir` once the op's code is left, however it ends."""
+    try:
+        yield
+    finally:
+        step_key = context.get_step_execution_context().step.key
+        (Path(context.op_config["left_dir"]) / f"{step_key}@{os.getpid()}").touch()
+
+
+def left(left_dir: Path) -> set[tuple[str, int]]:
+    """(step key, pid) of each execution of a `released_job` step whose code was left."""
+    found = set()
+    for path in left_dir.iterdir():
+        step_key, pid = path.name.split("@")
+        found.add((step_key, int(pid)))
+    return found
 
 
 def _never_released() -> dg.Failure:
@@ -144,22 +165,24 @@ def _never_released() -> dg.Failure:
 @dg.op(config_schema=RELEASED, retry_policy=dg.RetryPolicy(max_retries=1))
 async def waits_for_release(context: dg.OpExecutionContext, item: int) -> int:
     mark(context)
-    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
-    while not _released(context):
-        if time.monotonic() > deadline:
-            raise _never_released()
-        await asyncio.sleep(0.05)
+    with _leaves_a_marker(context):
+        deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+        while not _released(context):
+            if time.monotonic() > deadline:
+                raise _never_released()
+            await asyncio.sleep(0.05)
     return item
 
 
 @dg.op(config_schema=RELEASED)
 def works_until_release(context: dg.OpExecutionContext, item: int) -> int:
     mark(context)
-    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
-    while not _released(context):
-        if time.monotonic() > deadline:
-            raise _never_released()
-        time.sleep(0.05)
+    with _leaves_a_marker(context):
+        deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+        while not _released(context):
+            if time.monotonic() > deadline:
+                raise _never_released()
+            time.sleep(0.05)
     return item
 
 

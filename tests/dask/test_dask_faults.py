@@ -309,7 +309,8 @@ def test_a_worker_that_stops_answering_is_lost_and_stores_nothing_when_it_resume
     WorkerLostError. Resumed while its steps still wait, it stores none of their ends."""
     cluster, instance, markers = dask_cli_cluster, storage_instance, tmp_path / "markers"
     markers.mkdir()
-    release = tmp_path / "release"
+    release, left = tmp_path / "release", tmp_path / "left"
+    left.mkdir()
     cluster.wait_for_workers()
     pids = cluster.worker_pids()
     stopped: dict[str, Any] = {}
@@ -324,12 +325,15 @@ def test_a_worker_that_stops_answering_is_lost_and_stores_nothing_when_it_resume
             wait_until(lambda: _lost_event(instance) is not None, 60)
         finally:
             os.kill(pid, signal.SIGCONT)
-        # Resumed while its steps still wait for the release: it learns it was lost.
-        time.sleep(3)
+        # Resumed while its steps still wait for the release, it reads LOST first, and
+        # then, its channel closed, stops them: they leave their code before any is
+        # released (a step whose end it stored would show as a second end).
+        there = {(key, pid) for key, ran in fault_jobs.ran(markers).items() if pid in ran}
+        wait_until(lambda: there <= fault_jobs.left(left), 60)
         release.touch()
 
     actor = _in_background(stop_a_worker_then_resume_it)
-    op_config = {"marker_dir": str(markers), "release": str(release)}
+    op_config = {"marker_dir": str(markers), "release": str(release), "left_dir": str(left)}
     config = {
         "execution": {
             "config": {
