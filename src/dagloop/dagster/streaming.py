@@ -157,9 +157,11 @@ class StreamedFanOut:
 
 
 def streams_outputs(step: Any, *, every_producer: bool) -> bool:
-    """Whether `step`'s dynamic outputs stream: its op's tag says so, or, untagged,
-    `every_producer` (the executor's `step_dependency_config` lets steps start before
-    their upstream succeeded)."""
+    """Whether `step` has dynamic outputs and they stream: its op's tag says so, or,
+    untagged, `every_producer` (the executor's `step_dependency_config` lets steps start
+    before their upstream succeeded)."""
+    if not any(output.is_dynamic for output in step.step_outputs):
+        return False
     tagged = stream_tag(step.node_handle.name, step.key, step.tags or {})
     return every_producer if tagged is None else tagged
 

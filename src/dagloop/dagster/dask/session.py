@@ -28,7 +28,6 @@ import dagster as dg
 from dagloop.dagster._internals import (
     DagsterEvent,
     DagsterExecutionInterruptedError,
-    ExecutionStep,
     PlanExecutionContext,
     PlanExecutionContextManager,
     create_execution_plan,
@@ -376,7 +375,9 @@ class RunSession:
 
         try:
             step = self._plan.step(command.step_key)
-            if self._streams(step):
+            dependencies = self.spec.step_dependency_config
+            every_producer = not dependencies.require_upstream_step_success
+            if streams_outputs(step, every_producer=every_producer):
                 turns = ProducerTurns(asyncio.get_running_loop())
             context = self._context.for_step(step, command.known_state)
             run = StepRun(
@@ -408,13 +409,6 @@ class RunSession:
             self._send_after_written(
                 (msg.END, token, dg.serialize_value(escaped) if escaped is not None else None)
             )
-
-    def _streams(self, step: ExecutionStep) -> bool:
-        """Whether the step's dynamic outputs stream to the run's mapped steps."""
-        if not any(output.is_dynamic for output in step.step_outputs):
-            return False
-        every_producer = not self.spec.step_dependency_config.require_upstream_step_success
-        return streams_outputs(step, every_producer=every_producer)
 
     def _interrupt(self, token: int) -> None:
         run = self._runs.get(token)
