@@ -255,13 +255,66 @@ def test_an_attempt_whose_end_is_stored_but_not_yet_accepted_is_marked_unknown()
     assert table.accept(attempt, SUCCESS) is Verdict.DUPLICATE
 
 
-def test_a_disowned_attempt_stores_no_end_of_its_own() -> None:
+def test_a_disowned_attempt_stores_nothing_more_of_its_own() -> None:
     # Its end is reported by another process: what it stores here later is dropped.
     table, attempt = running()
     assert table.admit(Event("step", START))
+    assert table.admit(Event("step", OUTPUT))
     assert table.disown(attempt)
+    assert not table.admit(Event("step", OUTPUT))
     assert not table.admit(Event("step", FAILURE))
-    assert table.admit(Event("step", OUTPUT))  # only its end is the other process's
+    assert table.admit(Event("other", OUTPUT))
+
+
+def test_a_disowned_attempt_that_had_not_opened_never_does_in_storage() -> None:
+    table, attempt = running()
+    assert table.disown(attempt)
+    assert not table.admit(Event("step", START))
+    assert not table.admit(Event("step", SUCCESS))
+
+
+def test_a_later_attempt_of_a_disowned_one_is_stored() -> None:
+    table, first = running()
+    assert table.admit(Event("step", START))
+    assert table.disown(first)
+    retry = table.launch("step", "retry")
+    assert table.begin(retry)
+    assert table.admit(Event("step", RESTARTED))
+    assert table.admit(Event("step", OUTPUT))
+    assert table.admit(Event("step", SUCCESS))
+
+
+def test_storage_waits_at_the_fence_for_each_step_event_outside_the_lock() -> None:
+    passed: list[str] = []
+    table: AttemptTable[None] = AttemptTable(fence=lambda: passed.append("fence"))
+    attempt = table.launch("step", None)
+    table.begin(attempt)
+    assert table.admit(None) and table.admit(Event(None, "RUN_START"))
+    assert passed == []  # not a step's
+    for event_type in (START, OUTPUT, SUCCESS):
+        assert table.admit(Event("step", event_type))
+    assert passed == ["fence"] * 3
+
+
+def test_an_end_held_at_the_fence_while_its_attempt_is_disowned_is_dropped() -> None:
+    # A worker's end waits for its lease; the worker learns it was lost meanwhile.
+    at_fence, release = threading.Event(), threading.Event()
+
+    def fence() -> None:
+        at_fence.set()
+        release.wait(10)
+
+    table: AttemptTable[None] = AttemptTable(fence=fence)
+    attempt = table.launch("step", None)
+    table.begin(attempt)
+    results: list[bool] = []
+    storing = threading.Thread(target=lambda: results.append(table.admit(Event("step", SUCCESS))))
+    storing.start()
+    assert at_fence.wait(10)
+    assert table.disown(attempt)  # the fence holds no lock of the table
+    release.set()
+    storing.join(10)
+    assert results == [False]
 
 
 def test_an_attempt_whose_end_is_stored_is_not_disowned() -> None:

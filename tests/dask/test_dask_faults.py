@@ -294,8 +294,14 @@ def test_a_step_that_outlives_the_grace_ends_once(
 
 
 @pytest.mark.parametrize(
-    ("storage_instance", "written_by"),
-    [("sqlite", "workers"), ("sqlite", "run"), ("postgres", "workers")],
+    ("storage_instance", "written_by", "released"),
+    [
+        ("sqlite", "workers", "after they left"),
+        ("sqlite", "run", "after they left"),
+        ("postgres", "workers", "after they left"),
+        ("sqlite", "workers", "while stopped"),
+        ("postgres", "workers", "while stopped"),
+    ],
     indirect=["storage_instance"],
 )
 def test_a_worker_that_stops_answering_is_lost_and_stores_nothing_when_it_resumes(
@@ -303,10 +309,13 @@ def test_a_worker_that_stops_answering_is_lost_and_stores_nothing_when_it_resume
     storage_instance: dg.DagsterInstance,
     tmp_path: Path,
     written_by: str,
+    released: str,
 ) -> None:
     """A worker process stopped as a whole (SIGSTOP) closes no connection: after the
     heartbeat timeout the run takes it as lost, and each step it ran ends once, with
-    WorkerLostError. Resumed while its steps still wait, it stores none of their ends."""
+    WorkerLostError. Resumed, it stores nothing more of those steps: neither when they
+    are stopped (still waiting for the release) nor when their code ends the moment the
+    worker resumes (released while it was stopped), before it could read LOST."""
     cluster, instance, markers = dask_cli_cluster, storage_instance, tmp_path / "markers"
     markers.mkdir()
     release, left = tmp_path / "release", tmp_path / "left"
@@ -317,17 +326,23 @@ def test_a_worker_that_stops_answering_is_lost_and_stores_nothing_when_it_resume
 
     def stop_a_worker_then_resume_it() -> None:
         wait_until(lambda: len(list(markers.iterdir())) >= 12, 120)
+        # Stopped in the middle of a write, a worker would hold SQLite's write lock, and
+        # no process could store anything (the lost worker's event included) until it
+        # is resumed: stop it once no step began for a second.
+        _wait_until_no_step_begins(markers, quiet=1.0)
         busy = Counter(pid for ran in fault_jobs.ran(markers).values() for pid in ran)
         pid = busy.most_common(1)[0][0]
         stopped["address"] = next(address for address, p in pids.items() if p == pid)
         os.kill(pid, signal.SIGSTOP)
         try:
             wait_until(lambda: _lost_event(instance) is not None, 60)
+            if released == "while stopped":
+                release.touch()
         finally:
             os.kill(pid, signal.SIGCONT)
-        # Resumed while its steps still wait for the release, it reads LOST first, and
-        # then, its channel closed, stops them: they leave their code before any is
-        # released (a step whose end it stored would show as a second end).
+        # "after they left": resumed while its steps still wait for the release, it
+        # stops them, its channel closed: they leave their code before any is released.
+        # A step whose end it stored would show as a second end.
         there = {(key, pid) for key, ran in fault_jobs.ran(markers).items() if pid in ran}
         wait_until(lambda: there <= fault_jobs.left(left), 60)
         release.touch()
@@ -377,6 +392,19 @@ def test_a_worker_that_stops_answering_is_lost_and_stores_nothing_when_it_resume
     assert retried <= successes
     assert _run_failure_class(entries) in (None, "WorkerLostError")
     cluster.wait_for_workers()
+
+
+def _wait_until_no_step_begins(markers: Path, quiet: float) -> None:
+    seen, since = -1, time.monotonic()
+    deadline = since + 120
+    while time.monotonic() < deadline:
+        count = len(list(markers.iterdir()))
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"steps kept beginning for 120 s ({seen} so far)")
 
 
 def _lost_event(instance: dg.DagsterInstance) -> Any:

@@ -116,8 +116,11 @@ class Attempt:
 class AttemptTable(Generic[P]):
     """Every attempt of one run and every transition of each."""
 
-    def __init__(self) -> None:
+    def __init__(self, fence: Callable[[], None] | None = None) -> None:
+        """`fence`: storage calls it before it decides on a terminal event (outside the
+        table's lock); a worker's waits there while its lease lapsed (dask/lease.py)."""
         self._lock = threading.Lock()
+        self._fence = fence
         self._tokens = itertools.count(1)
         #: Open attempts by token, with what the driver runs each with.
         self._open: dict[int, tuple[Attempt, P]] = {}
@@ -130,6 +133,9 @@ class AttemptTable(Generic[P]):
         #: Tokens of attempts whose terminal event passed storage (it may not have
         #: reached the caller yet).
         self._stored_ends: set[int] = set()
+        #: Tokens of attempts whose end the run reports from another process: nothing
+        #: more of theirs is stored here.
+        self._disowned: set[int] = set()
         self._on_drop: DropReport | None = None
         #: Terminal events dropped as second ones, on the way to the caller / to storage.
         self.dropped_accepted = 0
@@ -273,21 +279,24 @@ class AttemptTable(Generic[P]):
 
     def admit(self, event: StoredEvent | None) -> bool:
         """An event of the run on its way to storage (any thread): False for a second
-        terminal event of an attempt, which must not be stored. Storage knows events by
-        step key only: they belong to the step's attempt whose opening event it stored
-        last (a retry's attempt is launched before its STEP_RESTARTED is stored)."""
+        terminal event of an attempt, and for any event of a disowned one, which must
+        not be stored. Storage knows events by step key only: they belong to the step's
+        attempt whose opening event it stored last (a retry's attempt is launched before
+        its STEP_RESTARTED is stored)."""
         if event is None or event.step_key is None:
             return True
+        if self._fence is not None:
+            self._fence()
         step_key, event_type = event.step_key, event.event_type_value
         opening = event_type in OPENING_EVENT_TYPES
         if not opening and event_type not in TERMINAL_EVENT_TYPES:
-            return True
+            return not self._disowned or self._stored_current.get(step_key) not in self._disowned
         with self._lock:
             if opening:
                 latest = self._latest.get(step_key)
                 if latest is not None:
                     self._stored_current[step_key] = latest
-                return True
+                return latest not in self._disowned
             token = self._stored_current.get(step_key)
             if token is None:
                 return True  # its attempt never opened in storage: nothing to compare
@@ -303,13 +312,14 @@ class AttemptTable(Generic[P]):
     def disown(self, attempt: Attempt) -> bool:
         """The run reports the attempt's end from another process, whose storage path
         does not pass this table. True: no terminal event of the attempt was admitted
-        to storage here, and none will be from now on. False: its own end was admitted
-        (it is stored, or on its way): the run must take that one."""
+        to storage here, and no event of its will be from now on. False: its own end
+        was admitted (it is stored, or on its way): the run must take that one."""
         with self._lock:
             if attempt.token in self._stored_ends:
                 return False
             self._stored_current[attempt.key] = attempt.token
             self._stored_ends.add(attempt.token)
+            self._disowned.add(attempt.token)
             return True
 
     def _failure_owed(self, attempt: Attempt) -> Settlement:

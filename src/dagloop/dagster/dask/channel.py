@@ -7,11 +7,11 @@ while its previous write was under way, as one pickled frame. A quiet channel se
 message at once; a busy one sends many per write, so the per-message cost falls as the
 traffic grows. The reader hands each batch it receives, in order, to `on_batch`.
 
-A worker's channel also writes a PING when it had nothing to write for
-`messages.HEARTBEAT_SECONDS`; it runs on the Dask worker's own loop, so it beats while the run's
-steps keep the session's loop busy. The run process takes a worker whose channel stays
-silent far longer as lost (`links.py`): a process that is stopped or hung as a whole
-closes no connection.
+A worker's channel also writes a PING every `messages.HEARTBEAT_SECONDS`, from the Dask
+worker's own loop, so it beats while the run's steps keep the session's loop busy. The
+run process takes a worker whose channel stays silent far longer as lost (`links.py`):
+a process that is stopped or hung as a whole closes no connection. The run's channel
+answers each PING with a PONG, which renews the worker's `Lease`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import concurrent.futures
 import contextlib
 import pickle
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from dagloop.dagster.dask import messages as msg
+from dagloop.dagster.dask.lease import Lease
 
 #: Receives the messages of one frame, in the order they were sent.
 OnBatch = Callable[[list[Any]], None]
@@ -89,12 +91,16 @@ class Channel:
         on_batch: OnBatch,
         outbox: Outbox | None = None,
         heartbeat: float | None = None,
+        lease: Lease | None = None,
     ) -> None:
-        """`heartbeat`: write a PING after that many seconds with nothing written."""
+        """`heartbeat`: write a PING every that many seconds; `lease`: renewed by the
+        peer's PONGs."""
         self._comm = comm
         self._loop = loop
         self._on_batch = on_batch
         self._heartbeat = heartbeat
+        self._lease = lease
+        self._next_ping = loop.time() + heartbeat if heartbeat is not None else None
         #: When the peer's last frame arrived (the loop's clock).
         self.last_heard = loop.time()
         self.outbox = outbox if outbox is not None else Outbox()
@@ -169,22 +175,26 @@ class Channel:
             self._gone()
 
     async def _due(self) -> None:
-        """Until messages wait; with a heartbeat, a PING is queued after a quiet one."""
-        if self._heartbeat is None:
+        """Until messages wait; with a heartbeat, a PING is queued when one is due."""
+        if self._heartbeat is None or self._next_ping is None:
             await self._wake.wait()
             return
-        try:
-            async with asyncio.timeout(self._heartbeat):
-                await self._wake.wait()
-        except TimeoutError:
-            self.outbox.send((msg.PING,))
+        if self._loop.time() < self._next_ping:
+            try:
+                async with asyncio.timeout_at(self._next_ping):
+                    await self._wake.wait()
+                return
+            except TimeoutError:
+                pass
+        self._next_ping = self._loop.time() + self._heartbeat
+        self.outbox.send((msg.PING, time.monotonic()))
 
     async def _read(self) -> None:
         try:
             while True:
                 frame = await self._comm.read()
                 self.last_heard = self._loop.time()
-                batch = [message for message in pickle.loads(frame) if message[0] != msg.PING]
+                batch = [message for message in pickle.loads(frame) if not self._beat(message)]
                 if batch:
                     self._on_batch(batch)
         except asyncio.CancelledError:
@@ -193,6 +203,18 @@ class Channel:
             pass
         finally:
             self._gone()
+
+    def _beat(self, message: Any) -> bool:
+        """Answer a PING, renew the lease by a PONG; False for any other message."""
+        kind = message[0]
+        if kind == msg.PING:
+            self.outbox.send((msg.PONG, message[1]))
+        elif kind == msg.PONG:
+            if self._lease is not None:
+                self._lease.renew(message[1])
+        else:
+            return False
+        return True
 
     def _gone(self) -> None:
         self.outbox.fail_waiters()

@@ -22,6 +22,9 @@ CLOSE = "close"
 #: report its failure, unless its own end is already stored here. Answered with DISOWNED
 #: at once (on the channel's thread, whatever the session's loop is doing).
 DISOWN = "disown"
+#: `(PONG, sent_at)`: the answer to a worker's PING: the run process heard from the
+#: worker no earlier than `sent_at` (its `Lease`).
+PONG = "pong"
 #: `(LOST,)`: the run process took this worker as lost (its channel was silent too
 #: long): every attempt here is disowned, as by DISOWN; the channel closes next.
 LOST = "lost"
@@ -57,10 +60,11 @@ END = "end"
 WRITE_FAILED = "write_failed"
 #: `(CLOSED,)`: the resources are torn down; their entries were sent before.
 CLOSED = "closed"
-#: `(PING,)`: the worker is there; written by its channel after a quiet
-#: `HEARTBEAT_SECONDS`, and dropped by the run's channel on arrival.
+#: `(PING, sent_at)`: the worker is there; written by its channel every
+#: `HEARTBEAT_SECONDS`, with the worker's monotonic clock, and answered by the run's
+#: channel on arrival.
 PING = "ping"
-#: How often a worker's idle channel says it is there.
+#: How often a worker's channel says it is there.
 HEARTBEAT_SECONDS = 1.0
 
 #: How the run process asks a worker to stop a step: the exception its code is

@@ -43,6 +43,8 @@ class RunSpec:
     sync_threads: int
     host_threads: int
     blocked_loop_warning_seconds: float
+    #: The run process takes a worker silent this long as lost (the worker's `Lease`).
+    heartbeat_timeout_seconds: float
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def run_spec(
         sync_threads=executor_config.sync_threads,
         host_threads=config.steps_per_worker,
         blocked_loop_warning_seconds=executor_config.blocked_loop_warning_seconds,
+        heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
     )
 
 

@@ -38,6 +38,7 @@ from dagloop.dagster._internals import (
 from dagloop.dagster.attempts import OPENING_EVENT_TYPES, AttemptState, AttemptTable
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Outbox
+from dagloop.dagster.dask.lease import Lease
 from dagloop.dagster.dask.run_spec import RunSpec, StepCommand
 from dagloop.dagster.dask.worker_plan import WorkerPlan
 from dagloop.dagster.entry_routes import QuarantinedThreads, route_entries, unroute_entries
@@ -63,8 +64,10 @@ class RunSession:
         instance: dg.DagsterInstance,
         outbox: Outbox,
         hello: tuple[Any, ...],
+        lease: Lease,
     ) -> None:
         self.spec = spec
+        self._lease = lease
         self._instance = instance
         self._outbox = outbox
         #: The first message: where the session is and what it takes.
@@ -81,7 +84,9 @@ class RunSession:
         self._runs: dict[int, StepRun] = {}
         #: Interrupts asked for before their step was here, by token.
         self._interrupts: dict[int, str] = {}
-        self._attempts: AttemptTable[StepRun] = AttemptTable()
+        #: An attempt's events are stored only while the run process cannot have taken
+        #: this worker as lost (`events_written_by: workers`).
+        self._attempts: AttemptTable[StepRun] = AttemptTable(fence=lease.wait)
         #: What arrived before the loop ran (nothing is sent before HELLO, but a CLOSE).
         self._early: list[Any] = []
         self._lock = threading.Lock()
@@ -91,6 +96,8 @@ class RunSession:
             lambda: unroute_entries(self._instance, self.spec.dagster_run.run_id)
         )
         self._closing = False
+        #: The run process reports every attempt here (`_lost`): none may begin.
+        self._owns_nothing = False
         #: The run stops: no step begins here any more.
         self._halted = False
         #: Attempts whose BEGAN is sent.
@@ -114,9 +121,7 @@ class RunSession:
             if message[0] == msg.DISOWN:
                 self._disown(message[1])
             elif message[0] == msg.LOST:
-                # The run reports every attempt here failed: none stores its own end.
-                for run in list(self._runs.values()):
-                    self._disown_attempt(run)
+                self._lost()
         with self._lock:
             loop = self._loop
             if loop is None:
@@ -147,8 +152,20 @@ class RunSession:
         session's own (`run`: it routes the entries to the run process)."""
         return self._event_log.quarantined if self._event_log is not None else self._quarantined
 
+    def _lost(self) -> None:
+        """The run process reports every attempt here failed (or none, if its process
+        is gone): none stores its own end, and an end waiting for the lease is dropped."""
+        with self._lock:
+            self._owns_nothing = True
+            runs = list(self._runs.values())
+        for run in runs:
+            self._disown_attempt(run)
+        self._lease.end()
+
     def run_process_gone(self) -> None:
-        """The channel closed: the run is over (or its process is gone). Stop."""
+        """The channel closed: the run is over, its process is gone, or it took this
+        worker as lost (it may not have read LOST). Stop."""
+        self._lost()
         self.deliver([(msg.CLOSE,)])
 
     # -- the session's thread ----------------------------------------------------------
@@ -390,7 +407,10 @@ class RunSession:
             )
             run.task = asyncio.current_task()
             run.on_opening = functools.partial(self._opened, run, token)
-            self._runs[token] = run
+            with self._lock:
+                if self._owns_nothing:
+                    return  # the run reports its failure: it never begins
+                self._runs[token] = run
             if token in self._interrupts:  # asked before the step was here
                 self._interrupt(token)
             await self._hosting.run_step(run, accept)

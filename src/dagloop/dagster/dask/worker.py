@@ -16,6 +16,7 @@ import dagster as dg
 
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Channel, Outbox
+from dagloop.dagster.dask.lease import Lease
 from dagloop.dagster.dask.run_spec import RunSpec
 from dagloop.dagster.dask.session import RunSession
 
@@ -55,6 +56,8 @@ async def open_session(
 
     address = str(dask_worker.address)
     loop = asyncio.get_running_loop()
+    # Before it connects: the run process counts this worker's silence from later on.
+    lease = Lease(spec.heartbeat_timeout_seconds)
     comm = await connect(run_address)
     outbox = Outbox()
     if slots is None:
@@ -65,8 +68,10 @@ async def open_session(
         "thread": min(spec.host_threads, slots),
     }
     hello = (msg.HELLO, address, slots, capacity)
-    session = RunSession(spec, _instance(spec.instance_ref), outbox, hello)
-    channel = Channel(comm, loop, session.deliver, outbox, heartbeat=msg.HEARTBEAT_SECONDS)
+    session = RunSession(spec, _instance(spec.instance_ref), outbox, hello, lease)
+    channel = Channel(
+        comm, loop, session.deliver, outbox, heartbeat=msg.HEARTBEAT_SECONDS, lease=lease
+    )
     channel.start()
 
     def run_process_gone(_: object) -> None:
