@@ -1,6 +1,6 @@
 """The Dask column of the interrupt stress: runs whose steps are on a Dask cluster,
-terminated at random moments, with a worker process SIGKILLed mid-run, or with steps
-over their budgets; every stored event log audited.
+terminated at random moments, with a worker process SIGKILLed or stopped mid-run, or with
+steps over their budgets; every stored event log audited.
 
 Each run is `dagster job execute` of a job of `jobs/dask_stress.py` in a child process on
 a SQLite instance, its executor given `dask: {processes: 2}` or `dask: {address: ...}`
@@ -11,6 +11,10 @@ alternating run by run:
   sent SIGTERM (as a run launcher does), at a random moment after a cluster step started;
 * worker kills: one worker process (a process hosting steps) SIGKILLed at a random
   moment after a cluster step started; the run goes on;
+* worker stops: one worker process SIGSTOPped at such a moment and resumed 1-6 s later,
+  with `heartbeat_timeout_seconds: 3`: a short stop is a pause the run rides out, a
+  long one makes the run take the worker as lost while it may still store its steps'
+  ends as it resumes;
 * budgets: 6 sync and 6 async steps over a 0.5 s budget beside 6 that must succeed.
 
 The audit is the tests' (`tests/dagster/interrupt_audit.py`: two terminal events, open
@@ -31,9 +35,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,9 @@ MODES = ("processes2", "address")
 HANG_SECONDS = GRACE_SECONDS + 90
 #: Latest moment of a termination or kill, in seconds after a cluster step started.
 LATEST = 4.0
+#: The stopped-worker runs: the heartbeat timeout, and how long a worker is stopped.
+STOP_HEARTBEAT_TIMEOUT = 3.0
+STOP_SECONDS = (1.0, 6.0)
 
 
 @dataclass
@@ -61,6 +69,7 @@ class Counts:
     terminations: int = 50
     kills: int = 10
     budget_runs: int = 10
+    stops: int = 10
 
 
 @dataclass
@@ -80,12 +89,15 @@ class DaskRun:
     failures: Counter[str] = field(default_factory=Counter)
     #: STEP_SUCCESS of the budget job's steps that must succeed
     within_budget_succeeded: int = 0
+    #: Workers the run took as lost (its engine events saying so)
+    lost_workers: int = 0
 
 
-def _config(mode: str, cluster: CliCluster) -> dict[str, Any]:
+def _config(mode: str, cluster: CliCluster, **more: Any) -> dict[str, Any]:
     dask: dict[str, Any] = (
         {"processes": 2} if mode == "processes2" else {"address": cluster.address}
     )
+    dask.update(more)
     return {"execution": {"config": {"termination_grace_seconds": GRACE_SECONDS, "dask": dask}}}
 
 
@@ -170,12 +182,14 @@ def one_run(
     job: str,
     act: Callable[[subprocess.Popen[bytes]], bool] | None,
     rng: random.Random,
+    **dask: Any,
 ) -> DaskRun:
-    """Launch a run; `act` (after a random delay once a cluster step started) terminates
-    it or kills a worker and says whether it could; then wait, audit, count."""
+    """Launch a run (`dask`: more of its `dask:` config); `act` (after a random delay
+    once a cluster step started) terminates it, kills or stops a worker, and says
+    whether it could; then wait, audit, count."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
         before = {r.run_id for r in instance.get_runs()}
-        child = _launch(home, job, _write_config(home, _config(mode, cluster)))
+        child = _launch(home, job, _write_config(home, _config(mode, cluster, **dask)))
         workers_seen: dict[int, psutil.Process] = {}
         run_id = _new_run(instance, before, child)
         acted = act is not None
@@ -219,6 +233,12 @@ def one_run(
                 1
                 for r in instance.all_logs(run_id, of_type=E.STEP_SUCCESS)
                 if (r.step_key or "").startswith("within_budget[")
+            ),
+            lost_workers=sum(
+                1
+                for r in instance.all_logs(run_id, of_type=E.ENGINE_EVENT)
+                if r.dagster_event is not None
+                and "lost_steps" in r.dagster_event.engine_event_data.metadata
             ),
         )
 
@@ -271,15 +291,63 @@ def _kill_worker(
     return act
 
 
-def run_dask_stress(counts: Counts, rng: random.Random) -> dict[str, dict[str, Any]]:
-    """The Dask cases: terminations, worker kills, budgets; their tallies by case."""
+def _stop_worker(
+    cluster: CliCluster, mode: str, rng: random.Random
+) -> Callable[[subprocess.Popen[bytes]], bool]:
+    """SIGSTOP one worker process, SIGCONT it a random 1-6 s later (from a thread)."""
+    stopped_for = rng.uniform(*STOP_SECONDS)
+
+    def act(child: subprocess.Popen[bytes]) -> bool:
+        if mode == "address":
+            pids = cluster.worker_pids()
+        else:
+            pids = [p.pid for p in _worker_processes(child)]
+        if not pids:
+            return False
+        pid = rng.choice(pids)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return False
+
+        def resume() -> None:
+            time.sleep(stopped_for)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+        threading.Thread(target=resume, daemon=True).start()
+        return True
+
+    return act
+
+
+@contextlib.contextmanager
+def _work_dir() -> Iterator[str]:
+    """A temporary directory for the runs' instance and markers; kept (and named) with
+    `DAGLOOP_STRESS_KEEP=1`, to read a faulty run's log afterwards."""
+    if os.environ.get("DAGLOOP_STRESS_KEEP") == "1":
+        kept = tempfile.mkdtemp(prefix="dagloop-dask-stress-")
+        print(f"  instance and markers kept in {kept}", flush=True)
+        yield kept
+        return
     with tempfile.TemporaryDirectory(prefix="dagloop-dask-stress-") as tmp:
+        yield tmp
+
+
+def run_dask_stress(counts: Counts, rng: random.Random) -> dict[str, dict[str, Any]]:
+    """The Dask cases: terminations, worker kills and stops, budgets; their tallies."""
+    with _work_dir() as tmp:
         home, markers = Path(tmp) / "home", Path(tmp) / "markers"
         home.mkdir()
         markers.mkdir()
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         os.environ[jobs.MARKERS_ENV] = str(markers)  # inherited by every worker
-        runs: dict[str, list[DaskRun]] = {"terminations": [], "kills": [], "budgets": []}
+        runs: dict[str, list[DaskRun]] = {
+            "terminations": [],
+            "kills": [],
+            "stops": [],
+            "budgets": [],
+        }
         with cli_cluster(2, tmp) as cluster:
             for i in range(counts.terminations):
                 mode = MODES[i % 2]
@@ -296,6 +364,24 @@ def run_dask_stress(counts: Counts, rng: random.Random) -> dict[str, dict[str, A
                 runs["kills"].append(run)
                 _progress(run)
                 _restore(cluster)
+            for i in range(counts.stops):
+                mode = MODES[i % 2]
+                act = _stop_worker(cluster, mode, rng)
+                run = one_run(
+                    home,
+                    markers,
+                    cluster,
+                    "stop",
+                    mode,
+                    "dask_stress_job",
+                    act,
+                    rng,
+                    heartbeat_timeout_seconds=STOP_HEARTBEAT_TIMEOUT,
+                )
+                runs["stops"].append(run)
+                _progress(run)
+                time.sleep(STOP_SECONDS[1])  # the worker resumed before the next run
+                _restore(cluster)
             for i in range(counts.budget_runs):
                 mode = MODES[i % 2]
                 run = one_run(home, markers, cluster, "budget", mode, "dask_budget_job", None, rng)
@@ -307,6 +393,8 @@ def run_dask_stress(counts: Counts, rng: random.Random) -> dict[str, dict[str, A
             runs["terminations"]
         ),
         f"Dask: a worker SIGKILLed mid-run ({counts.kills})": tally(runs["kills"]),
+        f"Dask: a worker stopped for {STOP_SECONDS[0]:g}-{STOP_SECONDS[1]:g} s mid-run "
+        f"({counts.stops})": tally(runs["stops"]),
         f"Dask: steps over a {jobs.BUDGET_SECONDS} s budget ({counts.budget_runs} runs)": tally(
             runs["budgets"], expected_timeouts=2 * jobs.OVER_BUDGET
         ),
@@ -349,6 +437,7 @@ def tally(runs: list[DaskRun], expected_timeouts: int = 0) -> dict[str, Any]:
         "silent_reruns": sum(r.silent_reruns for r in runs),
         "bodies_run_without_step_start": sum(r.marker_steps_without_start for r in runs),
         "leftover_worker_processes": sum(r.leftover_workers for r in runs),
+        "workers_taken_as_lost": sum(r.lost_workers for r in runs),
         "steps_started": sum(a.started for a in audits),
         "steps_succeeded": sum(a.succeeded for a in audits),
         "steps_interrupted": sum(a.failures["DagsterExecutionInterruptedError"] for a in audits),
@@ -393,6 +482,7 @@ def print_dask_table(cases: dict[str, dict[str, Any]]) -> None:
         ("silent re-runs", "silent_reruns"),
         ("bodies run without a STEP_START", "bodies_run_without_step_start"),
         ("worker processes left running", "leftover_worker_processes"),
+        ("workers taken as lost", "workers_taken_as_lost"),
         ("steps interrupted", "steps_interrupted"),
         ("step timeouts (expected)", "step_timeouts"),
         ("steps that had to succeed and did not", "steps_that_must_succeed_but_did_not"),

@@ -8,14 +8,14 @@ auditor (`tests/dagster/interrupt_audit.py`):
   `dagster job execute` processes sent SIGTERM at a random moment;
 * step timeouts: the six-generators-over-budget job beside steps that must succeed;
 * the Dask column (`dask_stress.py`): runs with their steps on a Dask cluster, terminated
-  at random moments, a worker SIGKILLed mid-run, steps over their budgets.
+  at random moments, a worker SIGKILLed or stopped mid-run, steps over their budgets.
 
 Prints the tables and writes `benchmarks/results/interrupt_stress.json` (the single loop)
 and `benchmarks/results/interrupt_stress_dask.json` (Dask); a part run 0 times is not
 written.
 
     python benchmarks/interrupt_stress.py [--canceling 100] [--sigterm 50] [--timeout-runs 34]
-        [--dask-terminations 50] [--dask-kills 10] [--dask-budget-runs 10]
+        [--dask-terminations 50] [--dask-kills 10] [--dask-budget-runs 10] [--dask-stops 10]
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--dask-terminations", type=int, default=50)
     parser.add_argument("--dask-kills", type=int, default=10)
     parser.add_argument("--dask-budget-runs", type=int, default=10)
+    parser.add_argument("--dask-stops", type=int, default=10)
     parser.add_argument(
         "--out", default=str(REPO / "benchmarks" / "results" / "interrupt_stress.json")
     )
@@ -153,8 +154,8 @@ def main() -> None:
     rng = random.Random(args.seed)
     if args.canceling or args.sigterm or args.timeout_runs:
         _loop_part(args, rng)
-    counts = Counts(args.dask_terminations, args.dask_kills, args.dask_budget_runs)
-    if counts.terminations or counts.kills or counts.budget_runs:
+    counts = Counts(args.dask_terminations, args.dask_kills, args.dask_budget_runs, args.dask_stops)
+    if counts.terminations or counts.kills or counts.budget_runs or counts.stops:
         _dask_part(args, counts, rng)
 
 

@@ -116,7 +116,7 @@ class Attempt:
 class AttemptTable(Generic[P]):
     """Every attempt of one run and every transition of each."""
 
-    def __init__(self, fence: Callable[[], None] | None = None) -> None:
+    def __init__(self, fence: Callable[[], object] | None = None) -> None:
         """`fence`: storage calls it before it decides on a terminal event (outside the
         table's lock); a worker's waits there while its lease lapsed (dask/lease.py)."""
         self._lock = threading.Lock()

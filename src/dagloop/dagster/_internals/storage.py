@@ -56,10 +56,17 @@ class EncodedEntry:
 Storable = EventLogEntry | EncodedEntry
 
 
+#: Called inside a batch's transaction once its rows are written, before the commit; an
+#: exception it raises rolls the batch back.
+BeforeCommit = Callable[[], None]
+
+
 class BatchWriter(Protocol):
     """Writes many entries of one run in one transaction (any one thread at a time)."""
 
-    def __call__(self, run_id: str, entries: Sequence[Storable]) -> None: ...
+    def __call__(
+        self, run_id: str, entries: Sequence[Storable], before_commit: BeforeCommit | None = None
+    ) -> None: ...
 
     def close(self) -> None:
         """The run's writes are over: release what the writer kept open (a later write
@@ -201,7 +208,9 @@ class _PostgresBatchWriter:
         #: The connection kept between batches, and what closes it.
         self._kept: tuple[contextlib.ExitStack, Any] | None = None
 
-    def __call__(self, run_id: str, entries: Sequence[Storable]) -> None:
+    def __call__(
+        self, run_id: str, entries: Sequence[Storable], before_commit: BeforeCommit | None = None
+    ) -> None:
         rows = [_row(self._storage, entry) for entry in entries]
         conn = self._connection(run_id)
         try:
@@ -209,6 +218,8 @@ class _PostgresBatchWriter:
                 stored = conn.execute(self._insert, rows)
                 payloads = [f"{stored_run_id}_{storage_id}" for stored_run_id, storage_id in stored]
                 conn.execute(self._notify, {"channel": self._channel, "payloads": payloads})
+                if before_commit is not None:
+                    before_commit()
         except BaseException:
             self.close()  # perhaps broken: not used again
             raise
@@ -239,10 +250,14 @@ class _InMemoryBatchWriter:
     def __init__(self, storage: Any) -> None:
         self._storage = storage
 
-    def __call__(self, run_id: str, entries: Sequence[Storable]) -> None:
+    def __call__(
+        self, run_id: str, entries: Sequence[Storable], before_commit: BeforeCommit | None = None
+    ) -> None:
         storage = self._storage
-        with storage.run_connection(run_id) as conn:
+        with storage.run_connection(run_id) as conn:  # one transaction
             _insert_rows(conn, storage, entries)
+            if before_commit is not None:
+                before_commit()
         for entry in map(decoded, entries):
             storage._storage_id += 1
             cursor = str(EventLogCursor.from_storage_id(storage._storage_id))
@@ -271,9 +286,13 @@ class _SqliteBatchWriter:
         #: Per run shard: its engine, and the file (device, inode) it was opened on.
         self._engines: dict[str, tuple[Any, tuple[int, int]]] = {}
 
-    def __call__(self, run_id: str, entries: Sequence[Storable]) -> None:
+    def __call__(
+        self, run_id: str, entries: Sequence[Storable], before_commit: BeforeCommit | None = None
+    ) -> None:
         with self._engine(run_id).begin() as conn:
             _insert_rows(conn, self._storage, entries)
+            if before_commit is not None:
+                before_commit()
 
     def close(self) -> None:
         engines, self._engines = self._engines, {}

@@ -1,18 +1,22 @@
 """How long the run process still counts a worker as present, seen from the worker.
 
 The run process takes a worker as lost once it heard nothing from it for the heartbeat
-timeout (`links.py`), and then reports the failure of every attempt the worker ran. A
-worker that was stopped or stalled for that long does not know it was lost until it
-reads LOST, and a step whose code ends the moment it resumes could store its own end
-first: a second terminal event. So a worker stores an attempt's end only under a lease.
+timeout (`links.py`), and then reports the failure of every attempt the worker began; it
+reads from storage which attempts a lost worker began or ended. A worker that was
+stopped or stalled for that long does not know it was lost until it reads LOST: a step
+whose code ends the moment it resumes, or a write it had begun, could still store an
+entry the run has already accounted for (a second terminal event, a start that never
+ends). So a worker stores under a lease.
 
 Each PING carries the time the worker sent it, and the run process answers with a PONG
 carrying the same time. The run read that PING, so it heard from the worker no earlier
 than then and cannot take the worker as lost before that time plus the timeout. The
-lease runs out a safety margin before that moment (the storage's write still has to
-land); until a later PONG renews it, an end waits. When the worker learns it was lost
-(LOST, or its channel closed), its session disowns every attempt first and ends the
-lease next, so the waiting end is dropped, as the run reports that attempt's failure.
+lease runs out a safety margin before that moment. Storage asks it twice: before it
+takes a step's event (`AttemptTable`'s fence), and inside each batch's transaction,
+right before the commit (`RunStore`'s fence). While the lease lapsed both wait for the
+next PONG. When the worker learns it was lost (LOST, or its channel closed), its session
+disowns every attempt first and ends the lease next: the waiting event is dropped, the
+waiting batch rolled back.
 
 Both sides measure time with their monotonic clocks, which advance at the same rate on
 one machine and within parts per million across machines.
@@ -60,10 +64,12 @@ class Lease:
             self._ended = True
             self._changed.notify_all()
 
-    def wait(self) -> None:
-        """Return once the lease is held, or has ended (any thread but the channel's)."""
-        if self._ended or time.monotonic() < self._until:
-            return
+    def wait(self) -> bool:
+        """Return once the lease is held (True), or has ended (False); any thread but the
+        channel's."""
+        if not self._ended and time.monotonic() < self._until:
+            return True
         with self._changed:
             while not self._ended and time.monotonic() >= self._until:
                 self._changed.wait()
+            return not self._ended

@@ -226,6 +226,7 @@ class RunSession:
                 loop,
                 on_failure=lambda failure: self._outbox.send((msg.WRITE_FAILED, str(failure))),
                 attempts=self._attempts,
+                fence=self._lease.wait,
             )
             self._event_log.start()
         self._outbox.send(self._hello)

@@ -21,7 +21,7 @@ from dagloop.dagster.attempts import AttemptTable
 from dagloop.dagster.entry_routes import QuarantinedThreads, route_entries, unroute_entries
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log.loop_writer import LoopBatchWriter
-from dagloop.dagster.event_log.run_store import RunStore
+from dagloop.dagster.event_log.run_store import Fence, RunStore
 from dagloop.dagster.event_log.thread_writer import DirectWriter, ThreadBatchWriter
 from dagloop.dagster.event_log.writer import EntryWriter
 from dagloop.runtime.thread_interrupt import checkpoint
@@ -47,10 +47,14 @@ class RunEventLog:
         batched: bool = True,
         on_failure: Callable[[EventLogWriteError], None] | None = None,
         attempts: AttemptTable[Any] | None = None,
+        fence: Fence | None = None,
     ) -> None:
+        """`fence`: a Dask worker's lease, asked before each write commits (`RunStore`)."""
         self._instance = instance
         self._run_id = run_id
-        self._store = RunStore(instance, run_id, loop, batched=batched, on_failure=on_failure)
+        self._store = RunStore(
+            instance, run_id, loop, batched=batched, on_failure=on_failure, fence=fence
+        )
         self._writer = _writer_for(instance, self._store, loop)
         self._routed = False
         #: Threads of abandoned steps: what they log from then on is dropped (`add`),

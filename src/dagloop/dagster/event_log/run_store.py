@@ -1,7 +1,9 @@
 """Store a run's event-log entries: retries with backoff, failure reporting, listeners.
 
 Every write strategy stores through one `RunStore`, so they all retry, count and fail
-the same way, and an entry that cannot be stored is never dropped silently.
+the same way, and an entry that cannot be stored is never dropped silently. The one
+entries dropped on purpose are a Dask worker's once the run process took that worker as
+lost (`fence`): the run process reports its steps from then on.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ RETRY_SECONDS = 3.8
 
 #: Stores one entry: the instance's own `handle_new_event` (notifies the listeners too).
 StoreOne = Callable[[EventLogEntry], None]
+#: Returns once writes may land: True, or False if they must not any more.
+Fence = Callable[[], bool]
+
+
+class _Withdrawn(Exception):
+    """The fence said no: the batch was rolled back, and is not retried."""
 
 
 class RunStore:
@@ -44,8 +52,11 @@ class RunStore:
         *,
         batched: bool,
         on_failure: Callable[[EventLogWriteError], None] | None,
+        fence: Fence | None = None,
     ) -> None:
+        """`fence`: asked right before each write commits (a Dask worker's lease)."""
         self._instance = instance
+        self._fence = fence
         self._run_id = run_id
         self._loop = loop
         self._on_failure = on_failure
@@ -60,6 +71,8 @@ class RunStore:
         #: Entries written, and write calls used for them (for the run's summary event).
         self.entries_written = 0
         self.writes = 0
+        #: Entries the fence withdrew.
+        self.withdrawn = 0
 
     @property
     def batched(self) -> bool:
@@ -69,6 +82,10 @@ class RunStore:
     def store_one(self, entry: Storable, *, retry: bool) -> None:
         """Store `entry` (retried with backoff if `retry`), or raise EventLogWriteError."""
         entry = decoded(entry)
+        if self._fence is not None and not self._fence():
+            # Dagster's own write has no hook before its commit: asked before it.
+            self.withdrawn += 1
+            return
         try:
             self._write(lambda: self.store_unguarded(entry), 1, retry=retry)
         except Exception as exc:
@@ -85,8 +102,13 @@ class RunStore:
         assert write_batch is not None
         try:
             self._write(
-                lambda: write_batch(self._run_id, entries), len(entries), retry=self.failure is None
+                lambda: write_batch(self._run_id, entries, self._before_commit),
+                len(entries),
+                retry=self.failure is None,
             )
+        except _Withdrawn:
+            self.withdrawn += len(entries)
+            return
         except Exception:
             # As Dagster does when a batch fails: one write per entry, so that one entry
             # the storage rejects does not take the others with it. Once one of those
@@ -117,11 +139,17 @@ class RunStore:
         try:
             if self._write_batch is not None:
                 write_batch = self._write_batch
-                self._write(lambda: write_batch(self._run_id, lost), len(lost), retry=True)
+                self._write(
+                    lambda: write_batch(self._run_id, lost, self._before_commit),
+                    len(lost),
+                    retry=True,
+                )
                 self._notify_listeners(lost)
             else:
                 for entry in map(decoded, lost):
                     self._write(lambda entry=entry: self.store_unguarded(entry), 1, retry=True)  # type: ignore[misc]
+        except _Withdrawn:
+            self.withdrawn += len(lost)
         except Exception as exc:
             sys.stderr.write(f"dagloop: {len(lost)} event-log entries stay lost: {exc!r}\n")
 
@@ -134,6 +162,10 @@ class RunStore:
             for listener in listeners:
                 listener(entry)
 
+    def _before_commit(self) -> None:
+        if self._fence is not None and not self._fence():
+            raise _Withdrawn
+
     def _write(self, write: Callable[[], None], count: int, *, retry: bool = True) -> None:
         deadline = time.monotonic() + (RETRY_SECONDS if retry else 0.0)
         delay = 0.05
@@ -141,6 +173,8 @@ class RunStore:
             try:
                 write()
                 break
+            except _Withdrawn:
+                raise
             except Exception:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
