@@ -21,7 +21,8 @@ that drives it (dagster/orchestrator.py), so every rule below is in this one pla
 * An attempt that never began reports nothing, as a step Dagster's executors never
   launched; one that began and ends without a terminal event gets a failure reported on
   its behalf (`settle`) or Dagster is told its state is unknown (`close`).
-* Nothing an abandoned or closed attempt does reaches the run.
+* Nothing an abandoned or closed attempt does reaches the run, and nothing more of a
+  disowned one (its end reported by another process) is stored.
 
 Every method is safe to call from any thread: a thread-hosted step begins in its
 worker thread, and storage sees events in the thread that logs them.
@@ -117,8 +118,8 @@ class AttemptTable(Generic[P]):
     """Every attempt of one run and every transition of each."""
 
     def __init__(self, fence: Callable[[], object] | None = None) -> None:
-        """`fence`: storage calls it before it decides on a terminal event (outside the
-        table's lock); a worker's waits there while its lease lapsed (dask/lease.py)."""
+        """`fence`: storage calls it before it decides on each step event (outside the
+        table's lock); a Dask worker's waits there while its lease lapsed."""
         self._lock = threading.Lock()
         self._fence = fence
         self._tokens = itertools.count(1)

@@ -1,7 +1,7 @@
 """Store a run's event-log entries: retries with backoff, failure reporting, listeners.
 
 Every write strategy stores through one `RunStore`, so they all retry, count and fail
-the same way, and an entry that cannot be stored is never dropped silently. The one
+the same way, and an entry that cannot be stored is never dropped silently. The only
 entries dropped on purpose are a Dask worker's once the run process took that worker as
 lost (`fence`): the run process reports its steps from then on.
 """
