@@ -273,14 +273,19 @@ def _sigterm(child: subprocess.Popen[bytes]) -> bool:
     return True
 
 
+def _worker_pids(cluster: CliCluster, mode: str, child: subprocess.Popen[bytes]) -> list[int]:
+    """The processes hosting the run's steps: the CLI cluster's workers (`address`), or
+    those the run's process started (`processes: 2`)."""
+    if mode == "address":
+        return cluster.worker_pids()
+    return [p.pid for p in _worker_processes(child)]
+
+
 def _kill_worker(
     cluster: CliCluster, mode: str, rng: random.Random
 ) -> Callable[[subprocess.Popen[bytes]], bool]:
     def act(child: subprocess.Popen[bytes]) -> bool:
-        if mode == "address":
-            pids = cluster.worker_pids()
-        else:
-            pids = [p.pid for p in _worker_processes(child)]
+        pids = _worker_pids(cluster, mode, child)
         if not pids:
             return False
         with contextlib.suppress(ProcessLookupError):
@@ -298,10 +303,7 @@ def _stop_worker(
     stopped_for = rng.uniform(*STOP_SECONDS)
 
     def act(child: subprocess.Popen[bytes]) -> bool:
-        if mode == "address":
-            pids = cluster.worker_pids()
-        else:
-            pids = [p.pid for p in _worker_processes(child)]
+        pids = _worker_pids(cluster, mode, child)
         if not pids:
             return False
         pid = rng.choice(pids)
