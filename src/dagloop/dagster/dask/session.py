@@ -30,7 +30,6 @@ from dagloop.dagster._internals import (
     DagsterExecutionInterruptedError,
     PlanExecutionContext,
     PlanExecutionContextManager,
-    create_execution_plan,
     encode_entry,
     serializable_error_info_from_exc_info,
     share_scoped_resources,
@@ -40,7 +39,7 @@ from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Outbox
 from dagloop.dagster.dask.lease import Lease
 from dagloop.dagster.dask.run_spec import RunSpec, StepCommand
-from dagloop.dagster.dask.worker_plan import WorkerPlan
+from dagloop.dagster.dask.worker_plan import WorkerPlan, plan_context
 from dagloop.dagster.entry_routes import QuarantinedThreads, route_entries, unroute_entries
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
@@ -175,7 +174,7 @@ class RunSession:
             # The run process writes them (see dagster/event_log/).
             route_entries(self._instance, self.spec.dagster_run.run_id, self._send_entry)
         try:
-            manager = self._context_manager()
+            manager = plan_context(self.spec, self._instance)
             for event in manager.prepare_context():
                 if event.is_resource_init_failure and self._open_error is None:
                     self._open_error = event.engine_event_data.error
@@ -237,27 +236,6 @@ class RunSession:
         await stopped
         if self._event_log is not None:
             await self._event_log.aclose()
-
-    def _context_manager(self) -> PlanExecutionContextManager:
-        spec = self.spec
-        # The plan the orchestrator runs (same steps, same starting state), so that each
-        # step's context resolves inputs, IO managers and versions as it would there.
-        plan = create_execution_plan(
-            job=spec.recon_job,
-            run_config=spec.run_config,
-            step_keys_to_execute=spec.step_keys_to_execute,
-            known_state=spec.known_state,
-            repository_load_data=spec.repository_load_data,
-        )
-        return PlanExecutionContextManager(
-            job=spec.recon_job.with_repository_load_data(plan.repository_load_data),
-            execution_plan=plan,
-            run_config=spec.run_config,
-            dagster_run=spec.dagster_run,
-            instance=self._instance,
-            retry_mode=spec.retry_mode.for_inner_plan(),
-            step_dependency_config=spec.step_dependency_config,
-        )
 
     def _close_context(
         self, manager: PlanExecutionContextManager, after: Callable[[], None] | None = None
