@@ -7,11 +7,12 @@ process's figure is what placing steps costs it and nothing else; Dagster's cons
 logger at WARNING):
 
 * ``loop``: dagloop's ``async_executor``, every step on the run's loop;
-* ``processes2``: ``dask: {processes: 2}``: a local cluster started for the run (inside
-  the measured wall); the scheduler runs in the run process;
-* ``processes2_ends_local``: the same, with the fan-out's producer and collector tagged
-  ``dagloop/placement: local`` (the run's loop runs them; the producer while the
-  cluster starts), as docs/dask.md advises for a fan-out; only its wall is a target;
+* ``processes2``: ``dask: {processes: 2, steps_on_loop_while_starting: 0}``: a local
+  cluster started for the run (inside the measured wall), every step on it; the
+  scheduler runs in the run process;
+* ``processes2_lending``: ``dask: {processes: 2}`` as it comes: while the cluster
+  starts, the run's loop runs one step at a time placed on it (the fan-out's producer,
+  then a few mapped steps); only its wall is a target;
 * ``address``: ``dask: {address: ...}`` of a cluster started once for the suite with
   Dask's own command-line tools (``dask scheduler`` and 2 ``dask worker`` on 127.0.0.1,
   ``--nthreads 512`` each, ``harness/dask_cluster.py``); before an instance's rounds, one
@@ -32,7 +33,8 @@ own cluster pays. The ratios, per mode:
 
 * ``run / loop``: run process CPU per remote step / loop's CPU per step (target <= 0.25);
 * ``workers / loop``: workers' CPU per step / loop's CPU per step (target <= 1.3);
-* ``wall / loop`` (targets for ``processes2``: <= 0.85 no-op, <= 0.6 CPU-bound).
+* ``wall / loop`` (targets for ``processes2`` and ``processes2_lending``: <= 0.85
+  no-op, <= 0.6 CPU-bound).
 
 ``flat``: ``processes2`` at N = 10,000 no-op steps against the median at N = 1,000:
 wall per step, 10,000 / 1,000 (target <= 1.2), on SQLite (and PostgreSQL in full mode).
@@ -58,13 +60,13 @@ from harness.dask_cluster import CliCluster, cli_cluster
 from harness.proc import run_case
 from harness.targets import target
 
-MODES = ["loop", "processes2", "processes2_ends_local", "address"]
-CLUSTER_MODES = ["processes2", "processes2_ends_local", "address"]
+MODES = ["loop", "processes2", "processes2_lending", "address"]
+CLUSTER_MODES = ["processes2", "processes2_lending", "address"]
 #: Modes whose run process runs only the run (every step on the cluster): the CPU
 #: ratios are what placing steps costs.
 ALL_REMOTE = ["processes2", "address"]
 #: Modes started for the run, whose wall has a target.
-STARTED_FOR_THE_RUN = ["processes2", "processes2_ends_local"]
+STARTED_FOR_THE_RUN = ["processes2", "processes2_lending"]
 NOOP_N = 1000
 WARM_UP_N = 20
 QUIET = "WARNING"
@@ -95,7 +97,9 @@ class ScaleoutParams:
 
 
 def _exec_config(mode: str, cluster: CliCluster) -> dict[str, Any]:
-    if mode.startswith("processes2"):
+    if mode == "processes2":
+        return {"dask": {"processes": 2, "steps_on_loop_while_starting": 0}}
+    if mode == "processes2_lending":
         return {"dask": {"processes": 2}}
     if mode == "address":
         return {"dask": {"address": cluster.address}}
@@ -118,10 +122,7 @@ def run_one(
         "sleep": 0.0,
         "console_level": QUIET,
         "exec_config": _exec_config(mode, cluster),
-        "job_kwargs": {
-            **({"cpu_iterations": CPU_ITERATIONS} if cpu else {}),
-            **({"placement_local": True} if mode == "processes2_ends_local" else {}),
-        },
+        "job_kwargs": {"cpu_iterations": CPU_ITERATIONS} if cpu else {},
     }
     run: dict[str, Any] = {"mode": mode, "instance": instance, "n": n}
     db = None
@@ -270,9 +271,10 @@ def scaleout_suite(ctx: Ctx) -> dict[str, Any]:
             "big_n": p.big_n,
             "modes": {
                 "loop": "async_executor, default config",
-                "processes2": "dask: {processes: 2} (cluster start inside the wall)",
-                "processes2_ends_local": "dask: {processes: 2}, producer and collector "
-                "tagged dagloop/placement: local",
+                "processes2": "dask: {processes: 2, steps_on_loop_while_starting: 0} "
+                "(cluster start inside the wall, every step on it)",
+                "processes2_lending": "dask: {processes: 2} (default: one step at a "
+                "time lent to the run's loop while the cluster starts)",
                 "address": "dask: {address}: `dask scheduler` + 2 `dask worker --nthreads "
                 "512` on 127.0.0.1, started once, warmed up",
             },

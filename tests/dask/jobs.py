@@ -318,7 +318,7 @@ async def first_local(context: dg.OpExecutionContext) -> float:
     return started
 
 
-@dg.op
+@dg.op(tags={PLACEMENT: "cluster"})  # a default-placed step would be lent to the loop
 def on_worker(local_started: float) -> dict[str, Any]:
     import psutil  # a dependency of distributed: on every worker
 
@@ -338,6 +338,47 @@ def head_start_job() -> None:
 
 def head_start() -> dg.JobDefinition:
     return head_start_job
+
+
+# -- steps lent to the run's loop while its local cluster starts -------------------------
+
+
+def _where(name: str) -> dict[str, Any]:
+    return {"name": name, "pid": os.getpid(), "at": time.time()}
+
+
+@dg.op
+async def early_a() -> dict[str, Any]:
+    await asyncio.sleep(0.3)  # still running when early_b is started
+    return _where("early_a")
+
+
+@dg.op
+async def early_b() -> dict[str, Any]:
+    await asyncio.sleep(0.3)
+    return _where("early_b")
+
+
+@dg.op(tags={PLACEMENT: "cluster"})
+def tagged_for_cluster() -> dict[str, Any]:
+    return _where("tagged_for_cluster")
+
+
+@dg.op
+def after_ready(
+    a: dict[str, Any], b: dict[str, Any], tagged: dict[str, Any]
+) -> list[dict[str, Any]]:
+    # Downstream of a step only the cluster runs: the cluster is ready by now.
+    return [a, b, tagged, _where("after_ready")]
+
+
+@dg.job(executor_def=async_executor)
+def lent_while_starting_job() -> None:
+    after_ready(early_a(), early_b(), tagged_for_cluster())
+
+
+def lent_while_starting() -> dg.JobDefinition:
+    return lent_while_starting_job
 
 
 @dg.op(tags={PLACEMENT: "local"})

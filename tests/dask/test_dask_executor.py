@@ -187,7 +187,9 @@ def test_processes_starts_and_closes_a_local_cluster(
     sqlite_instance: dg.DagsterInstance,
 ) -> None:
     before = {t.name for t in threading.enumerate()}
-    config = {"execution": {"config": {"dask": {"processes": 2, "steps_per_worker": 8}}}}
+    # Nothing lent to the run's loop while the cluster starts: every step on a worker.
+    dask = {"processes": 2, "steps_per_worker": 8, "steps_on_loop_while_starting": 0}
+    config = {"execution": {"config": {"dask": dask}}}
     outcome = run_job(jobs.fanout, sqlite_instance, config, outputs=("collect",))
     assert outcome.success
     assert len(outcome.outputs["collect"]["pids"]) == 2
@@ -224,6 +226,7 @@ def test_needs_a_reconstructable_job(address: str, sqlite_instance: dg.DagsterIn
         ({"address": "tcp://x:1", "processes": 2}, "dask"),
         ({"processes": 0}, "dask.processes"),
         ({"processes": 2, "steps_per_worker": 0}, "dask.steps_per_worker"),
+        ({"processes": 2, "steps_on_loop_while_starting": -1}, "dask.steps_on_loop_while_starting"),
         ({"address": " "}, "dask.address"),
         ({"processes": 2, "heartbeat_timeout_seconds": 1.0}, "dask.heartbeat_timeout_seconds"),
     ],

@@ -76,6 +76,50 @@ def test_local_steps_run_while_the_cluster_starts_and_workers_see_the_environmen
     wait_until(lambda: _forked_workers() == [], timeout=30)
 
 
+def _lent_run(instance: dg.DagsterInstance, lent: int | None) -> tuple[dict[str, int], str]:
+    """Run the job whose first two steps are placed on the cluster by default; the
+    process each step ran in, and the cluster's ready event."""
+    extra = {} if lent is None else {"steps_on_loop_while_starting": lent}
+    outcome = run_job(
+        jobs.lent_while_starting, instance, _processes(**extra), outputs=("after_ready",)
+    )
+    assert outcome.success
+    audit = audit_run(instance, outcome.run_id)
+    assert audit.exact, audit
+    pids = {record["name"]: record["pid"] for record in outcome.outputs["after_ready"]}
+    messages = [e.message or "" for e in outcome.of_type(E.ENGINE_EVENT)]
+    ready = next(m for m in messages if "Dask cluster is ready" in m)
+    return pids, ready
+
+
+def test_a_step_placed_by_default_runs_on_the_loop_while_the_cluster_starts(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    pids, ready = _lent_run(sqlite_instance, None)  # the default lends one at a time
+    here = os.getpid()
+    # Both were started at once: one was lent, the other waited for the cluster.
+    assert sorted([pids["early_a"] == here, pids["early_b"] == here]) == [False, True]
+    # Tagged for the cluster: never lent. Started once the cluster was ready: a worker.
+    assert pids["tagged_for_cluster"] != here
+    assert pids["after_ready"] != here
+    assert "1 step attempt(s) ran on the run's loop meanwhile (early_" in ready
+    wait_until(lambda: _forked_workers() == [], timeout=30)
+
+
+def test_how_many_steps_are_lent_at_once_is_configured(
+    sqlite_instance: dg.DagsterInstance,
+) -> None:
+    here = os.getpid()
+    pids, ready = _lent_run(sqlite_instance, 2)
+    assert pids["early_a"] == pids["early_b"] == here
+    assert pids["tagged_for_cluster"] != here and pids["after_ready"] != here
+    assert "2 step attempt(s) ran on the run's loop meanwhile" in ready
+    pids, ready = _lent_run(sqlite_instance, 0)
+    assert here not in pids.values()
+    assert "meanwhile" not in ready
+    wait_until(lambda: _forked_workers() == [], timeout=30)
+
+
 def test_a_run_that_ends_while_its_cluster_starts_leaves_no_worker(
     sqlite_instance: dg.DagsterInstance,
 ) -> None:
@@ -211,7 +255,8 @@ def test_a_worker_that_replaces_a_killed_one_takes_the_runs_steps(
     killer = threading.Thread(target=kill_a_worker, daemon=True)
     killer.start()
     op_config = {"config": {"marker_dir": str(markers), "seconds": 0.5}}
-    config = _processes(steps_per_worker=1)
+    # Nothing lent to the loop: every step's process is a worker the test may kill.
+    config = _processes(steps_per_worker=1, steps_on_loop_while_starting=0)
     config["ops"] = {"waits": op_config, "works": op_config}
     outcome = run_job(fault_jobs.mapped, sqlite_instance, config)
     killer.join(timeout=60)

@@ -272,7 +272,7 @@ class Orchestrator:
         if known_state is None:
             known_state = active.get_known_state()
         context = self._job_context.for_step(step, known_state)
-        remote = self._remote is not None and self._remote.accepts(step)
+        remote = self._remote is not None and self._remote.takes(step)
         # A remote step is awaited by its task, which is cancelled like a greenlet's.
         host = "greenlet" if remote else choose_host(context, self._config.step_host)
         budget = step_budget(step.node_handle.name, step.key, step.tags)
@@ -378,6 +378,8 @@ class Orchestrator:
         if run.deadline_timer is not None:
             run.deadline_timer.cancel()
         self._termination.count_interrupt(run)
+        if self._remote is not None and not run.remote:
+            self._remote.local_attempt_ended(run.step)
 
     # -- plumbing ----------------------------------------------------------------------
 

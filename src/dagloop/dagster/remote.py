@@ -27,7 +27,19 @@ class RemoteAttempt:
 class RemoteSteps(Protocol):
     """Runs chosen steps somewhere else and reports their events."""
 
-    def accepts(self, step: ExecutionStep) -> bool: ...
+    def accepts(self, step: ExecutionStep) -> bool:
+        """The step is placed there (by its op's tag or the default)."""
+        ...
+
+    def takes(self, step: ExecutionStep) -> bool:
+        """Asked once per attempt as it starts: it runs there (else on the run's loop).
+        An attempt of a step placed there may still run on the loop (lent while a local
+        cluster starts)."""
+        ...
+
+    def local_attempt_ended(self, step: ExecutionStep) -> None:
+        """An attempt `takes` left to the run's loop is over."""
+        ...
 
     async def before_stopping(self) -> None:
         """The run is about to stop: after this, an attempt that has not begun

@@ -17,6 +17,7 @@ from dagloop.runtime.forkserver import (
     preloaded_start_method,
     skip_dasks_preload,
 )
+from dagloop.runtime.threads import WorkerThreads
 
 #: Dask's config key for how a local cluster's nannies start their worker processes.
 METHOD_KEY = "distributed.worker.multiprocessing-method"
@@ -55,8 +56,15 @@ async def dask_client(
         dask = require("dask", extra="dask", feature=feature)
         configured = dask.config.get(METHOD_KEY, DASK_DEFAULT_METHOD)
         method = preloaded_start_method(configured, preload)
-    # Typed Any: `distributed` leaves its constructors unannotated.
-    distributed: Any = require("distributed", extra="dask", feature=feature)
+    # Imported in a thread of its own: that takes a few tenths of a second, and steps
+    # on the caller's loop run meanwhile (the loop's default executor may be busy with
+    # the caller's own work). Typed Any: `distributed` leaves its constructors
+    # unannotated.
+    importer = WorkerThreads(1, name="dagloop-dask-import")
+    try:
+        distributed: Any = await importer.run(require, "distributed", extra="dask", feature=feature)
+    finally:
+        importer.shutdown(wait=False)
     if method != configured:
         skip_dasks_preload()
     async with AsyncExitStack() as stack:

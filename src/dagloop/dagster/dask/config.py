@@ -28,6 +28,7 @@ class DaskConfig:
     address: str | None = None
     processes: int | None = None
     steps_per_worker: int = 512
+    steps_on_loop_while_starting: int = 1
     placement: Placement = "cluster"
     events_written_by: EventsWrittenBy = "auto"
     heartbeat_timeout_seconds: float = 60.0
@@ -53,6 +54,11 @@ class DaskConfig:
         slots = given.get("steps_per_worker", default.steps_per_worker)
         if slots < 1:
             raise ExecutorConfigError("dask.steps_per_worker", slots, "expected a positive integer")
+        lent = given.get("steps_on_loop_while_starting", default.steps_on_loop_while_starting)
+        if lent < 0:
+            raise ExecutorConfigError(
+                "dask.steps_on_loop_while_starting", lent, "expected 0 or a positive integer"
+            )
         silence = given.get("heartbeat_timeout_seconds", default.heartbeat_timeout_seconds)
         if silence < MIN_MISSED_HEARTBEATS * HEARTBEAT_SECONDS:
             raise ExecutorConfigError(
@@ -65,6 +71,7 @@ class DaskConfig:
             address=address,
             processes=processes,
             steps_per_worker=slots,
+            steps_on_loop_while_starting=lent,
             placement=given.get("placement", default.placement),
             events_written_by=given.get("events_written_by", default.events_written_by),
             heartbeat_timeout_seconds=float(silence),
@@ -103,6 +110,16 @@ DASK_CONFIG_SHAPE = dg.Shape(
                 "(async steps share the worker's loop, so this costs no threads; sync "
                 "steps also wait for one of its 'sync_threads'). With 'address' the "
                 "workers' own nthreads applies."
+            ),
+        ),
+        "steps_on_loop_while_starting": dg.Field(
+            int,
+            default_value=_default("steps_on_loop_while_starting"),
+            description=(
+                "With 'processes': while the local cluster starts, up to this many "
+                "steps at once that are placed on the cluster by the 'placement' "
+                "default (not by their op's tag) run on the run's loop instead of "
+                "waiting for it; each runs there to its end. 0: they wait."
             ),
         ),
         "events_written_by": dg.Field(

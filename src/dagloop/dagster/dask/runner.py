@@ -40,13 +40,14 @@ from dagloop.dagster.dask.links import (
     first_of,
     pool_of,
 )
+from dagloop.dagster.dask.loans import LoopLoans
 from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event
 from dagloop.dagster.dask.run_spec import StepCommand, run_spec, step_known_state
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.remote import RemoteAttempt
 from dagloop.dagster.step_run import choose_host
-from dagloop.dagster.tags import step_budget
+from dagloop.dagster.tags import step_budget, tagged_placement
 from dagloop.runtime.dask_client import dask_client
 
 #: What a lost worker may have stored of an attempt: its opening and its end.
@@ -110,6 +111,10 @@ class DaskSteps:
         self._emit: Callable[[DagsterEvent], None] = lambda event: None
         #: Workers this run lost (each reported once).
         self._lost: set[str] = set()
+        #: Nothing is lent to the loop from a cluster that is up before the run begins.
+        self._loans = LoopLoans(
+            config.steps_on_loop_while_starting if config.processes is not None else 0
+        )
 
     # -- lifecycle (on the run's loop) -------------------------------------------------
 
@@ -150,10 +155,11 @@ class DaskSteps:
             await self._links.open(client, self._spec, slots)
             stack.push_async_callback(self._links.aclose)
             self._stack = stack.pop_all()
+        self._loans.close()
         self._emit(
             self._engine_event(
                 f"The Dask cluster is ready: {self._links.count} worker(s) took the run, "
-                f"{time.monotonic() - asked:.1f} s after it was asked for"
+                f"{time.monotonic() - asked:.1f} s after it was asked for" + self._loans.describe()
             )
         )
 
@@ -166,6 +172,8 @@ class DaskSteps:
         except Exception as error:  # the run ends with it; its waiting steps are withdrawn
             self._open_failed = True
             self._fail_run(error)
+        finally:
+            self._loans.close()
 
     async def _opened(self) -> bool:
         """Until the cluster is open; False: it will not be (it failed, or the run
@@ -195,6 +203,17 @@ class DaskSteps:
     def accepts(self, step: ExecutionStep) -> bool:
         placement = self._config.placement_of(step.node_handle.name, step.key, step.tags)
         return placement == "cluster"
+
+    def takes(self, step: ExecutionStep) -> bool:
+        if not self.accepts(step):
+            return False
+        # An op tagged for the cluster may need what only a worker process gives it
+        # (isolation from the run process, say): never lent.
+        tagged = tagged_placement(step.node_handle.name, step.key, step.tags)
+        return tagged is not None or not self._loans.lend(step.key)
+
+    def local_attempt_ended(self, step: ExecutionStep) -> None:
+        self._loans.ended(step.key)
 
     async def before_stopping(self) -> None:
         """The run stops: every worker begins nothing from now on, and each answers once
