@@ -347,16 +347,28 @@ def _where(name: str) -> dict[str, Any]:
     return {"name": name, "pid": os.getpid(), "at": time.time()}
 
 
-@dg.op
-async def early_a() -> dict[str, Any]:
-    await asyncio.sleep(0.3)  # still running when early_b is started
-    return _where("early_a")
+EARLY = {"marker_dir": dg.Field(str)}
 
 
-@dg.op
-async def early_b() -> dict[str, Any]:
-    await asyncio.sleep(0.3)
-    return _where("early_b")
+async def _meet(context: dg.OpExecutionContext, me: str, other: str) -> dict[str, Any]:
+    """Say this step began, then wait (60 s at most) until the other one began too."""
+    began = _where(me)
+    markers = Path(context.op_config["marker_dir"])
+    (markers / me).write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while not (markers / other).exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return {**began, "met": (markers / other).exists()}
+
+
+@dg.op(config_schema=EARLY)
+async def early_a(context: dg.OpExecutionContext) -> dict[str, Any]:
+    return await _meet(context, "early_a", "early_b")
+
+
+@dg.op(config_schema=EARLY)
+async def early_b(context: dg.OpExecutionContext) -> dict[str, Any]:
+    return await _meet(context, "early_b", "early_a")
 
 
 @dg.op(tags={PLACEMENT: "cluster"})

@@ -46,3 +46,13 @@ def test_describe_names_the_first_lent_steps() -> None:
     for key in "abcd":
         loans.lend(key)
     assert loans.describe() == "; 4 step attempt(s) ran on the run's loop meanwhile (a, b, c, ...)"
+
+
+def test_closing_wakes_the_steps_put_off_once() -> None:
+    loans = LoopLoans(1)
+    woken: list[str] = []
+    loans.on_close = lambda: woken.append("woken")
+    assert loans.lending
+    loans.close()
+    loans.close()
+    assert woken == ["woken"] and not loans.lending

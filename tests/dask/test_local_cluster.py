@@ -76,28 +76,36 @@ def test_local_steps_run_while_the_cluster_starts_and_workers_see_the_environmen
     wait_until(lambda: _forked_workers() == [], timeout=30)
 
 
-def _lent_run(instance: dg.DagsterInstance, lent: int | None) -> tuple[dict[str, int], str]:
-    """Run the job whose first two steps are placed on the cluster by default; the
-    process each step ran in, and the cluster's ready event."""
-    extra = {} if lent is None else {"steps_on_loop_while_starting": lent}
-    outcome = run_job(
-        jobs.lent_while_starting, instance, _processes(**extra), outputs=("after_ready",)
-    )
+def _lent_run(
+    instance: dg.DagsterInstance, markers: Path, lent: int | None
+) -> tuple[dict[str, int], str]:
+    """Run the job whose first two steps are placed on the cluster by default and each
+    wait until the other began; the process each step ran in, and the cluster's ready
+    event."""
+    markers = markers / f"early-{lent}"
+    markers.mkdir()
+    config = _processes(**({} if lent is None else {"steps_on_loop_while_starting": lent}))
+    early = {"config": {"marker_dir": str(markers)}}
+    config["ops"] = {"early_a": early, "early_b": early}
+    outcome = run_job(jobs.lent_while_starting, instance, config, outputs=("after_ready",))
     assert outcome.success
     audit = audit_run(instance, outcome.run_id)
     assert audit.exact, audit
-    pids = {record["name"]: record["pid"] for record in outcome.outputs["after_ready"]}
+    records = outcome.outputs["after_ready"]
+    assert all(record.get("met", True) for record in records)
+    pids = {record["name"]: record["pid"] for record in records}
     messages = [e.message or "" for e in outcome.of_type(E.ENGINE_EVENT)]
     ready = next(m for m in messages if "Dask cluster is ready" in m)
     return pids, ready
 
 
 def test_a_step_placed_by_default_runs_on_the_loop_while_the_cluster_starts(
-    sqlite_instance: dg.DagsterInstance,
+    sqlite_instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
-    pids, ready = _lent_run(sqlite_instance, None)  # the default lends one at a time
+    pids, ready = _lent_run(sqlite_instance, tmp_path, None)  # one lent at a time
     here = os.getpid()
-    # Both were started at once: one was lent, the other waited for the cluster.
+    # One was lent; the other waited for a place (it could not begin before the lent
+    # one ended, and that one waited for it): the cluster, once ready.
     assert sorted([pids["early_a"] == here, pids["early_b"] == here]) == [False, True]
     # Tagged for the cluster: never lent. Started once the cluster was ready: a worker.
     assert pids["tagged_for_cluster"] != here
@@ -107,14 +115,14 @@ def test_a_step_placed_by_default_runs_on_the_loop_while_the_cluster_starts(
 
 
 def test_how_many_steps_are_lent_at_once_is_configured(
-    sqlite_instance: dg.DagsterInstance,
+    sqlite_instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     here = os.getpid()
-    pids, ready = _lent_run(sqlite_instance, 2)
+    pids, ready = _lent_run(sqlite_instance, tmp_path, 2)
     assert pids["early_a"] == pids["early_b"] == here
     assert pids["tagged_for_cluster"] != here and pids["after_ready"] != here
     assert "2 step attempt(s) ran on the run's loop meanwhile" in ready
-    pids, ready = _lent_run(sqlite_instance, 0)
+    pids, ready = _lent_run(sqlite_instance, tmp_path, 0)
     assert here not in pids.values()
     assert "meanwhile" not in ready
     wait_until(lambda: _forked_workers() == [], timeout=30)

@@ -31,7 +31,7 @@ from dagloop.dagster.compute_logs import RunLogCapture, open_for_run
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
-from dagloop.dagster.remote import RemoteAttempt, RemoteSteps
+from dagloop.dagster.remote import RemoteAttempt, RemoteSteps, Where
 from dagloop.dagster.step_hosting import StepHosting
 from dagloop.dagster.step_reports import StepReports
 from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
@@ -108,6 +108,11 @@ class Orchestrator:
         self._run_capture: RunLogCapture | None = None
         #: The known state shared by the steps started in the current scheduling round.
         self._round_known_state: KnownExecutionState | None = None
+        #: Steps handed out by `ActiveExecution` that `RemoteSteps.place` put off: offered
+        #: again in the next scheduling round.
+        self._put_off: list[ExecutionStep] = []
+        if remote is not None:
+            remote.wake_when_placeable(self._wakeup.set)
 
     @property
     def duplicate_terminal_events(self) -> int:
@@ -208,34 +213,65 @@ class Orchestrator:
                 streaming = self._streaming
                 if streaming is not None and streaming.has_handled and self._stream_rounds.take():
                     streaming.resolve_handled()
-                steps = active.get_steps_to_execute()
-                if steps and self._event_log is not None:
-                    # What these steps depend on is stored before they start: a crash
-                    # from here on never loses a success that a later step relied on.
-                    await self._event_log.barrier()
-                # One known state for the steps handed out together (nothing changes it
-                # between them): building it checks every ready output, so one per step
-                # would make a fan-out of N steps cost O(N^2).
-                self._round_known_state = active.get_known_state() if steps else None
-                await self._launch(steps, active)
+                put_off, self._put_off = self._put_off, []
+                await self._launch(put_off, active, same_place=True)
+                await self._launch(active.get_steps_to_execute(), active)
                 self._round_known_state = None
                 self._emit_all(active.concurrency_event_iterator(job_context))
+            else:
+                self._drop_put_off()
             self._emit_all(active.plan_events_iterator(job_context))
 
             if not len(self._attempts) and (termination.stopping or active.is_complete):
                 return
             await self._wakeup.wait(self._idle_timeout(active))
 
-    async def _launch(self, steps: Sequence[ExecutionStep], active: ActiveExecution) -> None:
+    async def _launch(
+        self, steps: Sequence[ExecutionStep], active: ActiveExecution, *, same_place: bool = False
+    ) -> None:
+        """Start `steps` where `RemoteSteps.place` says, or put them off. `same_place`:
+        the steps were put off for the same reason, so once one is put off again, so are
+        the rest, without asking (a fan-out's steps wait for a place together, and a
+        round begins at every step's end)."""
         for index, step in enumerate(steps):
             if index and index % LAUNCH_SLICE == 0:
                 await asyncio.sleep(0)
                 self._termination.poll()
             if self._termination.requested is not None:
-                break  # handed out but never started: the run is interrupted
-            self._start(step, active)
+                # Handed out but never started: the run is interrupted. Their pool
+                # slots are freed as the run stops (`_drop_put_off`).
+                self._put_off.extend(steps[index:])
+                break
+            where = Where.LOOP if self._remote is None else self._remote.place(step)
+            if where is Where.LATER:
+                if same_place:
+                    self._put_off.extend(steps[index:])
+                    return
+                self._put_off.append(step)
+                continue
+            if self._round_known_state is None:
+                if self._event_log is not None:
+                    # What these steps depend on is stored before they start: a crash
+                    # from here on never loses a success that a later step relied on.
+                    await self._event_log.barrier()
+                    if self._termination.requested is not None:
+                        self._put_off.extend(steps[index:])
+                        break
+                # One known state for the steps started together (nothing changes it
+                # between them): building it checks every ready output, so one per
+                # step would make a fan-out of N steps cost O(N^2).
+                self._round_known_state = active.get_known_state()
+            self._start(step, active, where is Where.REMOTE)
+
+    def _drop_put_off(self) -> None:
+        """The run stops: steps put off until a place frees up never start (no event),
+        and the pool slots they hold are freed."""
+        put_off, self._put_off = self._put_off, []
+        for step in put_off:
+            self._free_pool_slot(step.key)
 
     async def _wind_down(self, active: ActiveExecution, why: str) -> None:
+        self._drop_put_off()
         with contextlib.suppress(Exception):
             if not self._termination.stopping:
                 await self._remote_before_stopping()
@@ -267,12 +303,11 @@ class Orchestrator:
 
     # -- steps -------------------------------------------------------------------------
 
-    def _start(self, step: ExecutionStep, active: ActiveExecution) -> None:
+    def _start(self, step: ExecutionStep, active: ActiveExecution, remote: bool) -> None:
         known_state = self._round_known_state
         if known_state is None:
             known_state = active.get_known_state()
         context = self._job_context.for_step(step, known_state)
-        remote = self._remote is not None and self._remote.takes(step)
         # A remote step is awaited by its task, which is cancelled like a greenlet's.
         host = "greenlet" if remote else choose_host(context, self._config.step_host)
         budget = step_budget(step.node_handle.name, step.key, step.tags)
@@ -366,9 +401,12 @@ class Orchestrator:
         began: no event at all. Its pool slot (if it claimed one) is freed; it stays in
         flight in `ActiveExecution`, which only happens while the run is stopping, and
         the run then ends interrupted."""
+        self._free_pool_slot(run.key)
+
+    def _free_pool_slot(self, step_key: str) -> None:
         if self._concurrency is not None:
             with contextlib.suppress(Exception):
-                self._concurrency.free_step(run.key)
+                self._concurrency.free_step(step_key)
 
     def release(self, run: StepRun) -> None:
         """The attempt's task is over (or it was abandoned): release what it held."""

@@ -3,12 +3,24 @@ Dask scale-out), and what it hands it for each attempt."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from dagloop.dagster._internals import DagsterEvent, ExecutionStep, KnownExecutionState
 from dagloop.dagster.step_run import StepRun
+
+
+class Where(enum.Enum):
+    """Where an attempt runs, decided as it is about to start."""
+
+    #: Elsewhere (the cluster).
+    REMOTE = "remote"
+    #: On the run's loop.
+    LOOP = "loop"
+    #: Not yet: offer it again once a place may have freed up.
+    LATER = "later"
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,14 +43,19 @@ class RemoteSteps(Protocol):
         """The step is placed there (by its op's tag or the default)."""
         ...
 
-    def takes(self, step: ExecutionStep) -> bool:
-        """Asked once per attempt as it starts: it runs there (else on the run's loop).
-        An attempt of a step placed there may still run on the loop (lent while a local
-        cluster starts)."""
+    def place(self, step: ExecutionStep) -> Where:
+        """Asked for each attempt as it is about to start. A step placed there may still
+        run on the run's loop (lent while a local cluster starts), or wait to be placed
+        (`LATER`: the orchestrator offers it again after `wake` was called, or after an
+        attempt on its loop ended)."""
         ...
 
     def local_attempt_ended(self, step: ExecutionStep) -> None:
-        """An attempt `takes` left to the run's loop is over."""
+        """An attempt `place` left to the run's loop is over."""
+        ...
+
+    def wake_when_placeable(self, wake: Callable[[], None]) -> None:
+        """Call `wake` once the steps `place` put off can be placed."""
         ...
 
     async def before_stopping(self) -> None:

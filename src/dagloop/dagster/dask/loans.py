@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Callable
 
 
 class LoanPhase(enum.Enum):
@@ -33,6 +34,12 @@ class LoopLoans:
         #: The keys of the steps lent so far, in order (an attempt of a retried step
         #: may be lent again).
         self.lent: list[str] = []
+        #: Called once lending ends: the steps that waited for a place can be placed.
+        self.on_close: Callable[[], None] = lambda: None
+
+    @property
+    def lending(self) -> bool:
+        return self.phase is LoanPhase.LENDING
 
     def lend(self, step_key: str) -> bool:
         """Lend the step's attempt to the loop, if the cluster still starts and fewer
@@ -49,7 +56,9 @@ class LoopLoans:
             self._running[step_key] -= 1
 
     def close(self) -> None:
-        self.phase = LoanPhase.CLOSED
+        if self.phase is LoanPhase.LENDING:
+            self.phase = LoanPhase.CLOSED
+            self.on_close()
 
     def describe(self) -> str:
         """For the cluster's ready event: what ran on the loop meanwhile."""

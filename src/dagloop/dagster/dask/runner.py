@@ -45,7 +45,7 @@ from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event
 from dagloop.dagster.dask.run_spec import StepCommand, run_spec, step_known_state
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
-from dagloop.dagster.remote import RemoteAttempt
+from dagloop.dagster.remote import RemoteAttempt, Where
 from dagloop.dagster.step_run import choose_host
 from dagloop.dagster.tags import step_budget, tagged_placement
 from dagloop.runtime.dask_client import dask_client
@@ -204,16 +204,24 @@ class DaskSteps:
         placement = self._config.placement_of(step.node_handle.name, step.key, step.tags)
         return placement == "cluster"
 
-    def takes(self, step: ExecutionStep) -> bool:
+    def place(self, step: ExecutionStep) -> Where:
         if not self.accepts(step):
-            return False
+            return Where.LOOP
+        if not self._loans.lending:
+            return Where.REMOTE
         # An op tagged for the cluster may need what only a worker process gives it
         # (isolation from the run process, say): never lent.
-        tagged = tagged_placement(step.node_handle.name, step.key, step.tags)
-        return tagged is not None or not self._loans.lend(step.key)
+        if tagged_placement(step.node_handle.name, step.key, step.tags) is not None:
+            return Where.REMOTE
+        # Put off rather than queued for the cluster: a place on the loop may free up
+        # before the cluster is ready.
+        return Where.LOOP if self._loans.lend(step.key) else Where.LATER
 
     def local_attempt_ended(self, step: ExecutionStep) -> None:
         self._loans.ended(step.key)
+
+    def wake_when_placeable(self, wake: Callable[[], None]) -> None:
+        self._loans.on_close = wake
 
     async def before_stopping(self) -> None:
         """The run stops: every worker begins nothing from now on, and each answers once
