@@ -413,12 +413,12 @@ def test_a_bug_in_the_orchestrator_ends_every_step_in_flight(
     start = Orchestrator._start
     calls = 0
 
-    def start_then_fail(self: Orchestrator, step: Any, active: Any) -> None:
+    def start_then_fail(self: Orchestrator, step: Any, active: Any, remote: bool) -> None:
         nonlocal calls
         calls += 1
         if calls == 30:
             raise RuntimeError("a bug in the orchestrator")
-        start(self, step, active)
+        start(self, step, active, remote)
 
     monkeypatch.setattr(Orchestrator, "_start", start_then_fail)
     errors: list[str] = []
