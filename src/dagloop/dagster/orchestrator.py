@@ -255,6 +255,8 @@ class Orchestrator:
                     # from here on never loses a success that a later step relied on.
                     await self._event_log.barrier()
                     if self._termination.requested is not None:
+                        if self._remote is not None and where is Where.LOOP:
+                            self._remote.local_attempt_ended(step)  # placed, never run
                         self._put_off.extend(steps[index:])
                         break
                 # One known state for the steps started together (nothing changes it
