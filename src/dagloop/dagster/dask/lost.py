@@ -1,9 +1,11 @@
 """What a run reports when a Dask worker is lost (killed, out of memory, cut off) while
-it ran some of the run's step attempts."""
+it ran some of the run's step attempts, and what such a worker stored of them."""
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Set
 from typing import Any
 
 import dagster as dg
@@ -14,7 +16,13 @@ from dagloop.dagster._internals import (
     PlanExecutionContext,
     serializable_error_info_from_exc_info,
 )
+from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES
 from dagloop.errors import DagloopError
+
+#: What a lost worker may have stored of an attempt: its opening and its end.
+STORED_STEP_EVENTS = {
+    dg.DagsterEventType(value) for value in OPENING_EVENT_TYPES | TERMINAL_EVENT_TYPES
+}
 
 
 class WorkerLostError(DagloopError):
@@ -55,6 +63,26 @@ def lost_workers_event(
             }
         ),
     )
+
+
+def stored_openings_and_ends(
+    context: PlanExecutionContext, step_keys: Set[str]
+) -> tuple[Counter[str], dict[str, DagsterEvent]]:
+    """Of each of `step_keys`, as stored in the run's event log: how many attempts
+    opened (STEP_START or its like), and the terminal event stored after the last of
+    them, if any."""
+    openings: Counter[str] = Counter()
+    ends: dict[str, DagsterEvent] = {}
+    for entry in context.instance.all_logs(context.run_id, of_type=STORED_STEP_EVENTS):
+        event, key = entry.dagster_event, entry.step_key
+        if event is None or key is None or key not in step_keys:
+            continue
+        if event.event_type_value in OPENING_EVENT_TYPES:
+            openings[key] += 1
+            ends.pop(key, None)
+        else:
+            ends[key] = event
+    return openings, ends
 
 
 def _message(cause: Any) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -28,7 +27,7 @@ from dagloop.dagster._internals import (
     PlanExecutionContext,
     ReconstructableJob,
 )
-from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES, AttemptState
+from dagloop.dagster.attempts import AttemptState
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.config import DaskConfig
@@ -41,7 +40,7 @@ from dagloop.dagster.dask.links import (
     pool_of,
 )
 from dagloop.dagster.dask.loans import LoopLoans
-from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event
+from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event, stored_openings_and_ends
 from dagloop.dagster.dask.run_spec import StepCommand, run_spec, step_known_state
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
@@ -50,10 +49,6 @@ from dagloop.dagster.step_run import choose_host
 from dagloop.dagster.tags import step_budget, tagged_placement
 from dagloop.runtime.dask_client import dask_client
 
-#: What a lost worker may have stored of an attempt: its opening and its end.
-STORED_STEP_EVENTS = {
-    dg.DagsterEventType(value) for value in OPENING_EVENT_TYPES | TERMINAL_EVENT_TYPES
-}
 #: What a local cluster's workers import before the run opens its session there.
 WORKER_MODULES = ("dagster", "dagloop.dagster.dask.worker")
 #: How long the run waits for a worker's answer to DISOWN (an unresponsive worker's
@@ -370,19 +365,8 @@ class DaskSteps:
         attempt's STEP_START, or even its end, without the run process hearing of it.
         An attempt whose STEP_START is stored began (though none of its op's code ran):
         it must not run again. One whose terminal event is stored ended with it."""
-        context = self._job_context
         keys = {record.run.key for record in records}
-        openings: Counter[str] = Counter()
-        ends: dict[str, DagsterEvent] = {}
-        for entry in context.instance.all_logs(context.run_id, of_type=STORED_STEP_EVENTS):
-            event = entry.dagster_event
-            if event is None or entry.step_key not in keys:
-                continue
-            if event.event_type_value in OPENING_EVENT_TYPES:
-                openings[entry.step_key] += 1
-                ends.pop(entry.step_key, None)
-            else:
-                ends[entry.step_key] = event
+        openings, ends = stored_openings_and_ends(self._job_context, keys)
         for record in records:
             key = record.run.key
             earlier = record.known_state.previous_retry_attempts.get(key, 0)
