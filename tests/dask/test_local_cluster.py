@@ -77,12 +77,12 @@ def test_local_steps_run_while_the_cluster_starts_and_workers_see_the_environmen
 
 
 def _lent_run(
-    instance: dg.DagsterInstance, markers: Path, lent: int | None
+    instance: dg.DagsterInstance, tmp_path: Path, lent: int | None
 ) -> tuple[dict[str, int], str]:
     """Run the job whose first two steps are placed on the cluster by default and each
     wait until the other began; the process each step ran in, and the cluster's ready
     event."""
-    markers = markers / f"early-{lent}"
+    markers = tmp_path / f"early-{lent}"
     markers.mkdir()
     config = _processes(**({} if lent is None else {"steps_on_loop_while_starting": lent}))
     early = {"config": {"marker_dir": str(markers)}}
