@@ -77,15 +77,15 @@ def test_local_steps_run_while_the_cluster_starts_and_workers_see_the_environmen
 
 
 def _lent_run(
-    instance: dg.DagsterInstance, tmp_path: Path, lent: int | None
+    instance: dg.DagsterInstance, tmp_path: Path, lent: int | None, meet: bool = True
 ) -> tuple[dict[str, int], str]:
-    """Run the job whose first two steps are placed on the cluster by default and each
-    wait until the other began; the process each step ran in, and the cluster's ready
-    event."""
-    markers = tmp_path / f"early-{lent}"
+    """Run the job whose first two steps are placed on the cluster by default and (with
+    `meet`) each wait until the other began; the process each step ran in, and the
+    cluster's ready event."""
+    markers = tmp_path / f"early-{lent}-{meet}"
     markers.mkdir()
     config = _processes(**({} if lent is None else {"steps_on_loop_while_starting": lent}))
-    early = {"config": {"marker_dir": str(markers)}}
+    early = {"config": {"marker_dir": str(markers), "meet": meet}}
     config["ops"] = {"early_a": early, "early_b": early}
     outcome = run_job(jobs.lent_while_starting, instance, config, outputs=("after_ready",))
     assert outcome.success
@@ -111,6 +111,19 @@ def test_a_step_placed_by_default_runs_on_the_loop_while_the_cluster_starts(
     assert pids["tagged_for_cluster"] != here
     assert pids["after_ready"] != here
     assert "1 step attempt(s) ran on the run's loop meanwhile (early_" in ready
+    wait_until(lambda: _forked_workers() == [], timeout=30)
+
+
+def test_a_step_waiting_for_a_place_takes_the_loops_as_soon_as_it_is_free(
+    sqlite_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """The lent step ends at once, long before the cluster is ready: the step that
+    waited for a place takes the loop's, rather than queueing for the cluster."""
+    pids, ready = _lent_run(sqlite_instance, tmp_path, None, meet=False)
+    here = os.getpid()
+    assert pids["early_a"] == pids["early_b"] == here
+    assert pids["tagged_for_cluster"] != here and pids["after_ready"] != here
+    assert "2 step attempt(s) ran on the run's loop meanwhile" in ready
     wait_until(lambda: _forked_workers() == [], timeout=30)
 
 
