@@ -526,3 +526,42 @@ def held_loop_job() -> None:
 
 def held_loop() -> dg.JobDefinition:
     return held_loop_job
+
+
+#: Larger than a socket's buffers: the run process reads it over many turns of its loop.
+BIG_FRAME_CHARS = 40_000_000
+HOLDING = {"marker_dir": dg.Field(str)}
+
+
+async def _wait_for(marker: Path) -> bool:
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return marker.exists()
+
+
+@dg.op(tags={PLACEMENT: "local"}, config_schema=HOLDING)
+async def announces_then_holds_the_run_loop(context: dg.OpExecutionContext) -> bool:
+    """Once the other step runs on its worker, hold the run's loop."""
+    markers = Path(context.op_config["marker_dir"])
+    began = await _wait_for(markers / "began")
+    (markers / "holding").touch()
+    time.sleep(HOLD_SECONDS)  # blocks the run's loop: its channels are not read meanwhile
+    return began
+
+
+@dg.op(config_schema=HOLDING)
+async def sends_a_big_frame_meanwhile(context: dg.OpExecutionContext) -> bool:
+    """Once the run's loop is held, log an entry so large that the frame carrying it
+    is still being read when the run's loop next checks for silent workers."""
+    markers = Path(context.op_config["marker_dir"])
+    (markers / "began").touch()
+    holding = await _wait_for(markers / "holding")
+    context.log.info("x" * BIG_FRAME_CHARS)
+    return holding
+
+
+@dg.job(executor_def=async_executor)
+def big_frame_while_held() -> None:
+    announces_then_holds_the_run_loop()
+    sends_a_big_frame_meanwhile()

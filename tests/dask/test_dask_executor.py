@@ -365,3 +365,28 @@ def test_a_run_loop_held_past_the_heartbeat_timeout_loses_no_worker(
     assert outcome.success, _failure_text(outcome)
     assert not [e for e in outcome.events if "was lost" in (e.message or "")]
     assert_every_started_step_ended(sqlite_instance, outcome.run_id)
+
+
+def test_a_frame_still_arriving_after_a_held_loop_is_not_silence(
+    address: str, sqlite_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """While the run's loop is held past the heartbeat timeout, a worker sends a frame
+    larger than the socket's buffers. Once the loop runs again, the frame takes several
+    turns of it to read, and nothing newer has been heard from that worker until it is
+    read: the check that comes late, right after the hold, must not take the worker as
+    silent."""
+    config = _on(address, blocked_loop_warning_seconds=60.0)
+    config["execution"]["config"]["dask"]["heartbeat_timeout_seconds"] = 3.0
+    config["execution"]["config"]["dask"]["events_written_by"] = "run"
+    marker = {"config": {"marker_dir": str(tmp_path)}}
+    config["ops"] = {
+        "announces_then_holds_the_run_loop": marker,
+        "sends_a_big_frame_meanwhile": marker,
+    }
+    outcome = run_job(
+        jobs.big_frame_while_held, sqlite_instance, config, outputs=("sends_a_big_frame_meanwhile",)
+    )
+    assert outcome.success, _failure_text(outcome)
+    assert outcome.outputs["sends_a_big_frame_meanwhile"] is True  # it logged during the hold
+    assert not [e for e in outcome.events if "was lost" in (e.message or "")]
+    assert_every_started_step_ended(sqlite_instance, outcome.run_id)
