@@ -15,42 +15,25 @@ import pytest
 
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.runtime import stream_proxy
+from tests.dagster.compute_log_reading import (
+    captures,
+    markers,
+    read,
+    read_step_captures,
+    run_and_step_captures,
+)
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
 from tests.dagster.jobs import run_capture
 from tests.dagster.jobs.printing import (
-    ASYNC_STEPS,
     LINES,
-    SYNC_STEPS,
     ending_badly_job,
+    mapped_steps,
     marker,
     per_run_job,
     printing_job,
 )
 
 E = dg.DagsterEventType
-
-
-def captures(instance: dg.DagsterInstance, run_id: str) -> list[tuple[list[str], list[str]]]:
-    """(step keys, log key) of every LOGS_CAPTURED event of the run, in log order."""
-    manager = instance.compute_log_manager
-    found = []
-    for record in instance.all_logs(run_id, of_type=E.LOGS_CAPTURED):
-        event = record.dagster_event
-        assert event is not None
-        data = event.logs_captured_data
-        found.append(
-            (list(data.step_keys), list(manager.build_log_key_for_run(run_id, data.file_key)))
-        )
-    return found
-
-
-def read(instance: dg.DagsterInstance, log_key: list[str]) -> tuple[str, str]:
-    data = instance.compute_log_manager.get_log_data(log_key)
-    return (data.stdout or b"").decode(), (data.stderr or b"").decode()
-
-
-def markers(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("marker ")]
 
 
 def expected(name: str) -> tuple[list[str], list[str]]:
@@ -65,17 +48,8 @@ def test_every_step_has_exactly_its_own_lines(sqlite_instance: dg.DagsterInstanc
     outcome = run_job(printing_job, sqlite_instance)
     assert outcome.success
     run_id = outcome.run_id
-    manager = sqlite_instance.compute_log_manager
-    found = captures(sqlite_instance, run_id)
-
-    # The run-level capture first (the UI shows a step the first capture naming it, so
-    # it names none), then one per step attempt, each naming its one step.
-    run_steps, run_key = found[0]
-    assert run_steps == []
-    per_step = {steps[0]: key for steps, key in found[1:] if len(steps) == 1}
-    assert len(per_step) == len(found) - 1
-    names = [f"a{i:02d}" for i in range(ASYNC_STEPS)] + [f"s{i:02d}" for i in range(SYNC_STEPS)]
-    mapped = {(f"print_async[{n}]" if n.startswith("a") else f"print_sync[{n}]"): n for n in names}
+    run_key, per_step = run_and_step_captures(sqlite_instance, run_id)
+    mapped = mapped_steps()
     # A capture is opened when its step first writes something of its own: the spreads
     # print nothing, so they get none, and their Dagster log lines stay in the run's.
     assert set(per_step) == set(mapped) | {"gather"}
@@ -84,12 +58,8 @@ def test_every_step_has_exactly_its_own_lines(sqlite_instance: dg.DagsterInstanc
         assert f"{quiet} - STEP_START" in run_err
         assert f"{quiet} - STEP_SUCCESS" in run_err
 
-    seen: dict[str, int] = {}
-    for step_key, log_key in per_step.items():
-        assert manager.is_capture_complete(log_key), step_key
-        stdout, stderr = read(sqlite_instance, log_key)
-        for line in markers(stdout) + markers(stderr):
-            seen[line] = seen.get(line, 0) + 1
+    texts, seen = read_step_captures(sqlite_instance, per_step)
+    for step_key, (stdout, stderr) in texts.items():
         if step_key in mapped:
             own_out, own_err = expected(mapped[step_key])
             assert markers(stdout) == own_out, step_key
@@ -112,7 +82,7 @@ def test_every_step_has_exactly_its_own_lines(sqlite_instance: dg.DagsterInstanc
 
     # Every line lands in exactly one capture: none in the run's.
     assert markers(run_out) == markers(run_err) == []
-    all_lines = [line for n in names for part in expected(n) for line in part]
+    all_lines = [line for n in mapped.values() for part in expected(n) for line in part]
     assert seen == dict.fromkeys(all_lines, 1)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from dagloop.dagster import async_executor
+from tests.dagster.jobs import printing
 
 PLACEMENT = "dagloop/placement"
 WIDTH = 6
@@ -344,6 +345,7 @@ def head_start() -> dg.JobDefinition:
 
 
 def _where(name: str) -> dict[str, Any]:
+    print(printing.marker(name, 0))  # for its own capture, wherever it runs
     return {"name": name, "pid": os.getpid(), "at": time.time()}
 
 
@@ -565,3 +567,18 @@ async def sends_a_big_frame_meanwhile(context: dg.OpExecutionContext) -> bool:
 def big_frame_while_held() -> None:
     announces_then_holds_the_run_loop()
     sends_a_big_frame_meanwhile()
+
+
+# -- steps that print, on the cluster's workers (compute logs)
+
+
+@dg.job(executor_def=async_executor)
+def printing_on_cluster_job() -> None:
+    printing.gather(
+        printing.spread_async().map(printing.print_async).collect(),
+        printing.spread_sync().map(printing.print_sync).collect(),
+    )
+
+
+def printing_on_cluster() -> dg.JobDefinition:
+    return printing_on_cluster_job

@@ -18,6 +18,7 @@ import psutil
 import dask
 from dagloop.runtime.dask_client import LOCAL_WORKERS_TIMEOUT_SECONDS
 from dagloop.runtime.forkserver import preloaded_start_method
+from tests.dagster import compute_log_reading as logs
 from tests.dagster.conftest import (
     assert_every_started_step_ended,
     records,
@@ -25,6 +26,7 @@ from tests.dagster.conftest import (
     wait_until,
 )
 from tests.dagster.interrupt_audit import audit_run
+from tests.dagster.jobs.printing import marker
 from tests.dask import fault_jobs, jobs
 
 E = dg.DagsterEventType
@@ -94,6 +96,13 @@ def _lent_run(
     records = outcome.outputs["after_ready"]
     assert all(record.get("met", True) for record in records)
     pids = {record["name"]: record["pid"] for record in records}
+    # Each step's output is in its own capture, whether it was lent or ran on a worker.
+    found = logs.captures(instance, outcome.run_id)
+    assert found[0][0] == []  # the run-level capture names no step
+    for steps, log_key in found[1:]:
+        (name,) = steps
+        assert logs.markers(logs.read(instance, log_key)[0]) == [marker(name, 0)]
+    assert sorted(steps[0] for steps, _ in found[1:]) == sorted(pids)
     messages = [e.message or "" for e in outcome.of_type(E.ENGINE_EVENT)]
     ready = next(m for m in messages if "Dask cluster is ready" in m)
     return pids, ready

@@ -442,5 +442,5 @@ class Orchestrator:
         self._hosting.step_logs = step_logs
         steps = self._plan.get_steps_to_execute_in_topo_order()
         self._run_capture = stack.enter_context(
-            RunLogCapture(job_context, steps, step_logs, self._remote, self._emit)
+            RunLogCapture(job_context, steps, step_logs, self._emit)
         )

@@ -39,10 +39,6 @@ class RemoteAttempt:
 class RemoteSteps(Protocol):
     """Runs chosen steps somewhere else and reports their events."""
 
-    def accepts(self, step: ExecutionStep) -> bool:
-        """The step is placed there (by its op's tag or the default)."""
-        ...
-
     def place(self, step: ExecutionStep) -> Where:
         """Asked for each attempt as it is about to start. A step placed there may still
         run on the run's loop (lent while a local cluster starts), or wait to be placed

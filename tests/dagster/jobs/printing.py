@@ -24,6 +24,12 @@ def marker(step: str, line: int) -> str:
     return f"marker {step} line {line}"
 
 
+def mapped_steps() -> dict[str, str]:
+    """The mapped steps of `printing_job`, by step key: the name each prints."""
+    names = [f"a{i:02d}" for i in range(ASYNC_STEPS)] + [f"s{i:02d}" for i in range(SYNC_STEPS)]
+    return {(f"print_async[{n}]" if n.startswith("a") else f"print_sync[{n}]"): n for n in names}
+
+
 @dg.op(out=dg.DynamicOut(str))
 async def spread_async():
     for i in range(ASYNC_STEPS):

@@ -14,7 +14,6 @@ from dagloop.dagster.compute_logs.step_captures import (
     ComputeLogs,
     StepCapture,
     StepLogs,
-    StepPlacement,
     open_for_run,
 )
 
@@ -23,7 +22,6 @@ __all__ = [
     "RunLogCapture",
     "StepCapture",
     "StepLogs",
-    "StepPlacement",
     "open_for_run",
     "step_capture",
 ]

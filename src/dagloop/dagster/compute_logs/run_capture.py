@@ -3,8 +3,9 @@
 As Dagster's in-process executor does, the instance's compute log manager captures the
 process (`capture_logs`, which redirects its file descriptors) under one log key of the
 run. It keeps everything no step capture takes (`step_captures.py`): writes outside any
-step, file-descriptor level writes (C extensions, subprocesses), hooks, steps run
-elsewhere (Dask), and every step's output with `compute_logs: per_run`.
+step, file-descriptor level writes (C extensions, subprocesses), hooks, and every
+step's output with `compute_logs: per_run` (of the steps this process runs: a Dask
+worker's steps are captured there).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dagloop.dagster._internals import (
     create_compute_log_file_key,
     serializable_error_info_from_exc_info,
 )
-from dagloop.dagster.compute_logs.step_captures import StepLogs, StepPlacement
+from dagloop.dagster.compute_logs.step_captures import StepLogs
 
 Emit = Callable[[DagsterEvent], None]
 
@@ -43,7 +44,6 @@ class RunLogCapture:
     _job_context: PlanExecutionContext
     _steps: Iterable[ExecutionStep]
     _step_logs: StepLogs
-    _remote: StepPlacement | None
     _emit: Emit
     _capture: ExitStack = field(init=False, default_factory=ExitStack)
 
@@ -59,7 +59,7 @@ class RunLogCapture:
     def _start(self) -> None:
         job_context = self._job_context
         manager = job_context.instance.compute_log_manager
-        step_keys = self._step_logs.run_capture_step_keys(self._steps, self._remote)
+        step_keys = self._step_logs.run_capture_step_keys(self._steps)
         file_key = create_compute_log_file_key()
         log_key = manager.build_log_key_for_run(job_context.run_id, file_key)
         try:

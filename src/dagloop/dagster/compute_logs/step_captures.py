@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Literal, TextIO
 
 from dagloop.dagster._internals import (
     CloudStorageComputeLogManager,
@@ -29,12 +29,6 @@ from dagloop.runtime import stream_proxy
 from dagloop.runtime.stream_proxy import Route
 
 ComputeLogs = Literal["per_step", "per_run"]
-
-
-class StepPlacement(Protocol):
-    """Which steps run elsewhere (Dask): their output is not captured in this process."""
-
-    def accepts(self, step: ExecutionStep) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -74,17 +68,11 @@ class StepLogs:
     def per_step(self) -> bool:
         return self.mode == "per_step"
 
-    def run_capture_step_keys(
-        self, steps: Iterable[ExecutionStep], remote: StepPlacement | None = None
-    ) -> list[str]:
+    def run_capture_step_keys(self, steps: Iterable[ExecutionStep]) -> list[str]:
         """The steps the run-level LOGS_CAPTURED event names. The UI shows a step the
-        first capture naming it, so with per-step capture only the steps that get none
-        here (run elsewhere) are named."""
-        return [
-            step.key
-            for step in steps
-            if not self.per_step or (remote is not None and remote.accepts(step))
-        ]
+        first capture naming it, so with per-step capture (wherever a step runs: a Dask
+        worker captures its steps the same way) it names none."""
+        return [] if self.per_step else [step.key for step in steps]
 
     def open_step(self, context: StepExecutionContext) -> StepCapture | None:
         """Open the step's streams under a fresh log key of the run; None when the
@@ -168,4 +156,4 @@ def _terminal_copies(stack: ExitStack) -> tuple[TextIO, TextIO] | None:
     return streams[0], streams[1]
 
 
-__all__ = ["ComputeLogs", "StepCapture", "StepLogs", "StepPlacement", "open_for_run"]
+__all__ = ["ComputeLogs", "StepCapture", "StepLogs", "open_for_run"]

@@ -18,7 +18,7 @@ from dagloop.dagster._internals import (
     StepDependencyConfig,
     event_log_in_memory,
 )
-from dagloop.dagster.config import AsyncExecutorConfig, StepHost
+from dagloop.dagster.config import AsyncExecutorConfig, ComputeLogs, StepHost
 from dagloop.dagster.dask.config import DaskConfig
 
 
@@ -45,6 +45,8 @@ class RunSpec:
     blocked_loop_warning_seconds: float
     #: The run process takes a worker silent this long as lost (the worker's `Lease`).
     heartbeat_timeout_seconds: float
+    #: Each step's stdout/stderr captured on its own (`per_step`), as on the run's loop.
+    compute_logs: ComputeLogs
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ def run_spec(
         host_threads=config.steps_per_worker,
         blocked_loop_warning_seconds=executor_config.blocked_loop_warning_seconds,
         heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
+        compute_logs=executor_config.compute_logs,
     )
 
 

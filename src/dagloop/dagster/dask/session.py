@@ -39,12 +39,13 @@ from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Outbox
 from dagloop.dagster.dask.lease import Lease
 from dagloop.dagster.dask.run_spec import RunSpec, StepCommand
+from dagloop.dagster.dask.worker_hosting import worker_step_hosting
 from dagloop.dagster.dask.worker_plan import WorkerPlan, plan_context
 from dagloop.dagster.entry_routes import QuarantinedThreads, route_entries, unroute_entries
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_hosting import StepHosting, blocked_loop_warning
-from dagloop.dagster.step_run import LoopBridge, StepRun, choose_host
+from dagloop.dagster.step_run import StepRun, choose_host
 from dagloop.dagster.streaming import ProducerTurns, streams_outputs
 from dagloop.runtime.greenbridge import await_
 
@@ -190,21 +191,11 @@ class RunSession:
         self._plan = WorkerPlan(context.execution_plan)
         # As on the run's loop: every step context shares the resources opened here.
         share_scoped_resources(context)
-        loop = context.event_loop
-        asyncio.set_event_loop(loop)
-        bridge = LoopBridge(loop)
-        bridge.install()
-        self._hosting = StepHosting(
-            loop,
-            sync_threads=self.spec.sync_threads,
-            host_threads=self.spec.host_threads,
-            thread_left=self._thread_left,
-        )
         try:
-            loop.run_until_complete(self._serve(loop))
+            with worker_step_hosting(context, self.spec, self._thread_left) as hosting:
+                self._hosting = hosting
+                context.event_loop.run_until_complete(self._serve(context.event_loop))
         finally:
-            bridge.uninstall()
-            self._hosting.shutdown()
             self._close_context(manager)
 
     def _serve_without_context(self) -> None:
