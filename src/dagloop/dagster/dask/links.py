@@ -145,7 +145,13 @@ class Links:
 
         from dagloop.dagster.dask.plugin import RunSessions
 
-        self._listener = listen(f"tcp://{_reachable_host(client)}:0", self._on_connect)
+        # The workers connect back as they reach the scheduler: over TLS, with the
+        # cluster's own credentials, when the cluster requires it.
+        self._listener = listen(
+            f"{_protocol(client)}://{_reachable_host(client)}:0",
+            self._on_connect,
+            **client.security.get_listen_args("client"),
+        )
         await self._listener.start()
         self._watch = asyncio.create_task(self._watch_silence(), name="dagloop-dask-heartbeats")
         plugin = RunSessions(spec, self._listener.contact_address, slots)
@@ -166,6 +172,11 @@ class Links:
                 ):
                     self._changed.clear()
                     await self._changed.wait()
+
+    @property
+    def channel_address(self) -> str:
+        """Where the workers connect to (its scheme says whether the channels use TLS)."""
+        return str(self._listener.contact_address) if self._listener is not None else ""
 
     @property
     def count(self) -> int:
@@ -380,6 +391,14 @@ async def first_of(*waits: asyncio.Event | asyncio.Future[Any]) -> None:
         for task in tasks:
             if isinstance(task, asyncio.Task):
                 task.cancel()
+
+
+def _protocol(client: Any) -> str:
+    """`tls` for a cluster whose scheduler is reached over TLS, else `tcp`."""
+    from distributed.comm.addressing import parse_address
+
+    scheme, _ = parse_address(client.scheduler.address)
+    return "tls" if scheme == "tls" else "tcp"
 
 
 def _reachable_host(client: Any) -> str:

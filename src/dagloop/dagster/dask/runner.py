@@ -153,7 +153,8 @@ class DaskSteps:
         self._loans.close()
         self._emit(
             self._engine_event(
-                f"The Dask cluster is ready: {self._links.count} worker(s) took the run, "
+                f"The Dask cluster is ready: {self._links.count} worker(s) took the run "
+                f"(their channels to {self._links.channel_address}), "
                 f"{time.monotonic() - asked:.1f} s after it was asked for" + self._loans.describe()
             )
         )

@@ -58,7 +58,7 @@ async def open_session(
     loop = asyncio.get_running_loop()
     # Before it connects: the run process counts this worker's silence from later on.
     lease = Lease(spec.heartbeat_timeout_seconds)
-    comm = await connect(run_address)
+    comm = await connect(run_address, **dask_worker.security.get_connection_args("worker"))
     outbox = Outbox()
     if slots is None:
         slots = int(dask_worker.state.nthreads)
