@@ -146,7 +146,7 @@ class Links:
         from dagloop.dagster.dask.plugin import RunSessions
 
         # The workers connect back as they reach the scheduler: over TLS, with the
-        # cluster's own credentials, when the cluster requires it.
+        # cluster's own credentials, when the scheduler is reached over TLS.
         self._listener = listen(
             f"{_protocol(client)}://{_reachable_host(client)}:0",
             self._on_connect,
