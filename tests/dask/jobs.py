@@ -352,6 +352,14 @@ def _where(name: str) -> dict[str, Any]:
 EARLY = {"marker_dir": dg.Field(str), "meet": dg.Field(bool, default_value=True)}
 
 
+async def _wait_for(marker: Path) -> bool:
+    """Until `marker` exists, 60 s at most; whether it does."""
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return marker.exists()
+
+
 async def _meet(context: dg.OpExecutionContext, me: str, other: str) -> dict[str, Any]:
     """Say this step began, then (`meet`) wait, 60 s at most, until the other one began
     too."""
@@ -360,10 +368,7 @@ async def _meet(context: dg.OpExecutionContext, me: str, other: str) -> dict[str
         return began
     markers = Path(context.op_config["marker_dir"])
     (markers / me).write_text(str(os.getpid()))
-    deadline = time.monotonic() + 60
-    while not (markers / other).exists() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return {**began, "met": (markers / other).exists()}
+    return {**began, "met": await _wait_for(markers / other)}
 
 
 @dg.op(config_schema=EARLY)
@@ -535,13 +540,6 @@ BIG_FRAME_CHARS = 40_000_000
 HOLDING = {"marker_dir": dg.Field(str)}
 
 
-async def _wait_for(marker: Path) -> bool:
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    return marker.exists()
-
-
 @dg.op(tags={PLACEMENT: "local"}, config_schema=HOLDING)
 async def announces_then_holds_the_run_loop(context: dg.OpExecutionContext) -> bool:
     """Once the other step runs on its worker, hold the run's loop."""
@@ -574,10 +572,7 @@ def big_frame_while_held() -> None:
 
 @dg.job(executor_def=async_executor)
 def printing_on_cluster_job() -> None:
-    printing.gather(
-        printing.spread_async().map(printing.print_async).collect(),
-        printing.spread_sync().map(printing.print_sync).collect(),
-    )
+    printing.print_and_gather()
 
 
 def printing_on_cluster() -> dg.JobDefinition:

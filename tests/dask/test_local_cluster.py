@@ -97,12 +97,10 @@ def _lent_run(
     assert all(record.get("met", True) for record in records)
     pids = {record["name"]: record["pid"] for record in records}
     # Each step's output is in its own capture, whether it was lent or ran on a worker.
-    found = logs.captures(instance, outcome.run_id)
-    assert found[0][0] == []  # the run-level capture names no step
-    for steps, log_key in found[1:]:
-        (name,) = steps
+    _, per_step = logs.run_and_step_captures(instance, outcome.run_id)
+    for name, log_key in per_step.items():
         assert logs.markers(logs.read(instance, log_key)[0]) == [marker(name, 0)]
-    assert sorted(steps[0] for steps, _ in found[1:]) == sorted(pids)
+    assert sorted(per_step) == sorted(pids)
     messages = [e.message or "" for e in outcome.of_type(E.ENGINE_EVENT)]
     ready = next(m for m in messages if "Dask cluster is ready" in m)
     return pids, ready

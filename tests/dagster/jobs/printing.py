@@ -25,7 +25,7 @@ def marker(step: str, line: int) -> str:
 
 
 def mapped_steps() -> dict[str, str]:
-    """The mapped steps of `printing_job`, by step key: the name each prints."""
+    """The mapped steps of `print_and_gather`, by step key: the name each prints."""
     names = [f"a{i:02d}" for i in range(ASYNC_STEPS)] + [f"s{i:02d}" for i in range(SYNC_STEPS)]
     return {(f"print_async[{n}]" if n.startswith("a") else f"print_sync[{n}]"): n for n in names}
 
@@ -81,12 +81,17 @@ def gather(async_names: list[str], sync_names: list[str]) -> int:
 PER_STEP = {"compute_logs": "per_step"}
 
 
-@dg.job(executor_def=async_executor.configured({"sync_threads": SYNC_STEPS, **PER_STEP}))
-def printing_job():
+def print_and_gather() -> None:
+    """The steps of `printing_job`, composed inside a job's body (of any executor)."""
     gather(
         spread_async().map(print_async).collect(),
         spread_sync().map(print_sync).collect(),
     )
+
+
+@dg.job(executor_def=async_executor.configured({"sync_threads": SYNC_STEPS, **PER_STEP}))
+def printing_job():
+    print_and_gather()
 
 
 @dg.op
