@@ -86,6 +86,10 @@ class RunOutcome:
     def step_keys(self, event_type: dg.DagsterEventType) -> set[str]:
         return {e.step_key for e in self.of_type(event_type) if e.step_key is not None}
 
+    def failure_text(self) -> str:
+        """Messages and error data of every event: where init and config errors show up."""
+        return "\n".join(f"{e.message} {e.event_specific_data!r}" for e in self.events)
+
     @property
     def ran_on_dagloop(self) -> bool:
         """The run's engine events include dagloop's executor's."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
+from dagloop.dagster._internals import wait_for_run_shard_writers
 from dagloop.dagster.event_log.run_store import RunStore
 
 
@@ -86,3 +88,34 @@ def test_a_no_from_the_fence_rolls_the_batch_back_without_a_retry_or_a_failure(
     assert store.withdrawn == 6
     assert store.failure is None and failures == []
     assert store.entries_written == 0
+
+
+def test_the_run_waits_for_a_batch_stalled_past_its_fence_before_it_reads(
+    sqlite_instance: dg.DagsterInstance, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A worker stopped right after its fence said yes commits when it resumes. On
+    SQLite the run process waits for that commit (the shard's write lock) before it
+    reads what the worker stored; without waiting, it would read nothing, report the
+    worker's steps, and the batch would land after."""
+    instance, run_id = sqlite_instance, str(uuid.uuid4())
+    past_the_fence = threading.Event()
+
+    def fence() -> bool:
+        past_the_fence.set()
+        time.sleep(1.0)  # the worker is stopped here, its transaction open
+        return True
+
+    store = RunStore(instance, run_id, loop, batched=True, on_failure=None, fence=fence)
+    worker = threading.Thread(target=store.store_batch, args=(_entries(run_id, 3),))
+    worker.start()
+    assert past_the_fence.wait(10)
+    assert _stored(instance, run_id) == []  # a reader does not wait: nothing yet
+    assert wait_for_run_shard_writers(instance, run_id)
+    assert _stored(instance, run_id) == ["entry 0", "entry 1", "entry 2"]
+    worker.join(10)
+
+
+def test_nothing_to_wait_for_where_the_storage_is_not_sqlite(
+    ephemeral_instance: dg.DagsterInstance,
+) -> None:
+    assert not wait_for_run_shard_writers(ephemeral_instance, str(uuid.uuid4()))

@@ -8,6 +8,7 @@ test counts how often each step's code ran, and in which worker process.
 import asyncio
 import contextlib
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -195,3 +196,32 @@ def released_job() -> None:
 
 def released() -> dg.JobDefinition:
     return released_job
+
+
+# -- a worker stopped while it holds SQLite's write lock ----------------------------------
+
+HOLDS = {"marker_dir": str}
+
+
+@dg.op(config_schema=HOLDS)
+def holds_the_event_log(context: dg.OpExecutionContext) -> None:
+    """Takes the write lock of the run's SQLite event log, as a worker's batch writer
+    does inside a commit, leaves `holding@<pid>` in `marker_dir`, and keeps the lock until
+    its process stops (the test stops it there)."""
+    storage: Any = context.instance.event_log_storage
+    connection = sqlite3.connect(storage.path_for_shard(context.run_id), timeout=60)
+    connection.isolation_level = None
+    connection.execute("BEGIN IMMEDIATE")
+    (Path(context.op_config["marker_dir"]) / f"holding@{os.getpid()}").touch()
+    time.sleep(RELEASE_WAIT_SECONDS)
+    connection.rollback()
+
+
+@dg.job(executor_def=async_executor)
+def holds_the_log_job() -> None:
+    holds_the_event_log()
+    gather(produce().map(works).collect())
+
+
+def holds_the_log() -> dg.JobDefinition:
+    return holds_the_log_job

@@ -14,7 +14,7 @@ import pytest
 from dagster._core.definitions.job_base import InMemoryJob  # test-only: not reconstructable
 from dagster._core.execution.api import execute_run, execute_run_iterator  # test-only
 
-from tests.dagster.conftest import RunOutcome, assert_every_started_step_ended, run_job
+from tests.dagster.conftest import assert_every_started_step_ended, run_job
 from tests.dask import jobs
 
 E = dg.DagsterEventType
@@ -32,11 +32,6 @@ def _stored(
         for r in instance.all_logs(run_id)
         if r.dagster_event is not None and r.dagster_event.event_type == event_type
     ]
-
-
-def _failure_text(outcome: RunOutcome) -> str:
-    """Messages and error data of every event: where init and config errors show up."""
-    return "\n".join(f"{e.message} {e.event_specific_data!r}" for e in outcome.events)
 
 
 @pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
@@ -176,7 +171,7 @@ def test_placement_tag_and_default(address: str, sqlite_instance: dg.DagsterInst
 def test_bad_placement_tag_names_the_tag(address: str, sqlite_instance: dg.DagsterInstance) -> None:
     outcome = run_job(jobs.bad_placement, sqlite_instance, _on(address))
     assert not outcome.success
-    text = _failure_text(outcome)
+    text = outcome.failure_text()
     assert "Op 'misplaced'" in text and "tag 'dagloop/placement'" in text
     assert outcome.of_type(E.STEP_START) == []
     (failure,) = outcome.of_type(E.RUN_FAILURE)
@@ -205,7 +200,7 @@ def test_needs_a_persistent_instance(address: str) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         outcome = run_job(jobs.fanout, instance, _on(address))
     assert not outcome.success
-    assert "multiple processes with an ephemeral DagsterInstance" in _failure_text(outcome)
+    assert "multiple processes with an ephemeral DagsterInstance" in outcome.failure_text()
     assert not outcome.of_type(E.STEP_START)
 
 
@@ -236,7 +231,7 @@ def test_config_errors_name_the_key(
 ) -> None:
     outcome = run_job(jobs.fanout, sqlite_instance, {"execution": {"config": {"dask": dask}}})
     assert not outcome.success
-    assert f"Invalid value for execution config key '{key}'" in _failure_text(outcome)
+    assert f"Invalid value for execution config key '{key}'" in outcome.failure_text()
 
 
 def _client_config(address: str, marker_dir: Path, **resource: Any) -> dict[str, Any]:
@@ -284,7 +279,7 @@ def test_a_resource_failing_on_workers_fails_their_steps(
     assert not outcome.success
     failed = outcome.step_keys(E.STEP_FAILURE)
     assert failed == {f"call_client[{i}]" for i in range(jobs.SHARED_WIDTH)}
-    assert "database unreachable from pid" in _failure_text(outcome)
+    assert "database unreachable from pid" in outcome.failure_text()
     assert "gather_calls" not in outcome.step_keys(E.STEP_START)
     assert_every_started_step_ended(sqlite_instance, outcome.run_id)
 
@@ -362,7 +357,7 @@ def test_a_run_loop_held_past_the_heartbeat_timeout_loses_no_worker(
     config["execution"]["config"]["dask"]["heartbeat_timeout_seconds"] = 3.0
     assert jobs.HOLD_SECONDS > 3.0
     outcome = run_job(jobs.held_loop, sqlite_instance, config)
-    assert outcome.success, _failure_text(outcome)
+    assert outcome.success, outcome.failure_text()
     assert not [e for e in outcome.events if "was lost" in (e.message or "")]
     assert_every_started_step_ended(sqlite_instance, outcome.run_id)
 
@@ -386,7 +381,7 @@ def test_a_frame_still_arriving_after_a_held_loop_is_not_silence(
     outcome = run_job(
         jobs.big_frame_while_held, sqlite_instance, config, outputs=("sends_a_big_frame_meanwhile",)
     )
-    assert outcome.success, _failure_text(outcome)
+    assert outcome.success, outcome.failure_text()
     assert outcome.outputs["sends_a_big_frame_meanwhile"] is True  # it logged during the hold
     assert not [e for e in outcome.events if "was lost" in (e.message or "")]
     assert_every_started_step_ended(sqlite_instance, outcome.run_id)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -34,6 +35,13 @@ E = dg.DagsterEventType
 
 def _processes(**extra: object) -> dict[str, object]:
     return {"execution": {"config": {"dask": {"processes": 2, **extra}}}}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _forked_workers() -> list[psutil.Process]:
@@ -293,3 +301,70 @@ def test_a_worker_that_replaces_a_killed_one_takes_the_runs_steps(
     audit = audit_run(sqlite_instance, outcome.run_id)
     assert audit.exact, audit
     wait_until(lambda: _forked_workers() == [], timeout=30)
+
+
+def test_a_lost_worker_of_a_local_cluster_is_ended_and_its_write_lock_released(
+    sqlite_instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """A local worker stopped while it holds the write lock of the run's SQLite event
+    log: no process can store anything until it is gone. Once the heartbeat timeout
+    says it is lost, the run kills its process (it started it, on this machine), the
+    lock is free, and the run stores every other step's entries and ends, the stopped
+    worker's step failed once. The process stays stopped throughout: only its end
+    releases the lock."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    stopped: list[int] = []
+
+    def stop_the_lock_holder() -> None:
+        wait_until(lambda: any(p.name.startswith("holding@") for p in markers.iterdir()), 120)
+        (holding,) = [p for p in markers.iterdir() if p.name.startswith("holding@")]
+        stopped.append(int(holding.name.split("@")[1]))
+        os.kill(stopped[0], signal.SIGSTOP)
+
+    stopper = threading.Thread(target=stop_the_lock_holder, daemon=True)
+    stopper.start()
+    config = _processes(steps_on_loop_while_starting=0, heartbeat_timeout_seconds=3.0)
+    config["ops"] = {
+        "holds_the_event_log": {"config": {"marker_dir": str(markers)}},
+        "works": {"config": {"marker_dir": str(markers), "seconds": 0.2}},
+    }
+    try:
+        outcome = run_job(fault_jobs.holds_the_log, sqlite_instance, config)
+    finally:
+        stopper.join(timeout=120)
+        ended = [pid for pid in stopped if not _alive(pid)]
+        for pid in set(stopped) - set(ended):
+            os.kill(pid, signal.SIGKILL)  # left stopped: no other test's business
+    assert stopped, "the lock holder never began"
+    pid = stopped[0]
+    assert ended == [pid], "the run left the lost worker's process alive"
+    entries = records(sqlite_instance, outcome.run_id)
+    lost = [
+        r.dagster_event
+        for r in entries
+        if r.dagster_event is not None
+        and r.dagster_event.event_type == E.ENGINE_EVENT
+        and "lost_steps" in r.dagster_event.engine_event_data.metadata
+    ]
+    assert len(lost) == 1
+    lost_steps = set(lost[0].engine_event_data.metadata["lost_steps"].value)
+    assert "holds_the_event_log" in lost_steps
+    assert f"the run ended its process (pid {pid})" in (lost[0].message or "")
+    # The steps that ran on the stopped worker failed once each, as lost; every other
+    # step's entries were stored once the lock was free, and it succeeded.
+    failed = Counter(
+        (r.step_key, r.dagster_event.step_failure_data.error.cls_name)
+        for r in entries
+        if r.dagster_event is not None and r.dagster_event.event_type == E.STEP_FAILURE
+    )
+    assert failed == Counter((key, "WorkerLostError") for key in lost_steps)
+    successes = {
+        r.step_key
+        for r in entries
+        if r.dagster_event is not None and r.dagster_event.event_type == E.STEP_SUCCESS
+    }
+    mapped = {f"works[{i}]" for i in range(fault_jobs.WIDTH)}
+    assert successes == (mapped | {"produce"}) - lost_steps
+    audit = audit_run(sqlite_instance, outcome.run_id)
+    assert audit.exact, audit

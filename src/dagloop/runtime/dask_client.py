@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from dagloop._extras import require
@@ -35,6 +36,25 @@ class LocalClusterError(DagloopError):
     """A local Dask cluster did not start (its nannies' errors are in the log)."""
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A client's credentials for a cluster that requires TLS: PEM files."""
+
+    ca_file: str
+    cert: str
+    #: None: the certificate's file holds the private key too.
+    key: str | None = None
+
+    def security(self, distributed: Any) -> Any:
+        """Dask's `Security` for a client using these files, encryption required."""
+        return distributed.Security(
+            tls_ca_file=self.ca_file,
+            tls_client_cert=self.cert,
+            tls_client_key=self.key,
+            require_encryption=True,
+        )
+
+
 @asynccontextmanager
 async def dask_client(
     *,
@@ -42,11 +62,13 @@ async def dask_client(
     processes: int | None,
     threads_per_worker: int,
     preload: Sequence[str] = (),
+    tls: TlsFiles | None = None,
 ) -> AsyncIterator[Any]:
     """Yield an asynchronous `distributed.Client`: connected to the scheduler at
     `address`, or to a local cluster of `processes` worker processes started here, with
-    the modules `preload` names imported before the workers start (`forkserver.py`). On
-    exit the client is closed, then the cluster it started (also when entering fails)."""
+    the modules `preload` names imported before the workers start (`forkserver.py`);
+    `tls`: the client's credentials (else Dask's configuration gives them). On exit the
+    client is closed, then the cluster it started (also when entering fails)."""
     feature = "Running steps on Dask"
     method = configured = DASK_DEFAULT_METHOD
     if processes is not None:
@@ -87,7 +109,8 @@ async def dask_client(
             )
             stack.push_async_callback(_closed, target)
             await _started(target, processes)
-        client = distributed.Client(target, asynchronous=True)
+        security = None if tls is None else tls.security(distributed)
+        client = distributed.Client(target, asynchronous=True, security=security)
         stack.push_async_callback(client.close)
         await client
         if processes is not None:

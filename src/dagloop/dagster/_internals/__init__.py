@@ -35,6 +35,7 @@ from dagloop.dagster._internals.storage import (
     event_listeners,
     event_log_in_memory,
     run_shard_batch_writer,
+    wait_for_run_shard_writers,
     writes_to_run_shard_only,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "resolve_step_ahead",
     "run_shard_batch_writer",
     "run_with_steps_to_execute",
+    "wait_for_run_shard_writers",
     "share_scoped_resources",
     "step_failure_for_interrupt",
     "warning_engine_event",

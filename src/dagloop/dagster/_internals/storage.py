@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -163,6 +164,25 @@ def run_shard_batch_writer(instance: Any) -> BatchWriter | None:
     if postgres is not None and type(storage) is postgres.PostgresEventLogStorage:
         return _PostgresBatchWriter(storage, postgres.CHANNEL_NAME)
     return None
+
+
+def wait_for_run_shard_writers(instance: Any, run_id: str) -> bool:
+    """Return once no other connection is inside a write transaction on the run's
+    SQLite shard: take the shard's write lock, and let it go at once. A writer that had
+    begun its transaction has then committed it or rolled it back, and a writer that
+    begins later is not waited for. False: the storage is not SQLite, nothing waited.
+    Raises sqlite3.OperationalError if the lock stays held `SQLITE_BUSY_SECONDS`."""
+    storage = instance.event_log_storage
+    if type(storage) is not SqliteEventLogStorage:
+        return False
+    connection = sqlite3.connect(storage.path_for_shard(run_id), timeout=SQLITE_BUSY_SECONDS)
+    try:
+        connection.isolation_level = None  # BEGIN and ROLLBACK as written
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+    return True
 
 
 def _postgres_event_log() -> Any:

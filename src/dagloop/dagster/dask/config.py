@@ -7,6 +7,7 @@ Imports nothing from `distributed`, so the executor's schema loads without the e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from dagloop.dagster.dask.messages import HEARTBEAT_SECONDS
 from dagloop.dagster.errors import ExecutorConfigError
 from dagloop.dagster.schema_defaults import dataclass_default
 from dagloop.dagster.tags import PLACEMENT_TAG, Placement, tagged_placement
+from dagloop.runtime.dask_client import TlsFiles
 
 EventsWrittenBy = Literal["auto", "run", "workers"]
 #: A worker is taken as lost after missing this many heartbeats at least.
@@ -32,6 +34,7 @@ class DaskConfig:
     placement: Placement = "cluster"
     events_written_by: EventsWrittenBy = "auto"
     heartbeat_timeout_seconds: float = 60.0
+    tls: TlsFiles | None = None
 
     @classmethod
     def from_config(cls, value: Mapping[str, Any] | None) -> DaskConfig | None:
@@ -68,6 +71,7 @@ class DaskConfig:
                 f"(workers send a heartbeat every {HEARTBEAT_SECONDS:g} s)",
             )
         return cls(
+            tls=_tls(given.get("tls"), address),
             address=address,
             processes=processes,
             steps_per_worker=slots,
@@ -79,6 +83,24 @@ class DaskConfig:
 
     def placement_of(self, op_name: str, step_key: str, tags: Mapping[str, str]) -> Placement:
         return tagged_placement(op_name, step_key, tags) or self.placement
+
+
+def _tls(value: Mapping[str, Any] | None, address: str | None) -> TlsFiles | None:
+    """The run process's own credentials for a cluster that requires TLS, checked before
+    the run starts: each file must be there, and the scheduler reached over TLS."""
+    if value is None:
+        return None
+    if address is None or not address.strip().startswith("tls://"):
+        raise ExecutorConfigError(
+            "dask.tls",
+            dict(value),
+            "expected with an 'address' of a scheduler reached over TLS (tls://...)",
+        )
+    files = TlsFiles(ca_file=value["ca_file"], cert=value["cert"], key=value.get("key"))
+    for key, path in [("ca_file", files.ca_file), ("cert", files.cert), ("key", files.key)]:
+        if path is not None and not os.path.isfile(path):
+            raise ExecutorConfigError(f"dask.tls.{key}", path, "no such file")
+    return files
 
 
 def _default(name: str) -> Any:
@@ -144,6 +166,29 @@ DASK_CONFIG_SHAPE = dg.Shape(
                 "long (workers send a heartbeat every second) is taken as lost: a "
                 "process stopped or hung as a whole closes no connection. Its begun "
                 "steps fail with WorkerLostError, or retry."
+            ),
+        ),
+        "tls": dg.Field(
+            dg.Noneable(
+                dg.Shape(
+                    {
+                        "ca_file": dg.Field(str, description="The cluster's CA certificate."),
+                        "cert": dg.Field(str, description="This client's certificate."),
+                        "key": dg.Field(
+                            dg.Noneable(str),
+                            default_value=None,
+                            description="Its private key, unless the certificate file "
+                            "holds it too.",
+                        ),
+                    }
+                )
+            ),
+            default_value=None,
+            description=(
+                "With an 'address' of a cluster that requires TLS (tls://...): the run "
+                "process's credentials, PEM files it reads. Without this key, Dask's own "
+                "configuration applies (distributed.comm.tls.*). The workers use their "
+                "own."
             ),
         ),
         "placement": dg.Field(

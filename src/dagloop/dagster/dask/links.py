@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import functools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES, 
 from dagloop.dagster.dask import messages as msg
 from dagloop.dagster.dask.channel import Channel
 from dagloop.dagster.dask.run_spec import RunSpec
+from dagloop.dagster.dask.worker_process import WorkerProcess
 from dagloop.dagster.errors import EventLogWriteError
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
@@ -36,6 +37,8 @@ SESSIONS_READY_SECONDS = 60.0
 CLOSE_SESSIONS_SECONDS = 60.0
 #: How long a silent worker's channel may take to write LOST before it is closed.
 LOST_WRITE_SECONDS = 1.0
+#: How long a lost local worker's process gets to exit once killed.
+PROCESS_END_SECONDS = 5.0
 
 
 class NoWorkersError(DagloopError):
@@ -99,13 +102,15 @@ class Link:
     mappings_size: int = -1
     #: Why the run gave up on it while its connection was still open (it was silent).
     given_up: str | None = None
+    #: Its process, when the run ends the processes of the workers it loses.
+    process: WorkerProcess | None = None
 
     def free(self, pool: Pool) -> int:
         """Steps of `pool` it can begin at once, on arrival."""
         return min(self.slots - len(self.in_flight), self.capacity.get(pool, 0) - self.used[pool])
 
 
-OnLost = Callable[[Link, str], None]
+OnLost = Callable[[Link, str], Awaitable[None]]
 OnBegan = Callable[[InFlight], None]
 
 #: Where a step runs in its worker's session: on its loop (an async step in a greenlet),
@@ -128,6 +133,10 @@ class Links:
     on_lost: OnLost
     #: A worker whose channel carries nothing (not even its heartbeat) this long is lost.
     heartbeat_timeout: float
+    #: The workers' processes are on this machine and the run started them (a local
+    #: cluster): a lost one is killed before the run reports its steps
+    #: (`worker_process.py`).
+    end_lost_processes: bool = False
     _links: list[Link] = field(default_factory=list)
     _expected: int = 0
     _listener: Any = None
@@ -274,11 +283,16 @@ class Links:
         link = Link(Channel(comm, loop, lambda batch: self._on_batch(link, batch)))
         self._links.append(link)
         link.channel.start()
-        await link.channel.closed
-        self._changed.set()
-        if not self._closing and not link.closed.is_set():
-            cause = link.given_up or "its connection to the run process closed"
-            self.on_lost(link, f"{cause} ({link.channel.peer})")
+        try:
+            await link.channel.closed
+            self._changed.set()
+            if not self._closing and not link.closed.is_set():
+                cause = link.given_up or "its connection to the run process closed"
+                cause = f"{cause} ({link.channel.peer})" + await _ended(link.process)
+                await self.on_lost(link, cause)
+        finally:
+            if link.process is not None:
+                link.process.close()
 
     async def _watch_silence(self) -> None:
         """Give up on each worker whose channel stays silent past the heartbeat
@@ -327,7 +341,9 @@ class Links:
                 if asked is not None and asked.disowned is not None and not asked.disowned.done():
                     asked.disowned.set_result(message[2])
             elif kind == msg.HELLO:
-                _, link.worker, link.slots, link.capacity = message
+                _, link.worker, link.slots, link.capacity, pid = message
+                if self.end_lost_processes:
+                    link.process = WorkerProcess(pid)
                 link.ready = True
                 self._changed.set()
             else:
@@ -412,3 +428,13 @@ def _reachable_host(client: Any) -> str:
     with contextlib.suppress(OSError):
         return str(get_ip(host))
     return "0.0.0.0"
+
+
+async def _ended(process: WorkerProcess | None) -> str:
+    """Kill a lost worker's process, if the run ends those; what it says of it."""
+    if process is None:
+        return ""
+    if await process.end(PROCESS_END_SECONDS):
+        return f"; the run ended its process (pid {process.pid})"
+    waited = f"{PROCESS_END_SECONDS:g} s"
+    return f"; its process (pid {process.pid}) was killed but had not exited {waited} later"

@@ -3,6 +3,8 @@ it ran some of the run's step attempts, and what such a worker stored of them.""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Set
@@ -15,6 +17,7 @@ from dagloop.dagster._internals import (
     EngineEventData,
     PlanExecutionContext,
     serializable_error_info_from_exc_info,
+    wait_for_run_shard_writers,
 )
 from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES
 from dagloop.errors import DagloopError
@@ -63,6 +66,21 @@ def lost_workers_event(
             }
         ),
     )
+
+
+async def wait_for_its_last_write(context: PlanExecutionContext, worker: str) -> None:
+    """Before reading what a lost worker stored. Stopped inside a batch's transaction,
+    past its lease's last check, it commits that batch when it resumes: on SQLite, wait
+    until no write transaction is open on the run's shard. A batch it begins later is
+    refused by its lease (its channel is closed: no PONG renews it)."""
+    try:
+        await asyncio.to_thread(wait_for_run_shard_writers, context.instance, context.run_id)
+    except sqlite3.OperationalError as error:
+        context.log.warning(
+            f"dagloop: the run's event log stayed locked while Dask worker {worker} was "
+            f"reported lost ({error}); an entry it was committing may be stored after its "
+            "steps are reported"
+        )
 
 
 def stored_openings_and_ends(

@@ -31,9 +31,10 @@ LOST = "lost"
 
 # -- a worker to the run process --------------------------------------------------------
 
-#: `(HELLO, worker address, slots, {pool: threads})`: the session is open (or its
+#: `(HELLO, worker address, slots, {pool: threads}, pid)`: the session is open (or its
 #: resources failed to open, and every step sent here ends with that error); it runs
-#: `slots` steps at once, each pool's threads at most (`links.Pool`).
+#: `slots` steps at once, each pool's threads at most (`links.Pool`), in the process
+#: `pid` (of its own machine).
 HELLO = "hello"
 #: `(BEGAN, token)`: the attempt's code began here. Sent after its STEP_START and
 #: handed to the connection before any of the op's code runs, so the run process knows

@@ -40,7 +40,12 @@ from dagloop.dagster.dask.links import (
     pool_of,
 )
 from dagloop.dagster.dask.loans import LoopLoans
-from dagloop.dagster.dask.lost import WorkerLostError, lost_workers_event, stored_openings_and_ends
+from dagloop.dagster.dask.lost import (
+    WorkerLostError,
+    lost_workers_event,
+    stored_openings_and_ends,
+    wait_for_its_last_write,
+)
 from dagloop.dagster.dask.run_spec import StepCommand, run_spec, step_known_state
 from dagloop.dagster.errors import StepTimeoutError
 from dagloop.dagster.event_log import RunEventLog
@@ -94,6 +99,7 @@ class DaskSteps:
             self._began,
             self._on_link_lost,
             heartbeat_timeout=config.heartbeat_timeout_seconds,
+            end_lost_processes=config.processes is not None,
         )
         #: The run stops: no attempt is sent any more.
         self._halting = False
@@ -144,6 +150,7 @@ class DaskSteps:
                     processes=config.processes,
                     threads_per_worker=1,
                     preload=WORKER_MODULES,
+                    tls=config.tls,
                 )
             )
             slots = config.steps_per_worker if config.processes is not None else None
@@ -342,11 +349,13 @@ class DaskSteps:
             )
         )
 
-    def _on_link_lost(self, link: Link, cause: str) -> None:
+    async def _on_link_lost(self, link: Link, cause: str) -> None:
         """A worker's channel closed before the run ended: every attempt it held that
         has not ended is lost with it; those that began fail (or retry), the others are
         sent elsewhere. With `events_written_by: workers`, what the worker stored says
         which began and which ended."""
+        if self._spec.events_written_by == "workers":
+            await wait_for_its_last_write(self._job_context, link.worker)
         open_records = [record for record in link.in_flight.values() if not record.ended.is_set()]
         if self._spec.events_written_by == "workers":
             self._settle_from_storage(open_records)

@@ -9,6 +9,7 @@ channel, the steps' events and (`events_written_by: run`) their event-log entrie
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -67,7 +68,7 @@ async def open_session(
         "sync": min(spec.sync_threads, slots),
         "thread": min(spec.host_threads, slots),
     }
-    hello = (msg.HELLO, address, slots, capacity)
+    hello = (msg.HELLO, address, slots, capacity, os.getpid())
     session = RunSession(spec, _instance(spec.instance_ref), outbox, hello, lease)
     channel = Channel(
         comm, loop, session.deliver, outbox, heartbeat=msg.HEARTBEAT_SECONDS, lease=lease
