@@ -90,14 +90,16 @@ def test_a_no_from_the_fence_rolls_the_batch_back_without_a_retry_or_a_failure(
     assert store.entries_written == 0
 
 
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
 def test_the_run_waits_for_a_batch_stalled_past_its_fence_before_it_reads(
-    sqlite_instance: dg.DagsterInstance, loop: asyncio.AbstractEventLoop
+    storage_instance: dg.DagsterInstance, loop: asyncio.AbstractEventLoop
 ) -> None:
-    """A worker stopped right after its fence said yes commits when it resumes. On
-    SQLite the run process waits for that commit (the shard's write lock) before it
-    reads what the worker stored; without waiting, it would read nothing, report the
-    worker's steps, and the batch would land after."""
-    instance, run_id = sqlite_instance, str(uuid.uuid4())
+    """A worker stopped right after its fence said yes commits when it resumes. The run
+    process waits for that commit (SQLite: the shard's write lock; PostgreSQL: the
+    run's advisory lock, held shared by each fenced batch) before it reads what the
+    worker stored; without waiting, it would read nothing, report the worker's steps,
+    and the batch would land after."""
+    instance, run_id = storage_instance, str(uuid.uuid4())
     past_the_fence = threading.Event()
 
     def fence() -> bool:

@@ -4,6 +4,7 @@ one transaction, for the storages whose `store_event` writes one row per entry."
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
@@ -167,22 +168,52 @@ def run_shard_batch_writer(instance: Any) -> BatchWriter | None:
 
 
 def wait_for_run_shard_writers(instance: Any, run_id: str) -> bool:
-    """Return once no other connection is inside a write transaction on the run's
-    SQLite shard: take the shard's write lock, and let it go at once. A writer that had
-    begun its transaction has then committed it or rolled it back, and a writer that
-    begins later is not waited for. False: the storage is not SQLite, nothing waited.
-    Raises sqlite3.OperationalError if the lock stays held `SQLITE_BUSY_SECONDS`."""
+    """Return once no fenced batch of the run (a Dask worker's, `before_commit` given)
+    is inside its transaction: each had then committed or rolled back, and a batch that
+    begins later is not waited for. SQLite: take the run shard's write lock and let it
+    go at once. PostgreSQL: the same with the run's advisory lock, which each fenced
+    batch holds shared until its transaction ends (`_PostgresBatchWriter`). False: the
+    storage has neither, nothing waited. Raises if the lock stays held
+    `LAST_WRITES_WAIT_SECONDS` (sqlite3's or SQLAlchemy's OperationalError)."""
     storage = instance.event_log_storage
-    if type(storage) is not SqliteEventLogStorage:
-        return False
-    connection = sqlite3.connect(storage.path_for_shard(run_id), timeout=SQLITE_BUSY_SECONDS)
-    try:
-        connection.isolation_level = None  # BEGIN and ROLLBACK as written
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("ROLLBACK")
-    finally:
-        connection.close()
-    return True
+    if type(storage) is SqliteEventLogStorage:
+        path = storage.path_for_shard(run_id)
+        connection = sqlite3.connect(path, timeout=LAST_WRITES_WAIT_SECONDS)
+        try:
+            connection.isolation_level = None  # BEGIN and ROLLBACK as written
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+        return True
+    postgres = _postgres_event_log()
+    if postgres is not None and type(storage) is postgres.PostgresEventLogStorage:
+        import sqlalchemy as sa
+
+        key = _PostgresBatchWriter._fence_key(run_id)
+        with storage.run_connection(run_id) as autocommitted:
+            # dagster-postgres' engine autocommits every statement; one transaction here.
+            conn = autocommitted.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                timeout_ms = int(LAST_WRITES_WAIT_SECONDS * 1000)
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = {timeout_ms}"))
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:space, :run)"), key)
+        return True
+    return False
+
+
+#: How long the run process waits for a lost worker's batch still in its transaction.
+LAST_WRITES_WAIT_SECONDS = 30.0
+#: The first half of the run's advisory lock key on PostgreSQL ("dagl"), so that it
+#: does not meet the keys of other users of the same database.
+ADVISORY_LOCK_SPACE = 0x6461676C
+
+
+def _advisory_lock_key(run_id: str) -> int:
+    """The run's half of its advisory lock key: 32 bits of its id (two runs that share
+    it only wait for each other's fenced batches)."""
+    digest = hashlib.blake2b(run_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _postgres_event_log() -> Any:
@@ -225,8 +256,13 @@ class _PostgresBatchWriter:
             "SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) "
             "WITH ORDINALITY AS sent(payload, position) ORDER BY position"
         )
+        self._fence_lock = sa.text("SELECT pg_advisory_xact_lock_shared(:space, :run)")
         #: The connection kept between batches, and what closes it.
         self._kept: tuple[contextlib.ExitStack, Any] | None = None
+
+    @staticmethod
+    def _fence_key(run_id: str) -> dict[str, int]:
+        return {"space": ADVISORY_LOCK_SPACE, "run": _advisory_lock_key(run_id)}
 
     def __call__(
         self, run_id: str, entries: Sequence[Storable], before_commit: BeforeCommit | None = None
@@ -235,6 +271,10 @@ class _PostgresBatchWriter:
         conn = self._connection(run_id)
         try:
             with conn.begin():
+                if before_commit is not None:
+                    # Held until this transaction ends: the run process waits for it
+                    # before it reads what a lost worker stored.
+                    conn.execute(self._fence_lock, self._fence_key(run_id))
                 stored = conn.execute(self._insert, rows)
                 payloads = [f"{stored_run_id}_{storage_id}" for stored_run_id, storage_id in stored]
                 conn.execute(self._notify, {"channel": self._channel, "payloads": payloads})

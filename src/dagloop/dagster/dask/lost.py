@@ -4,7 +4,6 @@ it ran some of the run's step attempts, and what such a worker stored of them.""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Set
@@ -70,16 +69,16 @@ def lost_workers_event(
 
 async def wait_for_its_last_write(context: PlanExecutionContext, worker: str) -> None:
     """Before reading what a lost worker stored. Stopped inside a batch's transaction,
-    past its lease's last check, it commits that batch when it resumes: on SQLite, wait
-    until no write transaction is open on the run's shard. A batch it begins later is
-    refused by its lease (its channel is closed: no PONG renews it)."""
+    past its lease's last check, it commits that batch when it resumes: wait until no
+    fenced batch of the run is inside its transaction (SQLite, PostgreSQL). A batch it
+    begins later is refused by its lease (its channel is closed: no PONG renews it)."""
     try:
         await asyncio.to_thread(wait_for_run_shard_writers, context.instance, context.run_id)
-    except sqlite3.OperationalError as error:
+    except Exception as error:  # its steps are reported all the same
         context.log.warning(
-            f"dagloop: the run's event log stayed locked while Dask worker {worker} was "
-            f"reported lost ({error}); an entry it was committing may be stored after its "
-            "steps are reported"
+            f"dagloop: waiting for the run's event-log writes failed while Dask worker "
+            f"{worker} was reported lost ({error!r}); an entry it was committing may be "
+            "stored after its steps are reported"
         )
 
 
