@@ -21,6 +21,7 @@ from tests.dagster.conftest import records, run_job, wait_until
 from tests.dagster.interrupt_audit import OPENING, audit_run
 from tests.dask import fault_jobs
 from tests.dask.cli_cluster import CliCluster
+from tests.dask.lost_reading import lost_events, step_errors
 
 E = dg.DagsterEventType
 GRACE_SECONDS = 2.0
@@ -55,20 +56,6 @@ def _opened(entries: list[dg.EventLogEntry]) -> Counter[str]:
         for r in entries
         if r.dagster_event is not None and r.dagster_event.event_type in OPENING
     )
-
-
-def _step_errors(entries: list[dg.EventLogEntry]) -> list[tuple[str, Any]]:
-    """(step key, error) of each stored STEP_FAILURE and STEP_UP_FOR_RETRY."""
-    found = []
-    for r in entries:
-        event = r.dagster_event
-        if event is None or r.step_key is None:
-            continue
-        if event.event_type == E.STEP_FAILURE:
-            found.append((r.step_key, event.step_failure_data.error))
-        elif event.event_type == E.STEP_UP_FOR_RETRY:
-            found.append((r.step_key, event.event_specific_data.error))
-    return found
 
 
 def _cls(error: Any) -> str:
@@ -122,7 +109,7 @@ def test_a_killed_worker_fails_each_of_its_steps_once(
     assert lost
     # Each of them ended once, with the error naming the worker: the async op's
     # RetryPolicy retried it, the sync op (no policy) failed.
-    errors = _step_errors(entries)
+    errors = step_errors(entries)
     lost_ends = Counter(key for key, error in errors if error.cls_name == "WorkerLostError")
     assert set(lost_ends) == lost and set(lost_ends.values()) == {1}
     assert all(
@@ -191,7 +178,7 @@ def test_terminate_stops_the_workers_steps_and_starts_no_more(
     assert audit.exact, audit
     # (the async op's RetryPolicy turns its interrupt into STEP_UP_FOR_RETRY, which
     # does not start again in a stopping run)
-    errors = _step_errors(entries)
+    errors = step_errors(entries)
     assert {_cls(error) for _, error in errors} == {"DagsterExecutionInterruptedError"}
     assert audit.succeeded + len(errors) == audit.started
     ran = fault_jobs.ran(markers)
@@ -224,7 +211,7 @@ def test_budgets_hold_on_the_workers(
     entries = records(instance, outcome.run_id)
     odd = [i for i in range(fault_jobs.WIDTH) if i % 2]
     over = {f"{op}[{i}]" for op in ("waits_past_budget", "works_past_budget") for i in odd}
-    errors = _step_errors(entries)
+    errors = step_errors(entries)
     assert {key for key, _ in errors} == over
     assert {_cls(error) for _, error in errors} == {"StepTimeoutError"}
     assert len(errors) == len(over)
@@ -376,7 +363,7 @@ def test_a_worker_that_stops_answering_is_lost_and_stores_nothing_when_it_resume
     assert lost
     time.sleep(2)  # anything the resumed worker would still store
     entries = records(instance, outcome.run_id)
-    errors = _step_errors(entries)
+    errors = step_errors(entries)
     lost_ends = Counter(key for key, error in errors if error.cls_name == "WorkerLostError")
     assert set(lost_ends) == lost and set(lost_ends.values()) == {1}
     assert {error.cls_name for _, error in errors} == {"WorkerLostError"}
@@ -412,8 +399,5 @@ def _lost_event(instance: dg.DagsterInstance) -> Any:
     runs = instance.get_runs(limit=1)
     if not runs:
         return None
-    for record in instance.all_logs(runs[0].run_id, of_type=E.ENGINE_EVENT):
-        event = record.dagster_event
-        if event is not None and "lost_steps" in event.engine_event_data.metadata:
-            return event
-    return None
+    found = lost_events(list(instance.all_logs(runs[0].run_id, of_type=E.ENGINE_EVENT)))
+    return found[0] if found else None

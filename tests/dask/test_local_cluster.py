@@ -29,6 +29,7 @@ from tests.dagster.conftest import (
 from tests.dagster.interrupt_audit import audit_run
 from tests.dagster.jobs.printing import marker
 from tests.dask import fault_jobs, jobs
+from tests.dask.lost_reading import lost_events, step_errors
 
 E = dg.DagsterEventType
 
@@ -340,24 +341,14 @@ def test_a_lost_worker_of_a_local_cluster_is_ended_and_its_write_lock_released(
     pid = stopped[0]
     assert ended == [pid], "the run left the lost worker's process alive"
     entries = records(sqlite_instance, outcome.run_id)
-    lost = [
-        r.dagster_event
-        for r in entries
-        if r.dagster_event is not None
-        and r.dagster_event.event_type == E.ENGINE_EVENT
-        and "lost_steps" in r.dagster_event.engine_event_data.metadata
-    ]
+    lost = lost_events(entries)
     assert len(lost) == 1
     lost_steps = set(lost[0].engine_event_data.metadata["lost_steps"].value)
     assert "holds_the_event_log" in lost_steps
     assert f"the run ended its process (pid {pid})" in (lost[0].message or "")
     # The steps that ran on the stopped worker failed once each, as lost; every other
     # step's entries were stored once the lock was free, and it succeeded.
-    failed = Counter(
-        (r.step_key, r.dagster_event.step_failure_data.error.cls_name)
-        for r in entries
-        if r.dagster_event is not None and r.dagster_event.event_type == E.STEP_FAILURE
-    )
+    failed = Counter((key, error.cls_name) for key, error in step_errors(entries))
     assert failed == Counter((key, "WorkerLostError") for key in lost_steps)
     successes = {
         r.step_key

@@ -63,3 +63,20 @@ def test_a_process_that_exited_already_counts_as_ended() -> None:
         assert asyncio.run(held.end(timeout=1))
     finally:
         held.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="Linux only")
+def test_a_process_gone_before_it_was_held_is_never_signalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its pid may belong to another process by the time the run ends it."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()  # reaped: its pid is free for any new process
+    held = WorkerProcess(done.pid)
+    signalled: list[int] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: signalled.append(pid))
+    try:
+        assert asyncio.run(held.end(timeout=1))
+    finally:
+        held.close()
+    assert signalled == []

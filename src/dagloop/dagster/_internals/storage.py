@@ -190,7 +190,7 @@ def wait_for_run_shard_writers(instance: Any, run_id: str) -> bool:
     if postgres is not None and type(storage) is postgres.PostgresEventLogStorage:
         import sqlalchemy as sa
 
-        key = _PostgresBatchWriter._fence_key(run_id)
+        key = _advisory_lock(run_id)
         with storage.run_connection(run_id) as autocommitted:
             # dagster-postgres' engine autocommits every statement; one transaction here.
             conn = autocommitted.execution_options(isolation_level="READ COMMITTED")
@@ -209,11 +209,12 @@ LAST_WRITES_WAIT_SECONDS = 30.0
 ADVISORY_LOCK_SPACE = 0x6461676C
 
 
-def _advisory_lock_key(run_id: str) -> int:
-    """The run's half of its advisory lock key: 32 bits of its id (two runs that share
-    it only wait for each other's fenced batches)."""
+def _advisory_lock(run_id: str) -> dict[str, int]:
+    """The run's advisory lock key, as the statements' parameters: our space, and 32
+    bits of the run's id (two runs that share them only wait for each other's fenced
+    batches)."""
     digest = hashlib.blake2b(run_id.encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return {"space": ADVISORY_LOCK_SPACE, "run": int.from_bytes(digest, "big", signed=True)}
 
 
 def _postgres_event_log() -> Any:
@@ -260,10 +261,6 @@ class _PostgresBatchWriter:
         #: The connection kept between batches, and what closes it.
         self._kept: tuple[contextlib.ExitStack, Any] | None = None
 
-    @staticmethod
-    def _fence_key(run_id: str) -> dict[str, int]:
-        return {"space": ADVISORY_LOCK_SPACE, "run": _advisory_lock_key(run_id)}
-
     def __call__(
         self, run_id: str, entries: Sequence[Storable], before_commit: BeforeCommit | None = None
     ) -> None:
@@ -274,7 +271,7 @@ class _PostgresBatchWriter:
                 if before_commit is not None:
                     # Held until this transaction ends: the run process waits for it
                     # before it reads what a lost worker stored.
-                    conn.execute(self._fence_lock, self._fence_key(run_id))
+                    conn.execute(self._fence_lock, _advisory_lock(run_id))
                 stored = conn.execute(self._insert, rows)
                 payloads = [f"{stored_run_id}_{storage_id}" for stored_run_id, storage_id in stored]
                 conn.execute(self._notify, {"channel": self._channel, "payloads": payloads})

@@ -16,7 +16,6 @@ has exited. Elsewhere its pid is signalled and polled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import select
 import signal
@@ -32,13 +31,21 @@ class WorkerProcess:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._fd: int | None = None
+        #: Gone before it could be held: its pid may be another process's by now.
+        self._gone = False
         if hasattr(os, "pidfd_open"):
-            with contextlib.suppress(OSError):  # already gone: ending it is then a no-op
+            try:
                 self._fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self._gone = True
+            except OSError:  # a kernel without pidfds: its pid, as elsewhere
+                pass
 
     async def end(self, timeout: float) -> bool:
         """Kill the process, then wait until it has exited: True once it has, False if it
         still runs after `timeout` seconds (a process in an uninterruptible wait)."""
+        if self._gone:
+            return True
         try:
             if self._fd is not None:
                 signal.pidfd_send_signal(self._fd, signal.SIGKILL)
