@@ -1,11 +1,17 @@
 """`RunStore`'s fence (a Dask worker's lease) on each storage with a batch writer: asked
 inside a batch's transaction, after its rows are written and before they are committed;
-a "no" rolls the batch back, without a retry and without failing the run."""
+a "no" rolls the batch back, without a retry and without failing the run. And the
+barrier the run process passes before it reads what a lost worker stored: it waits for
+every fenced write under way, batch or single, and never for a process that died."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -13,8 +19,9 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pytest
+from dagster._core.events import StepMaterializationData
 
-from dagloop.dagster._internals import wait_for_run_shard_writers
+from dagloop.dagster._internals import DagsterEventType, fenced_write_hold, wait_for_fenced_writes
 from dagloop.dagster.event_log.run_store import RunStore
 
 
@@ -112,7 +119,7 @@ def test_the_run_waits_for_a_batch_stalled_past_its_fence_before_it_reads(
     worker.start()
     assert past_the_fence.wait(10)
     assert _stored(instance, run_id) == []  # a reader does not wait: nothing yet
-    assert wait_for_run_shard_writers(instance, run_id)
+    assert wait_for_fenced_writes(instance, run_id)
     assert _stored(instance, run_id) == ["entry 0", "entry 1", "entry 2"]
     worker.join(10)
 
@@ -120,4 +127,120 @@ def test_the_run_waits_for_a_batch_stalled_past_its_fence_before_it_reads(
 def test_nothing_to_wait_for_where_the_storage_is_not_sqlite(
     ephemeral_instance: dg.DagsterInstance,
 ) -> None:
-    assert not wait_for_run_shard_writers(ephemeral_instance, str(uuid.uuid4()))
+    assert not wait_for_fenced_writes(ephemeral_instance, str(uuid.uuid4()))
+
+
+def _materialization(run_id: str) -> dg.EventLogEntry:
+    event = dg.DagsterEvent(
+        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+        job_name="a_job",
+        step_key="a_step",
+        event_specific_data=StepMaterializationData(dg.AssetMaterialization("an_asset")),
+    )
+    return dg.EventLogEntry(
+        error_info=None,
+        level=logging.DEBUG,
+        user_message="",
+        run_id=run_id,
+        timestamp=time.time(),
+        step_key="a_step",
+        job_name="a_job",
+        dagster_event=event,
+    )
+
+
+def _materialized_in(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    latest = instance.get_latest_materialization_event(dg.AssetKey("an_asset"))
+    return [] if latest is None else [latest.run_id]
+
+
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
+def test_the_run_waits_for_an_asset_event_stalled_past_its_fence_before_it_reads(
+    storage_instance: dg.DagsterInstance, loop: asyncio.AbstractEventLoop
+) -> None:
+    """An asset event is stored through Dagster's instance (the run's shard, and the
+    asset index), whose write has no hook before its commit: the fence is asked before
+    it. A worker stopped right after that yes writes when it resumes; the run process
+    waits for the whole write (the hold around it) before it reads."""
+    instance, run_id = storage_instance, str(uuid.uuid4())
+    past_the_fence = threading.Event()
+
+    def fence() -> bool:
+        past_the_fence.set()
+        time.sleep(1.0)  # the worker is stopped here, its write not begun
+        return True
+
+    store = RunStore(instance, run_id, loop, batched=True, on_failure=None, fence=fence)
+    worker = threading.Thread(
+        target=store.store_one, args=(_materialization(run_id),), kwargs={"retry": True}
+    )
+    worker.start()
+    assert past_the_fence.wait(10)
+    assert _materialized_in(instance, run_id) == []  # a reader does not wait: nothing yet
+    assert wait_for_fenced_writes(instance, run_id)
+    assert _materialized_in(instance, run_id) == [run_id]
+    assert [e.dagster_event_type for e in instance.all_logs(run_id)] == [
+        DagsterEventType.ASSET_MATERIALIZATION
+    ]
+    worker.join(10)
+    store.finish()
+    assert store.withdrawn == 0 and store.failure is None
+
+
+_HOLDER = """
+import sys, time
+import dagster as dg
+from dagloop.dagster._internals import fenced_write_hold
+with dg.DagsterInstance.get() as instance:
+    with fenced_write_hold(instance, sys.argv[1]).held():
+        print("held", flush=True)
+        time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
+def test_a_writer_that_died_holding_its_hold_is_not_waited_for(
+    storage_instance: dg.DagsterInstance,
+) -> None:
+    """A worker's process killed in the middle of a write through the instance: the
+    kernel (SQLite's file lock) or the server (PostgreSQL's session lock, once its
+    connection drops) lets the hold go, so the run process's wait ends with it, long
+    before its 30 s cap."""
+    instance, run_id = storage_instance, str(uuid.uuid4())
+    assert fenced_write_hold(instance, run_id) is not None
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, run_id], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        waited: list[bool] = []
+        waiter = threading.Thread(
+            target=lambda: waited.append(wait_for_fenced_writes(instance, run_id))
+        )
+        waiter.start()
+        waiter.join(1.0)
+        assert waiter.is_alive()  # the hold is held: the run waits
+        os.kill(holder.pid, signal.SIGKILL)
+        waiter.join(20.0)
+        assert not waiter.is_alive() and waited == [True]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
+def test_a_failed_batch_written_again_entry_by_entry_still_asks_the_fence(
+    storage_instance: dg.DagsterInstance, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A batch the storage rejects is written again one entry at a time, through the
+    instance; a worker the run already took as lost stores none of them that way."""
+    instance, run_id = storage_instance, str(uuid.uuid4())
+    store = RunStore(instance, run_id, loop, batched=True, on_failure=None, fence=lambda: False)
+
+    def rejected(*args: object) -> None:
+        raise RuntimeError("the storage rejects the batch")
+
+    store._write_batch = rejected  # type: ignore[assignment]
+    store.store_batch(_entries(run_id, 3))
+    assert _stored(instance, run_id) == []
+    assert store.withdrawn == 3 and store.failure is None

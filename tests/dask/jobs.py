@@ -577,3 +577,37 @@ def printing_on_cluster_job() -> None:
 
 def printing_on_cluster() -> dg.JobDefinition:
     return printing_on_cluster_job
+
+
+# -- assets and an asset check, on the cluster's workers
+
+
+@dg.asset
+async def raw_numbers(context: dg.AssetExecutionContext) -> list[int]:
+    await asyncio.sleep(0.01)
+    context.add_output_metadata({"pid": os.getpid()})
+    return list(range(WIDTH))
+
+
+@dg.asset
+def doubled(context: dg.AssetExecutionContext, raw_numbers: list[int]) -> list[int]:
+    context.add_output_metadata({"pid": os.getpid()})
+    return [2 * number for number in raw_numbers]
+
+
+@dg.asset_check(asset=doubled)
+def doubled_is_even(doubled: list[int]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=all(number % 2 == 0 for number in doubled))
+
+
+ASSETS_JOB = "assets_on_cluster"
+asset_definitions = dg.Definitions(
+    assets=[raw_numbers, doubled],
+    asset_checks=[doubled_is_even],
+    jobs=[dg.define_asset_job(ASSETS_JOB, executor_def=async_executor)],
+)
+assets_on_cluster_job = asset_definitions.resolve_job_def(ASSETS_JOB)
+
+
+def assets_on_cluster() -> dg.JobDefinition:
+    return assets_on_cluster_job

@@ -14,6 +14,7 @@ import pytest
 from dagster._core.definitions.job_base import InMemoryJob  # test-only: not reconstructable
 from dagster._core.execution.api import execute_run, execute_run_iterator  # test-only
 
+from dagloop.dagster._internals.fenced_writes import SQLITE_HOLD_SUFFIX
 from tests.dagster.conftest import assert_every_started_step_ended, run_job
 from tests.dask import jobs
 
@@ -328,6 +329,43 @@ def test_each_entry_is_stored_once_whoever_writes_it(
         4 * jobs.WIDTH
     )
     assert_every_started_step_ended(instance, outcome.run_id)
+
+
+@pytest.mark.parametrize("storage_instance", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("writer", ["run", "workers"])
+def test_assets_and_their_checks_materialized_on_the_cluster_are_recorded_once(
+    writer: str, address: str, storage_instance: dg.DagsterInstance
+) -> None:
+    """Asset and check events are stored through the instance (the asset index too),
+    by whichever process writes the run's entries; each once, and the assets' latest
+    materializations are this run's."""
+    instance = storage_instance
+    config = _on(address)
+    config["execution"]["config"]["dask"]["events_written_by"] = writer
+    outcome = run_job(jobs.assets_on_cluster, instance, config)
+    assert outcome.success, outcome.failure_text()
+    run_id = outcome.run_id
+    for name in ("raw_numbers", "doubled"):
+        latest = instance.get_latest_materialization_event(dg.AssetKey(name))
+        assert latest is not None and latest.run_id == run_id
+        materialization = latest.asset_materialization
+        assert materialization is not None
+        # Materialized on a worker, not in this (the run's) process.
+        assert materialization.metadata["pid"].value != os.getpid()
+    assert sorted(_stored(instance, run_id, E.ASSET_MATERIALIZATION)) == ["doubled", "raw_numbers"]
+    evaluations = [
+        r.dagster_event.event_specific_data
+        for r in instance.all_logs(run_id, of_type=E.ASSET_CHECK_EVALUATION)
+        if r.dagster_event is not None
+    ]
+    assert [(e.check_name, e.passed) for e in evaluations] == [("doubled_is_even", True)]
+    started = sorted(_stored(instance, run_id, E.STEP_START))
+    assert started == ["doubled", "doubled_doubled_is_even", "raw_numbers"]
+    if writer == "workers" and type(instance.event_log_storage).__name__ == "SqliteEventLogStorage":
+        # Those events were stored by the workers, each inside the run's hold.
+        shard = instance.event_log_storage.path_for_shard(run_id)
+        assert os.path.exists(shard + SQLITE_HOLD_SUFFIX)
+    assert_every_started_step_ended(instance, run_id)
 
 
 def test_auto_writer_is_the_workers_but_for_storage_in_memory(

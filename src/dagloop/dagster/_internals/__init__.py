@@ -2,7 +2,8 @@
 
 Names imported from `dagster._...` live in `names`; code that reads or writes private
 attributes of Dagster's objects lives in one module per concern: `storage` (event-log
-listeners and batch writers), `plan` (plan and `ActiveExecution` changes for
+listeners and batch writers), `fenced_writes` (the locks between a Dask worker's fenced
+writes and the run process reading them), `plan` (plan and `ActiveExecution` changes for
 streaming), `resources` (resources shared by a run's step contexts), `log_manager` (a
 run's log manager and its parts), `events` (events built as Dagster builds its own).
 `relied_on` lists every such attribute; `tests/dagster/test_internals.py` checks each
@@ -13,6 +14,11 @@ from __future__ import annotations
 
 from dagloop.dagster._internals import names
 from dagloop.dagster._internals.events import step_failure_for_interrupt, warning_engine_event
+from dagloop.dagster._internals.fenced_writes import (
+    WriteHold,
+    fenced_write_hold,
+    wait_for_fenced_writes,
+)
 from dagloop.dagster._internals.log_manager import (
     dagster_handler,
     managed_loggers,
@@ -35,7 +41,6 @@ from dagloop.dagster._internals.storage import (
     event_listeners,
     event_log_in_memory,
     run_shard_batch_writer,
-    wait_for_run_shard_writers,
     writes_to_run_shard_only,
 )
 
@@ -47,8 +52,10 @@ __all__ = [
     "decoded",
     "encode_entry",
     "ReliedOn",
+    "WriteHold",
     "dagster_handler",
     "event_listeners",
+    "fenced_write_hold",
     "event_log_in_memory",
     "managed_loggers",
     "mapped_steps_by_dynamic_output",
@@ -57,7 +64,7 @@ __all__ = [
     "resolve_step_ahead",
     "run_shard_batch_writer",
     "run_with_steps_to_execute",
-    "wait_for_run_shard_writers",
+    "wait_for_fenced_writes",
     "share_scoped_resources",
     "step_failure_for_interrupt",
     "warning_engine_event",

@@ -3,14 +3,16 @@ one transaction, for the storages whose `store_event` writes one row per entry."
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from dagloop.dagster._internals.fenced_writes import (
+    KeptConnection,
+    advisory_lock,
+    postgres_event_log,
+)
 from dagloop.dagster._internals.names import (
     ASSET_CHECK_EVENTS,
     ASSET_EVENTS,
@@ -161,70 +163,10 @@ def run_shard_batch_writer(instance: Any) -> BatchWriter | None:
         return _SqliteBatchWriter(storage)
     if type(storage) is InMemoryEventLogStorage:
         return _InMemoryBatchWriter(storage)
-    postgres = _postgres_event_log()
+    postgres = postgres_event_log()
     if postgres is not None and type(storage) is postgres.PostgresEventLogStorage:
         return _PostgresBatchWriter(storage, postgres.CHANNEL_NAME)
     return None
-
-
-def wait_for_run_shard_writers(instance: Any, run_id: str) -> bool:
-    """Return once no fenced batch of the run (a Dask worker's, `before_commit` given)
-    is inside its transaction: each had then committed or rolled back, and a batch that
-    begins later is not waited for. SQLite: take the run shard's write lock and let it
-    go at once. PostgreSQL: the same with the run's advisory lock, which each fenced
-    batch holds shared until its transaction ends (`_PostgresBatchWriter`). False: the
-    storage has neither, nothing waited. Raises if the lock stays held
-    `LAST_WRITES_WAIT_SECONDS` (sqlite3's or SQLAlchemy's OperationalError)."""
-    storage = instance.event_log_storage
-    if type(storage) is SqliteEventLogStorage:
-        path = storage.path_for_shard(run_id)
-        connection = sqlite3.connect(path, timeout=LAST_WRITES_WAIT_SECONDS)
-        try:
-            connection.isolation_level = None  # BEGIN and ROLLBACK as written
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute("ROLLBACK")
-        finally:
-            connection.close()
-        return True
-    postgres = _postgres_event_log()
-    if postgres is not None and type(storage) is postgres.PostgresEventLogStorage:
-        import sqlalchemy as sa
-
-        key = _advisory_lock(run_id)
-        with storage.run_connection(run_id) as autocommitted:
-            # dagster-postgres' engine autocommits every statement; one transaction here.
-            conn = autocommitted.execution_options(isolation_level="READ COMMITTED")
-            with conn.begin():
-                timeout_ms = int(LAST_WRITES_WAIT_SECONDS * 1000)
-                conn.execute(sa.text(f"SET LOCAL lock_timeout = {timeout_ms}"))
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:space, :run)"), key)
-        return True
-    return False
-
-
-#: How long the run process waits for a lost worker's batch still in its transaction.
-LAST_WRITES_WAIT_SECONDS = 30.0
-#: The first half of the run's advisory lock key on PostgreSQL ("dagl"), so that it
-#: does not meet the keys of other users of the same database.
-ADVISORY_LOCK_SPACE = 0x6461676C
-
-
-def _advisory_lock(run_id: str) -> dict[str, int]:
-    """The run's advisory lock key, as the statements' parameters: our space, and 32
-    bits of the run's id (two runs that share them only wait for each other's fenced
-    batches)."""
-    digest = hashlib.blake2b(run_id.encode(), digest_size=4).digest()
-    return {"space": ADVISORY_LOCK_SPACE, "run": int.from_bytes(digest, "big", signed=True)}
-
-
-def _postgres_event_log() -> Any:
-    """dagster-postgres' event-log module, or None where it is not installed (it is not a
-    dependency of dagloop: only PostgreSQL deployments have it)."""
-    try:
-        from dagster_postgres.event_log import event_log
-    except ImportError:
-        return None
-    return event_log
 
 
 class _PostgresBatchWriter:
@@ -258,20 +200,20 @@ class _PostgresBatchWriter:
             "WITH ORDINALITY AS sent(payload, position) ORDER BY position"
         )
         self._fence_lock = sa.text("SELECT pg_advisory_xact_lock_shared(:space, :run)")
-        #: The connection kept between batches, and what closes it.
-        self._kept: tuple[contextlib.ExitStack, Any] | None = None
+        # dagster-postgres' engine autocommits every statement; one transaction here.
+        self._connection = KeptConnection(storage, isolation_level="READ COMMITTED")
 
     def __call__(
         self, run_id: str, entries: Sequence[Storable], before_commit: BeforeCommit | None = None
     ) -> None:
         rows = [_row(self._storage, entry) for entry in entries]
-        conn = self._connection(run_id)
+        conn = self._connection.get(run_id)
         try:
             with conn.begin():
                 if before_commit is not None:
                     # Held until this transaction ends: the run process waits for it
                     # before it reads what a lost worker stored.
-                    conn.execute(self._fence_lock, _advisory_lock(run_id))
+                    conn.execute(self._fence_lock, advisory_lock(run_id))
                 stored = conn.execute(self._insert, rows)
                 payloads = [f"{stored_run_id}_{storage_id}" for stored_run_id, storage_id in stored]
                 conn.execute(self._notify, {"channel": self._channel, "payloads": payloads})
@@ -282,18 +224,7 @@ class _PostgresBatchWriter:
             raise
 
     def close(self) -> None:
-        kept, self._kept = self._kept, None
-        if kept is not None:
-            with contextlib.suppress(Exception):
-                kept[0].close()
-
-    def _connection(self, run_id: str) -> Any:
-        if self._kept is None:
-            stack = contextlib.ExitStack()
-            conn = stack.enter_context(self._storage.run_connection(run_id))
-            # dagster-postgres' engine autocommits every statement; one transaction here.
-            self._kept = (stack, conn.execution_options(isolation_level="READ COMMITTED"))
-        return self._kept[1]
+        self._connection.close()
 
 
 class _InMemoryBatchWriter:

@@ -16,7 +16,7 @@ from dagloop.dagster._internals import (
     EngineEventData,
     PlanExecutionContext,
     serializable_error_info_from_exc_info,
-    wait_for_run_shard_writers,
+    wait_for_fenced_writes,
 )
 from dagloop.dagster.attempts import OPENING_EVENT_TYPES, TERMINAL_EVENT_TYPES
 from dagloop.errors import DagloopError
@@ -68,12 +68,12 @@ def lost_workers_event(
 
 
 async def wait_for_its_last_write(context: PlanExecutionContext, worker: str) -> None:
-    """Before reading what a lost worker stored. Stopped inside a batch's transaction,
-    past its lease's last check, it commits that batch when it resumes: wait until no
-    fenced batch of the run is inside its transaction (SQLite, PostgreSQL). A batch it
-    begins later is refused by its lease (its channel is closed: no PONG renews it)."""
+    """Before reading what a lost worker stored. Stopped inside a write, past its
+    lease's last check, it finishes that write when it resumes: wait until no fenced
+    write of the run is under way (SQLite, PostgreSQL). A write it begins later is
+    refused by its lease (its channel is closed: no PONG renews it)."""
     try:
-        await asyncio.to_thread(wait_for_run_shard_writers, context.instance, context.run_id)
+        await asyncio.to_thread(wait_for_fenced_writes, context.instance, context.run_id)
     except Exception as error:  # its steps are reported all the same
         context.log.warning(
             f"dagloop: waiting for the run's event-log writes failed while Dask worker "

@@ -22,6 +22,7 @@ from dagloop.dagster._internals import (
     Storable,
     decoded,
     event_listeners,
+    fenced_write_hold,
     run_shard_batch_writer,
 )
 from dagloop.dagster.errors import EventLogWriteError
@@ -61,6 +62,9 @@ class RunStore:
         self._loop = loop
         self._on_failure = on_failure
         self._write_batch = run_shard_batch_writer(instance) if batched else None
+        #: Held around each fenced write through the instance: the run process waits
+        #: for it before it reads what a lost worker stored (`fenced_writes.py`).
+        self._hold = fenced_write_hold(instance, run_id) if fence is not None else None
         #: Replaced by the instance's own method once the run's entries are routed away.
         self.store_unguarded: StoreOne = instance.handle_new_event
         self._lock = threading.Lock()
@@ -82,14 +86,20 @@ class RunStore:
     def store_one(self, entry: Storable, *, retry: bool) -> None:
         """Store `entry` (retried with backoff if `retry`), or raise EventLogWriteError."""
         entry = decoded(entry)
-        if self._fence is not None and not self._fence():
-            # Dagster's own write has no hook before its commit: asked before it.
-            self.withdrawn += 1
-            return
         try:
-            self._write(lambda: self.store_unguarded(entry), 1, retry=retry)
+            self._store_through_instance(entry, retry=retry)
         except Exception as exc:
             raise self._fail(exc, [entry]) from exc
+
+    def _store_through_instance(self, entry: EventLogEntry, *, retry: bool) -> None:
+        """Dagster's own write, which has no hook before its commit: the fence is asked
+        before it, inside the hold, which the run process waits for before it reads what
+        a lost worker stored."""
+        with contextlib.nullcontext() if self._hold is None else self._hold.held():
+            if self._fence is not None and not self._fence():
+                self.withdrawn += 1
+                return
+            self._write(lambda: self.store_unguarded(entry), 1, retry=retry)
 
     def report_failure(self, failure: EventLogWriteError) -> None:
         """Entries another process could not store: the run fails as if they were ours."""
@@ -115,7 +125,7 @@ class RunStore:
             # fails too, the storage is down: the rest are not tried one by one.
             for index, entry in enumerate(map(decoded, entries)):
                 try:
-                    self._write(lambda entry=entry: self.store_unguarded(entry), 1, retry=False)  # type: ignore[misc]
+                    self._store_through_instance(entry, retry=False)
                 except Exception as exc:
                     self._fail(exc, entries[index:])
                     return
@@ -131,6 +141,8 @@ class RunStore:
         finally:
             if self._write_batch is not None:
                 self._write_batch.close()
+            if self._hold is not None:
+                self._hold.close()
 
     def _store_lost(self) -> None:
         lost, self._lost = self._lost, []
@@ -147,7 +159,7 @@ class RunStore:
                 self._notify_listeners(lost)
             else:
                 for entry in map(decoded, lost):
-                    self._write(lambda entry=entry: self.store_unguarded(entry), 1, retry=True)  # type: ignore[misc]
+                    self._store_through_instance(entry, retry=True)
         except _Withdrawn:
             self.withdrawn += len(lost)
         except Exception as exc:
