@@ -4,6 +4,7 @@ what it stored. Every test runs real Dagster runs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from dagloop.dagster import async_executor
 from dagloop.dagster.orchestrator import Orchestrator
 from tests.dagster.conftest import (
     BOTH_HOMES,
@@ -461,6 +463,47 @@ def test_transient_errors_of_the_cancel_poll_are_retried(
     finally:
         del sqlite_instance.get_run_by_id
     assert outcome.success
+
+
+#: The thread running the run's loop, as seen by `records_the_loops_thread`.
+LOOP_THREAD: list[int] = []
+
+
+@dg.op
+async def records_the_loops_thread() -> None:
+    LOOP_THREAD.append(threading.get_ident())
+    await asyncio.sleep(1.6)  # the run's status is read 4 times meanwhile
+
+
+@dg.job(executor_def=async_executor)
+def status_read_while_a_step_runs() -> None:
+    records_the_loops_thread()
+
+
+def test_the_runs_status_is_never_read_on_its_loop(sqlite_instance: dg.DagsterInstance) -> None:
+    """A status read is a storage round trip: made on the run's loop, it would stall
+    every step a few times a second. dagloop's reads run in a thread of their own."""
+    get_run_by_id = sqlite_instance.get_run_by_id
+    reads_by_dagloop: list[int] = []
+
+    def recorded(run_id: str) -> Any:
+        caller = sys._getframe(1)
+        while caller is not None and "/dagloop/" not in caller.f_code.co_filename:
+            caller = caller.f_back
+        if caller is not None:
+            reads_by_dagloop.append(threading.get_ident())
+        return get_run_by_id(run_id)
+
+    LOOP_THREAD.clear()
+    sqlite_instance.get_run_by_id = recorded  # type: ignore[method-assign]
+    try:
+        outcome = run_job(status_read_while_a_step_runs, sqlite_instance)
+    finally:
+        del sqlite_instance.get_run_by_id
+    assert outcome.success
+    (loop_thread,) = LOOP_THREAD
+    assert len(reads_by_dagloop) >= 3
+    assert loop_thread not in reads_by_dagloop
 
 
 def test_closing_the_event_iterator_cancels_and_awaits_every_step(

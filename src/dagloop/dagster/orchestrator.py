@@ -160,7 +160,12 @@ class Orchestrator:
                 )
                 self._reports.start(emit, active, self._streaming)
                 self._start_run_log_capture(stack)
-                await self._schedule(active)
+                watch = asyncio.create_task(self._termination.watch_for_canceling())
+                try:
+                    await self._schedule(active)
+                finally:
+                    watch.cancel()
+                    await asyncio.wait([watch])
                 self._termination.report_summary()
                 if self._streaming is not None:
                     self._emit_all(self._streaming.summary(job_context))
@@ -386,7 +391,8 @@ class Orchestrator:
             self._termination.raised = self._termination.raised or exc
             self.request_interrupt(f"step '{run.key}' raised {type(exc).__name__}")
         finally:
-            self.release(run)
+            if run.state is not AttemptState.ABANDONED:  # released as it was abandoned
+                self.release(run)
 
     def _fails_its_step_only(self, run: StepRun, exc: BaseException) -> bool:
         """A step's time budget ran out: that fails (or retries) the step and never the
@@ -411,7 +417,8 @@ class Orchestrator:
                 self._concurrency.free_step(step_key)
 
     def release(self, run: StepRun) -> None:
-        """The attempt's task is over (or it was abandoned): release what it held."""
+        """The attempt's task is over, or it was abandoned (once, as it was): release
+        what it held."""
         if run.state is not AttemptState.ABANDONED and not self._attempts.close(run.attempt):
             return
         self._wakeup.set()

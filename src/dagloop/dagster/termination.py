@@ -16,7 +16,6 @@ the run's `AttemptTable` decides what each interrupted attempt may still report.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import Counter
 from collections.abc import Callable
 from types import FrameType, TracebackType
@@ -33,13 +32,12 @@ from dagloop.dagster._internals import (
     warning_engine_event,
 )
 from dagloop.dagster.attempts import AttemptState, AttemptTable, Settlement
+from dagloop.dagster.canceling_watch import CancelingWatch
 from dagloop.dagster.config import AsyncExecutorConfig
 from dagloop.dagster.event_log import RunEventLog
 from dagloop.dagster.step_run import StepRun
 from dagloop.runtime.thread_interrupt import exception_class
 
-#: How often the run's status is read for CANCELING.
-CANCEL_POLL_SECONDS = 0.5
 #: How a thread-hosted step's interrupt ended, as counted in the run's summary.
 _OUTCOMES = ("sampled", "trapped", "abandoned", "unneeded")
 
@@ -75,12 +73,16 @@ class Termination:
         self.stopping = False
         #: What the run ends with, if it must fail (the first error wins).
         self.raised: BaseException | None = None
-        self._last_cancel_poll = 0.0
-        self._cancel_poll_failures = 0
+        #: Reads the run's status; a signal asks it once more, at once.
+        self._canceling = CancelingWatch(job_context)
         self._thread_interrupts: Counter[str] = Counter()
 
     def start(self, emit: Callable[[DagsterEvent], None]) -> None:
         self._emit = emit
+
+    async def watch_for_canceling(self) -> None:
+        """Until the run is marked CANCELING (then it stops) or this is cancelled."""
+        await self._canceling.watch(lambda: self.request("the run was marked CANCELING"))
 
     # -- requests --------------------------------------------------------------------
 
@@ -97,31 +99,9 @@ class Termination:
         self.request(f"{type(error).__name__}: {error}")
 
     def poll(self) -> None:
-        """Look for a captured signal, and (at most every CANCEL_POLL_SECONDS) whether
-        the run was marked CANCELING."""
+        """Look for a captured signal (the run's status is read by `CancelingWatch`)."""
         if pop_captured_interrupt():
             self._on_signal()
-        now = time.monotonic()
-        if self.requested is None and now - self._last_cancel_poll >= CANCEL_POLL_SECONDS:
-            self._last_cancel_poll = now
-            if self._run_is_canceling():
-                self.request("the run was marked CANCELING")
-
-    def _run_is_canceling(self) -> bool:
-        """One look at the run's status; a storage error is retried at the next poll."""
-        try:
-            run = self._job_context.instance.get_run_by_id(self._job_context.run_id)
-        except Exception as exc:
-            self._cancel_poll_failures += 1
-            if self._cancel_poll_failures == 1:
-                with contextlib.suppress(Exception):
-                    self._job_context.log.warning(
-                        "dagloop async executor: reading the run's status failed "
-                        f"({exc!r}); retrying every {CANCEL_POLL_SECONDS:g} s"
-                    )
-            return False
-        self._cancel_poll_failures = 0
-        return run is not None and run.status == dg.DagsterRunStatus.CANCELING
 
     def _on_signal(self) -> None:
         """SIGINT/SIGTERM. A run marked CANCELING (the UI's Terminate) stops. Otherwise,
@@ -131,7 +111,7 @@ class Termination:
         self.on_signal()
         if self.stopping:
             return
-        if not len(self._attempts) or self._run_is_canceling():
+        if not len(self._attempts) or self._canceling.is_canceling():
             self.request("received a termination signal")
             return
         # Steps still waiting for a thread are not interrupted: they start later, as
