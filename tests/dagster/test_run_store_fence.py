@@ -21,7 +21,13 @@ import dagster as dg
 import pytest
 from dagster._core.events import StepMaterializationData
 
-from dagloop.dagster._internals import DagsterEventType, fenced_write_hold, wait_for_fenced_writes
+from dagloop.dagster._internals import (
+    DagsterEventType,
+    discard_fenced_write_holds,
+    fenced_write_hold,
+    wait_for_fenced_writes,
+)
+from dagloop.dagster._internals.fenced_writes import SQLITE_HOLD_SUFFIX
 from dagloop.dagster.event_log.run_store import RunStore
 
 
@@ -244,3 +250,19 @@ def test_a_failed_batch_written_again_entry_by_entry_still_asks_the_fence(
     store.store_batch(_entries(run_id, 3))
     assert _stored(instance, run_id) == []
     assert store.withdrawn == 3 and store.failure is None
+
+
+def test_the_file_sqlites_holds_lock_is_removed_once_the_workers_are_gone(
+    sqlite_instance: dg.DagsterInstance, loop: asyncio.AbstractEventLoop
+) -> None:
+    instance, run_id = sqlite_instance, str(uuid.uuid4())
+    hold_file = instance.event_log_storage.path_for_shard(run_id) + SQLITE_HOLD_SUFFIX  # type: ignore[attr-defined]
+    store = RunStore(instance, run_id, loop, batched=True, on_failure=None, fence=lambda: True)
+    store.store_one(_materialization(run_id), retry=True)
+    store.finish()
+    assert os.path.exists(hold_file)  # the worker's write held it
+    discard_fenced_write_holds(instance, run_id)
+    assert not os.path.exists(hold_file)
+    discard_fenced_write_holds(instance, run_id)  # nothing left: nothing to do
+    assert wait_for_fenced_writes(instance, run_id)
+    assert _materialized_in(instance, run_id) == [run_id]

@@ -16,6 +16,7 @@ from dagloop.dagster._internals import names
 from dagloop.dagster._internals.events import step_failure_for_interrupt, warning_engine_event
 from dagloop.dagster._internals.fenced_writes import (
     WriteHold,
+    discard_fenced_write_holds,
     fenced_write_hold,
     wait_for_fenced_writes,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "ReliedOn",
     "WriteHold",
     "dagster_handler",
+    "discard_fenced_write_holds",
     "event_listeners",
     "fenced_write_hold",
     "event_log_in_memory",

@@ -91,6 +91,16 @@ def fenced_write_hold(instance: Any, run_id: str) -> WriteHold | None:
     return None
 
 
+def discard_fenced_write_holds(instance: Any, run_id: str) -> None:
+    """The run's workers are gone: remove the file SQLite's holds lock, so that nothing
+    of the run's is left beside its shard. A lost worker that still lives (on a cluster
+    the run does not own) would lock a new file, but its lease refuses its writes."""
+    storage = instance.event_log_storage
+    if type(storage) is SqliteEventLogStorage:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(storage.path_for_shard(run_id) + SQLITE_HOLD_SUFFIX)
+
+
 def wait_for_fenced_writes(instance: Any, run_id: str) -> bool:
     """Return once no fenced write of the run (a Dask worker's) is under way: each has
     then landed or failed, and one that begins later is not waited for. False: the

@@ -26,6 +26,7 @@ from dagloop.dagster._internals import (
     Executor,
     PlanExecutionContext,
     ReconstructableJob,
+    discard_fenced_write_holds,
 )
 from dagloop.dagster.attempts import AttemptState
 from dagloop.dagster.config import AsyncExecutorConfig
@@ -138,6 +139,8 @@ class DaskSteps:
             stack, self._stack = self._stack, None
             if stack is not None:
                 await stack.aclose()
+            context = self._job_context
+            discard_fenced_write_holds(context.instance, context.run_id)
 
     async def _open(self) -> None:
         config = self._config
