@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import dagster as dg
 
@@ -31,6 +31,16 @@ class CancelingWatch:
     def __init__(self, job_context: PlanExecutionContext) -> None:
         self._job_context = job_context
         self._failures = 0
+
+    @contextlib.asynccontextmanager
+    async def watching(self, on_canceling: Callable[[], None]) -> AsyncIterator[None]:
+        """`watch` in a task of its own while the block runs."""
+        task = asyncio.create_task(self.watch(on_canceling))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.wait([task])
 
     async def watch(self, on_canceling: Callable[[], None]) -> None:
         """Read the status now and every CANCEL_POLL_SECONDS, until it is CANCELING (then

@@ -87,7 +87,7 @@ class Orchestrator:
             config,
             self._attempts,
             self._reports.report_owed,
-            self.release,
+            self._released,
             self._wakeup.set,
             event_log,
         )
@@ -160,12 +160,8 @@ class Orchestrator:
                 )
                 self._reports.start(emit, active, self._streaming)
                 self._start_run_log_capture(stack)
-                watch = asyncio.create_task(self._termination.watch_for_canceling())
-                try:
+                async with self._termination.watching_for_canceling():
                     await self._schedule(active)
-                finally:
-                    watch.cancel()
-                    await asyncio.wait([watch])
                 self._termination.report_summary()
                 if self._streaming is not None:
                     self._emit_all(self._streaming.summary(job_context))
@@ -391,8 +387,7 @@ class Orchestrator:
             self._termination.raised = self._termination.raised or exc
             self.request_interrupt(f"step '{run.key}' raised {type(exc).__name__}")
         finally:
-            if run.state is not AttemptState.ABANDONED:  # released as it was abandoned
-                self.release(run)
+            self.release(run)
 
     def _fails_its_step_only(self, run: StepRun, exc: BaseException) -> bool:
         """A step's time budget ran out: that fails (or retries) the step and never the
@@ -417,10 +412,14 @@ class Orchestrator:
                 self._concurrency.free_step(step_key)
 
     def release(self, run: StepRun) -> None:
-        """The attempt's task is over, or it was abandoned (once, as it was): release
-        what it held."""
-        if run.state is not AttemptState.ABANDONED and not self._attempts.close(run.attempt):
-            return
+        """The attempt's task is over: release what it held, the first time (an
+        abandoned attempt was released as it was abandoned)."""
+        if self._attempts.close(run.attempt):
+            self._released(run)
+
+    def _released(self, run: StepRun) -> None:
+        """What an attempt held is released: once, as its task ends (`release`) or as
+        it is abandoned (`Termination`)."""
         self._wakeup.set()
         if run.deadline_timer is not None:
             run.deadline_timer.cancel()

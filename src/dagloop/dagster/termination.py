@@ -80,9 +80,9 @@ class Termination:
     def start(self, emit: Callable[[DagsterEvent], None]) -> None:
         self._emit = emit
 
-    async def watch_for_canceling(self) -> None:
-        """Until the run is marked CANCELING (then it stops) or this is cancelled."""
-        await self._canceling.watch(lambda: self.request("the run was marked CANCELING"))
+    def watching_for_canceling(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """While the block runs: once the run is marked CANCELING, it stops."""
+        return self._canceling.watching(lambda: self.request("the run was marked CANCELING"))
 
     # -- requests --------------------------------------------------------------------
 

@@ -139,8 +139,7 @@ class DaskSteps:
             stack, self._stack = self._stack, None
             if stack is not None:
                 await stack.aclose()
-            context = self._job_context
-            discard_fenced_write_holds(context.instance, context.run_id)
+            discard_fenced_write_holds(self._job_context.instance, self._job_context.run_id)
 
     async def _open(self) -> None:
         config = self._config
